@@ -1,0 +1,224 @@
+//! The admin listener: probes, metrics and the management API, on its own address.
+//!
+//! `/healthz` and `/readyz` are open (orchestrators probe them); `/metrics` and `/admin/v1/*`
+//! need `Authorization: Bearer <token>`, compared in constant time. With no token configured the
+//! admin API answers 503 rather than run open.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::actions::{PROBLEM_CONTENT_TYPE, Problem, ProblemKind};
+use crate::extract::sniff;
+use crate::knownmedia::{Bank, BankError, KnownAction};
+use crate::telemetry::Metrics;
+
+/// Largest media file accepted by the known-media endpoint.
+const MAX_UPLOAD: usize = 64 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub metrics: Arc<Metrics>,
+    pub bank: Arc<Bank>,
+    /// SHA-256 of the token: comparing digests keeps the comparison constant-time whatever the
+    /// length of the presented token.
+    token_digest: Option<[u8; 32]>,
+    metrics_public: bool,
+    pub ready: Arc<AtomicBool>,
+}
+
+impl AdminState {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        bank: Arc<Bank>,
+        token: Option<String>,
+        metrics_public: bool,
+    ) -> Self {
+        Self {
+            metrics,
+            bank,
+            token_digest: token.map(|t| Sha256::digest(t.as_bytes()).into()),
+            metrics_public,
+            ready: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+pub fn router(state: AdminState) -> Router {
+    let api = Router::new()
+        .route(
+            "/admin/v1/known-media",
+            get(list_known).post(add_known),
+        )
+        .route("/admin/v1/known-media/{id}", delete(remove_known))
+        .layer(DefaultBodyLimit::max(MAX_UPLOAD))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let metrics = if state.metrics_public {
+        Router::new().route("/metrics", get(metrics))
+    } else {
+        Router::new()
+            .route("/metrics", get(metrics))
+            .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+    };
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(metrics)
+        .merge(api)
+        .fallback(|| async { problem(Problem::new(ProblemKind::NotFound, "no such admin endpoint")) })
+        .with_state(state)
+}
+
+fn problem(p: Problem) -> Response {
+    let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(header::CONTENT_TYPE, PROBLEM_CONTENT_TYPE)],
+        p.to_json(),
+    )
+        .into_response()
+}
+
+async fn require_token(State(s): State<AdminState>, req: Request, next: Next) -> Response {
+    let Some(want) = s.token_digest else {
+        return problem(Problem::new(
+            ProblemKind::Unavailable,
+            "no admin token is configured (set LIKEGUARD_ADMIN_TOKEN)",
+        ));
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| <[u8; 32]>::from(Sha256::digest(t.trim().as_bytes())));
+    match given {
+        Some(g) if bool::from(g.ct_eq(&want)) => next.run(req).await,
+        _ => {
+            let mut r = problem(Problem::new(
+                ProblemKind::Unauthorized,
+                "a valid bearer token is required",
+            ));
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
+            r
+        }
+    }
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(State(s): State<AdminState>) -> Response {
+    let serving = s.ready.load(Ordering::Acquire);
+    let body = serde_json::json!({
+        "status": if serving { "ready" } else { "starting" },
+        "checks": {
+            "proxy": serving,
+            "known_media_entries": s.bank.len(),
+        }
+    });
+    let code = if serving {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+}
+
+async fn list_known(State(s): State<AdminState>) -> impl IntoResponse {
+    axum::Json(serde_json::json!({ "entries": s.bank.list() }))
+}
+
+#[derive(Deserialize)]
+struct AddQuery {
+    action: Option<KnownAction>,
+    #[serde(default)]
+    label: String,
+}
+
+/// Hashes shared by another party (no media needed).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddHashes {
+    sha256: Option<String>,
+    pdq: Option<String>,
+    action: KnownAction,
+    #[serde(default)]
+    label: String,
+}
+
+/// `POST /admin/v1/known-media`: either a media file as the body (`?action=block&label=...`),
+/// or JSON `{sha256?, pdq?, action, label?}`.
+async fn add_known(
+    State(s): State<AdminState>,
+    Query(q): Query<AddQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let bank = s.bank.clone();
+    let result = if is_json {
+        let h: AddHashes = match serde_json::from_slice(&body) {
+            Ok(h) => h,
+            Err(e) => return problem(Problem::new(ProblemKind::MalformedBody, e.to_string())),
+        };
+        tokio::task::spawn_blocking(move || {
+            bank.add(h.sha256, h.pdq.map(|p| (p, None)), h.action, h.label)
+        })
+        .await
+    } else {
+        let Some(media) = sniff(&body) else {
+            return problem(Problem::new(
+                ProblemKind::UnsupportedMedia,
+                "the body is not an image, video or audio file likeguard reads",
+            ));
+        };
+        let action = q.action.unwrap_or(KnownAction::Block);
+        // Decoding and hashing are CPU work: off the runtime.
+        tokio::task::spawn_blocking(move || bank.add_media(&body, media, action, q.label)).await
+    };
+    match result {
+        Ok(Ok(entry)) => (StatusCode::CREATED, axum::Json(entry)).into_response(),
+        Ok(Err(BankError::Invalid(why))) => problem(Problem::new(ProblemKind::BadRequest, why)),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "known-media store failed");
+            problem(Problem::new(ProblemKind::Internal, "could not store the entry"))
+        }
+        Err(e) => problem(Problem::new(ProblemKind::Internal, e.to_string())),
+    }
+}
+
+async fn remove_known(State(s): State<AdminState>, Path(id): Path<String>) -> Response {
+    let bank = s.bank.clone();
+    match tokio::task::spawn_blocking(move || bank.remove(&id)).await {
+        Ok(Ok(true)) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Ok(false)) => problem(Problem::new(ProblemKind::NotFound, "no such entry")),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "known-media store failed");
+            problem(Problem::new(ProblemKind::Internal, "could not remove the entry"))
+        }
+        Err(e) => problem(Problem::new(ProblemKind::Internal, e.to_string())),
+    }
+}

@@ -1,0 +1,352 @@
+//! Configuration: the YAML file an operator writes, its defaults, and its validation.
+//!
+//! Everything is parsed into typed values up front so the request path never re-parses strings.
+//! `likeguard config example` prints `example.yaml`, which is also parsed in a test so the
+//! documented example can never drift from what the loader accepts.
+
+mod route;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use route::{
+    Direction, ExtractConfig, FailureMode, InspectConfig, Mode, RouteConfig, RouteMatch,
+    UnsupportedMedia, Upstream,
+};
+
+/// The commented example printed by `likeguard config example`.
+pub const EXAMPLE: &str = include_str!("example.yaml");
+
+/// Environment variable that supplies the admin bearer token (overrides the file).
+pub const ADMIN_TOKEN_ENV: &str = "LIKEGUARD_ADMIN_TOKEN";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address of the proxy listener.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Proxy worker threads; 0 = one per CPU.
+    #[serde(default)]
+    pub workers: usize,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Where likeguard keeps its own state (known-media bank, ...).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub tag: TagConfig,
+    #[serde(default)]
+    pub known_media: KnownMediaConfig,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+    /// Bearer token for the admin API and /metrics. `LIKEGUARD_ADMIN_TOKEN` overrides it.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Serve /metrics without the token (for scrapers on a trusted network).
+    #[serde(default)]
+    pub metrics_public: bool,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_admin_listen(),
+            token: None,
+            metrics_public: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// Longest wait for the next chunk of a client's body (slow clients get 408).
+    #[serde(default = "d_30s", with = "humantime_serde")]
+    pub client_read: Duration,
+    /// Longest time to receive a whole held body from a client.
+    #[serde(default = "d_60s", with = "humantime_serde")]
+    pub client_body: Duration,
+    #[serde(default = "d_5s", with = "humantime_serde")]
+    pub upstream_connect: Duration,
+    /// Longest wait for the upstream's response headers.
+    #[serde(default = "d_60s", with = "humantime_serde")]
+    pub upstream_response: Duration,
+    /// Graceful shutdown: how long in-flight requests may take to finish.
+    #[serde(default = "d_5s", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            client_read: d_30s(),
+            client_body: d_60s(),
+            upstream_connect: d_5s(),
+            upstream_response: d_60s(),
+            shutdown_grace: d_5s(),
+        }
+    }
+}
+
+/// Header names used by the `tag` action (and by every decision for traceability).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TagConfig {
+    #[serde(default = "h_decision")]
+    pub decision_header: String,
+    #[serde(default = "h_rule")]
+    pub rule_header: String,
+    #[serde(default = "h_decision_id")]
+    pub decision_id_header: String,
+    /// Extra fixed headers added on `tag`.
+    #[serde(default)]
+    pub extra: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for TagConfig {
+    fn default() -> Self {
+        Self {
+            decision_header: h_decision(),
+            rule_header: h_rule(),
+            decision_id_header: h_decision_id(),
+            extra: Default::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KnownMediaConfig {
+    /// Largest PDQ Hamming distance (of 256 bits) that still counts as the same image.
+    /// 31 is the threshold recommended with the PDQ reference implementation.
+    #[serde(default = "default_pdq_distance")]
+    pub pdq_max_distance: u32,
+    /// Largest image (in pixels) decoded for perceptual hashing; bigger ones are hashed exactly only.
+    #[serde(default = "default_max_pixels")]
+    pub max_pixels: u64,
+}
+
+impl Default for KnownMediaConfig {
+    fn default() -> Self {
+        Self {
+            pdq_max_distance: default_pdq_distance(),
+            max_pixels: default_max_pixels(),
+        }
+    }
+}
+
+/// A configuration problem, reported as file / field / reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}: {field}: {reason}")]
+    Invalid {
+        file: String,
+        field: String,
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Load and validate a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Self::parse(&text, &file)
+    }
+
+    /// Parse and validate config text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let de = serde_yaml_ng::Deserializer::from_str(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            let inner = e.into_inner();
+            let reason = match inner.location() {
+                Some(l) => format!("{inner} (line {}, column {})", l.line(), l.column()),
+                None => inner.to_string(),
+            };
+            ConfigError::Invalid {
+                file: file.to_string(),
+                field: if field == "." { "(top level)".into() } else { field },
+                reason,
+            }
+        })?;
+        config.validate().map_err(|(field, reason)| ConfigError::Invalid {
+            file: file.to_string(),
+            field,
+            reason,
+        })?;
+        Ok(config)
+    }
+
+    /// The embedded default: no file, every path inspected towards `upstream` in both directions.
+    pub fn embedded(upstream: Upstream) -> Self {
+        let mut config = Self::parse("{}", "(embedded)").expect("empty config is valid");
+        config.routes.push(RouteConfig::catch_all(upstream));
+        config
+    }
+
+    /// Checks that need more than one field at a time.
+    fn validate(&self) -> Result<(), (String, String)> {
+        if self.listen == self.admin.listen {
+            return Err((
+                "admin.listen".into(),
+                "must differ from the proxy listen address".into(),
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, route) in self.routes.iter().enumerate() {
+            route
+                .validate()
+                .map_err(|(f, r)| (format!("routes[{i}].{f}"), r))?;
+            if !names.insert(route.name.as_str()) {
+                return Err((
+                    format!("routes[{i}].name"),
+                    format!("duplicate route name {:?}", route.name),
+                ));
+            }
+        }
+        for (field, name) in [
+            ("tag.decision_header", &self.tag.decision_header),
+            ("tag.rule_header", &self.tag.rule_header),
+            ("tag.decision_id_header", &self.tag.decision_id_header),
+        ] {
+            http::HeaderName::try_from(name.as_str())
+                .map_err(|_| (field.to_string(), format!("{name:?} is not a header name")))?;
+        }
+        for (k, v) in &self.tag.extra {
+            http::HeaderName::try_from(k.as_str())
+                .map_err(|_| ("tag.extra".to_string(), format!("{k:?} is not a header name")))?;
+            http::HeaderValue::try_from(v.as_str()).map_err(|_| {
+                (
+                    format!("tag.extra.{k}"),
+                    format!("{v:?} is not a header value"),
+                )
+            })?;
+        }
+        if self.known_media.pdq_max_distance > 128 {
+            return Err((
+                "known_media.pdq_max_distance".into(),
+                "must be at most 128 (of 256 bits); 31 is the usual value".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The admin token: the environment wins over the file. Empty means unset.
+    pub fn admin_token(&self) -> Option<String> {
+        std::env::var(ADMIN_TOKEN_ENV)
+            .ok()
+            .or_else(|| self.admin.token.clone())
+            .filter(|t| !t.is_empty())
+    }
+
+    pub fn worker_threads(&self) -> usize {
+        if self.workers == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.workers
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8080))
+}
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9090))
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("likeguard-state")
+}
+fn default_pdq_distance() -> u32 {
+    31
+}
+fn default_max_pixels() -> u64 {
+    50_000_000
+}
+fn d_5s() -> Duration {
+    Duration::from_secs(5)
+}
+fn d_30s() -> Duration {
+    Duration::from_secs(30)
+}
+fn d_60s() -> Duration {
+    Duration::from_secs(60)
+}
+fn h_decision() -> String {
+    "likeguard-decision".into()
+}
+fn h_rule() -> String {
+    "likeguard-rule".into()
+}
+fn h_decision_id() -> String {
+    "likeguard-decision-id".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_parses() {
+        let c = Config::parse(EXAMPLE, "example.yaml").unwrap();
+        assert!(c.routes.len() >= 2);
+        assert_eq!(c.routes[0].name, "uploads");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = Config::parse("routes:\n  - name: a\n    upstream: http://x:1\n    inspect: {direction: sideways}\n", "f.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("f.yaml: routes[0].inspect.direction:"), "{e}");
+        assert!(e.contains("sideways"), "{e}");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let e = Config::parse("listn: 1.2.3.4:5\n", "f.yaml").unwrap_err().to_string();
+        assert!(e.contains("listn"), "{e}");
+    }
+
+    #[test]
+    fn https_upstreams_are_refused_clearly() {
+        let e = Config::parse("routes:\n  - name: a\n    upstream: https://x:1\n", "f.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("routes[0].upstream"), "{e}");
+        assert!(e.contains("http://"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_route_names_are_refused() {
+        let e = Config::parse(
+            "routes:\n  - {name: a, upstream: 'http://x:1'}\n  - {name: a, upstream: 'http://x:2'}\n",
+            "f.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("routes[1].name"), "{e}");
+    }
+}

@@ -1,0 +1,56 @@
+//! The inspector seam: something that looks at media items and reports findings.
+//!
+//! Inspectors are shared by every request (built once at start). CPU-heavy work inside an
+//! inspector must leave the async runtime (`spawn_blocking` or a dedicated pool).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::extract::MediaItem;
+use crate::policy::{Decision, Finding};
+
+#[derive(Debug, thiserror::Error)]
+#[error("inspector {inspector}: {detail}")]
+pub struct InspectError {
+    pub inspector: &'static str,
+    pub detail: String,
+}
+
+#[async_trait]
+pub trait Inspector: Send + Sync {
+    /// Stable name, used in findings, logs and metrics.
+    fn name(&self) -> &'static str;
+    /// Findings for one item (empty when nothing matched).
+    async fn inspect(&self, item: &MediaItem) -> Result<Vec<Finding>, InspectError>;
+}
+
+/// All configured inspectors, run over every item of a body.
+#[derive(Clone, Default)]
+pub struct Inspection {
+    inspectors: Vec<Arc<dyn Inspector>>,
+}
+
+impl Inspection {
+    pub fn new(inspectors: Vec<Arc<dyn Inspector>>) -> Self {
+        Self { inspectors }
+    }
+
+    /// Decide on a body's items. Stops early once an item is blocked: nothing can outrank it.
+    pub async fn decide(&self, items: &[MediaItem]) -> Result<Decision, InspectError> {
+        let mut findings = Vec::new();
+        'items: for item in items {
+            for inspector in &self.inspectors {
+                let found = inspector.inspect(item).await?;
+                let blocked = found
+                    .iter()
+                    .any(|f| f.action == crate::policy::Action::Block);
+                findings.extend(found);
+                if blocked {
+                    break 'items;
+                }
+            }
+        }
+        Ok(Decision::combine(findings))
+    }
+}

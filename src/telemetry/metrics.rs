@@ -1,0 +1,104 @@
+//! The Prometheus registry. One instance per process, shared by the proxy and the admin API.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by route, path taken (`passthrough` | `inspected`) and status class.
+    pub requests: IntCounterVec,
+    /// Body bytes carried, by direction (`request` | `response`).
+    pub bytes: IntCounterVec,
+    /// Media items inspected, by kind and format.
+    pub items: IntCounterVec,
+    /// Decisions by action and rule.
+    pub decisions: IntCounterVec,
+    /// Time spent extracting and inspecting one body, by direction.
+    pub inspection_seconds: HistogramVec,
+    /// Errors by kind (the problem type).
+    pub errors: IntCounterVec,
+    /// Entries in the known-media bank.
+    pub known_media: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("likeguard".into()), None)
+            .expect("static registry prefix is valid");
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let requests = counter(
+            "requests_total",
+            "Proxied requests by route, path and status class",
+            &["route", "path", "status"],
+        );
+        let bytes = counter("body_bytes_total", "Body bytes carried", &["direction"]);
+        let items = counter(
+            "inspected_items_total",
+            "Media items inspected",
+            &["kind", "format"],
+        );
+        let decisions = counter(
+            "decisions_total",
+            "Decisions by action and rule",
+            &["action", "rule"],
+        );
+        let errors = counter("errors_total", "Errors by kind", &["kind"]);
+        let inspection_seconds = HistogramVec::new(
+            HistogramOpts::new("inspection_seconds", "Extraction and inspection time per body")
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0,
+                ]),
+            &["direction"],
+        )
+        .expect("static metric");
+        registry
+            .register(Box::new(inspection_seconds.clone()))
+            .expect("unique metric");
+        let known_media = IntGauge::new("known_media_entries", "Entries in the known-media bank")
+            .expect("static metric");
+        registry
+            .register(Box::new(known_media.clone()))
+            .expect("unique metric");
+        Self {
+            registry,
+            requests,
+            bytes,
+            items,
+            decisions,
+            inspection_seconds,
+            errors,
+            known_media,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for the text format.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `2xx`, `4xx`, ... : bounded label values for status codes.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}

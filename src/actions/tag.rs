@@ -31,7 +31,10 @@ impl TagHeaders {
     /// Headers for a decision (tag and watermark carry them; block answers for itself).
     pub fn for_decision(&self, d: &Decision) -> Vec<(HeaderName, HeaderValue)> {
         let mut out = vec![
-            (self.decision.clone(), HeaderValue::from_static(d.action.as_str())),
+            (
+                self.decision.clone(),
+                HeaderValue::from_static(d.action.as_str()),
+            ),
             (self.decision_id.clone(), value(&d.id)),
             (self.rule.clone(), value(&d.rule)),
         ];

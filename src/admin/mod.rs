@@ -56,10 +56,7 @@ impl AdminState {
 
 pub fn router(state: AdminState) -> Router {
     let api = Router::new()
-        .route(
-            "/admin/v1/known-media",
-            get(list_known).post(add_known),
-        )
+        .route("/admin/v1/known-media", get(list_known).post(add_known))
         .route("/admin/v1/known-media/{id}", delete(remove_known))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -75,7 +72,12 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .merge(metrics)
         .merge(api)
-        .fallback(|| async { problem(Problem::new(ProblemKind::NotFound, "no such admin endpoint")) })
+        .fallback(|| async {
+            problem(Problem::new(
+                ProblemKind::NotFound,
+                "no such admin endpoint",
+            ))
+        })
         .with_state(state)
 }
 
@@ -204,7 +206,10 @@ async fn add_known(
         Ok(Err(BankError::Invalid(why))) => problem(Problem::new(ProblemKind::BadRequest, why)),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "known-media store failed");
-            problem(Problem::new(ProblemKind::Internal, "could not store the entry"))
+            problem(Problem::new(
+                ProblemKind::Internal,
+                "could not store the entry",
+            ))
         }
         Err(e) => problem(Problem::new(ProblemKind::Internal, e.to_string())),
     }
@@ -217,7 +222,10 @@ async fn remove_known(State(s): State<AdminState>, Path(id): Path<String>) -> Re
         Ok(Ok(false)) => problem(Problem::new(ProblemKind::NotFound, "no such entry")),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "known-media store failed");
-            problem(Problem::new(ProblemKind::Internal, "could not remove the entry"))
+            problem(Problem::new(
+                ProblemKind::Internal,
+                "could not remove the entry",
+            ))
         }
         Err(e) => problem(Problem::new(ProblemKind::Internal, e.to_string())),
     }

@@ -54,7 +54,8 @@ impl BodyBuf {
         match (&mut self.first, &mut self.rest) {
             (None, _) => self.first = Some(chunk),
             (Some(first), None) => {
-                let mut buf = BytesMut::with_capacity(self.capacity_hint.max(first.len() + chunk.len()));
+                let mut buf =
+                    BytesMut::with_capacity(self.capacity_hint.max(first.len() + chunk.len()));
                 buf.extend_from_slice(first);
                 buf.extend_from_slice(&chunk);
                 self.rest = Some(buf);

@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, EXAMPLE, RouteConfig, Upstream};
 
 #[derive(Parser)]
-#[command(name = "likeguard", version, about = "Inline proxy that protects people's likeness")]
+#[command(
+    name = "likeguard",
+    version,
+    about = "Inline proxy that protects people's likeness"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

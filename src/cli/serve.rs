@@ -18,8 +18,12 @@ use crate::telemetry::Metrics;
 pub fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let bank = Arc::new(
-        Bank::open(&config.state_dir, &config.known_media, metrics.known_media.clone())
-            .context("opening the known-media bank")?,
+        Bank::open(
+            &config.state_dir,
+            &config.known_media,
+            metrics.known_media.clone(),
+        )
+        .context("opening the known-media bank")?,
     );
     let inspection = Inspection::new(vec![Arc::new(KnownMediaInspector::new(bank.clone()))]);
     let proxy = Proxy::new(&config, inspection, metrics.clone())?;

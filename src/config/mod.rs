@@ -187,15 +187,21 @@ impl Config {
             };
             ConfigError::Invalid {
                 file: file.to_string(),
-                field: if field == "." { "(top level)".into() } else { field },
+                field: if field == "." {
+                    "(top level)".into()
+                } else {
+                    field
+                },
                 reason,
             }
         })?;
-        config.validate().map_err(|(field, reason)| ConfigError::Invalid {
-            file: file.to_string(),
-            field,
-            reason,
-        })?;
+        config
+            .validate()
+            .map_err(|(field, reason)| ConfigError::Invalid {
+                file: file.to_string(),
+                field,
+                reason,
+            })?;
         Ok(config)
     }
 
@@ -235,8 +241,12 @@ impl Config {
                 .map_err(|_| (field.to_string(), format!("{name:?} is not a header name")))?;
         }
         for (k, v) in &self.tag.extra {
-            http::HeaderName::try_from(k.as_str())
-                .map_err(|_| ("tag.extra".to_string(), format!("{k:?} is not a header name")))?;
+            http::HeaderName::try_from(k.as_str()).map_err(|_| {
+                (
+                    "tag.extra".to_string(),
+                    format!("{k:?} is not a header name"),
+                )
+            })?;
             http::HeaderValue::try_from(v.as_str()).map_err(|_| {
                 (
                     format!("tag.extra.{k}"),
@@ -317,24 +327,32 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let e = Config::parse("routes:\n  - name: a\n    upstream: http://x:1\n    inspect: {direction: sideways}\n", "f.yaml")
-            .unwrap_err()
-            .to_string();
+        let e = Config::parse(
+            "routes:\n  - name: a\n    upstream: http://x:1\n    inspect: {direction: sideways}\n",
+            "f.yaml",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("f.yaml: routes[0].inspect.direction:"), "{e}");
         assert!(e.contains("sideways"), "{e}");
     }
 
     #[test]
     fn unknown_fields_are_refused() {
-        let e = Config::parse("listn: 1.2.3.4:5\n", "f.yaml").unwrap_err().to_string();
+        let e = Config::parse("listn: 1.2.3.4:5\n", "f.yaml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("listn"), "{e}");
     }
 
     #[test]
     fn https_upstreams_are_refused_clearly() {
-        let e = Config::parse("routes:\n  - name: a\n    upstream: https://x:1\n", "f.yaml")
-            .unwrap_err()
-            .to_string();
+        let e = Config::parse(
+            "routes:\n  - name: a\n    upstream: https://x:1\n",
+            "f.yaml",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("routes[0].upstream"), "{e}");
         assert!(e.contains("http://"), "{e}");
     }

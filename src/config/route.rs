@@ -18,7 +18,7 @@ pub struct RouteConfig {
 }
 
 /// Host and path-prefix match. An empty matcher matches everything.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteMatch {
     /// Exact host (without port), case-insensitive. None = any host.
@@ -35,6 +35,15 @@ pub struct Upstream {
     pub authority: String,
     pub host: String,
     pub port: u16,
+}
+
+impl Default for RouteMatch {
+    fn default() -> Self {
+        Self {
+            host: None,
+            path_prefix: root_prefix(),
+        }
+    }
 }
 
 impl Upstream {
@@ -262,10 +271,9 @@ fn de_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     }
     match Size::deserialize(d)? {
         Size::Int(n) => Ok(n),
-        Size::Text(s) => s
-            .parse::<ByteSize>()
-            .map(|b| b.as_u64())
-            .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a size like \"32MiB\": {e}"))),
+        Size::Text(s) => s.parse::<ByteSize>().map(|b| b.as_u64()).map_err(|e| {
+            serde::de::Error::custom(format!("{s:?} is not a size like \"32MiB\": {e}"))
+        }),
     }
 }
 
@@ -294,9 +302,15 @@ fn default_unsupported() -> UnsupportedMedia {
     UnsupportedMedia::Reject
 }
 fn default_pointers() -> Vec<String> {
-    ["/data/*/b64_json", "/image", "/images/*", "/video", "/audio"]
-        .map(String::from)
-        .to_vec()
+    [
+        "/data/*/b64_json",
+        "/image",
+        "/images/*",
+        "/video",
+        "/audio",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 fn yes() -> bool {
     true

@@ -137,16 +137,30 @@ mod tests {
         let body = serde_json::to_vec(&doc).unwrap();
         let items = extract(&body, &["/data/*/b64_json".into(), "/image".into()], 8).unwrap();
         assert_eq!(items.len(), 2);
-        assert!(matches!(&items[1].source, ItemSource::Json { pointer } if pointer == "/data/2/b64_json"));
+        assert!(
+            matches!(&items[1].source, ItemSource::Json { pointer } if pointer == "/data/2/b64_json")
+        );
         assert_eq!(&items[0].data[..], PNG);
     }
 
     #[test]
     fn bad_json_and_bad_base64_are_malformed() {
         let err = extract(b"{\"data\": [", &["/data".into()], 8).unwrap_err();
-        assert!(matches!(err, ExtractError::Malformed { format: "JSON", .. }), "{err}");
+        assert!(
+            matches!(err, ExtractError::Malformed { format: "JSON", .. }),
+            "{err}"
+        );
         let err = extract(br#"{"image": "!!!not base64!!!"}"#, &["/image".into()], 8).unwrap_err();
-        assert!(matches!(err, ExtractError::Malformed { format: "base64", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                ExtractError::Malformed {
+                    format: "base64",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]

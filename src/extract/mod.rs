@@ -44,13 +44,19 @@ pub struct MediaItem {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyClass {
     /// Declared `image/*`, `video/*` or `audio/*`.
-    Raw { declared: String },
+    Raw {
+        declared: String,
+    },
     /// `application/octet-stream` or no Content-Type: hold it and sniff.
     Sniff,
-    Multipart { boundary: String },
+    Multipart {
+        boundary: String,
+    },
     Json,
     /// Compressed with a Content-Encoding: cannot be inspected without inflating it.
-    Encoded { encoding: String },
+    Encoded {
+        encoding: String,
+    },
     /// Anything else (text, forms, ...): streamed, never held.
     Opaque,
 }
@@ -220,9 +226,14 @@ mod tests {
         let class = BodyClass::Raw {
             declared: "image/png".into(),
         };
-        let err = extract(&class, Bytes::from_static(b"hello"), &ExtractConfig::default(), 4)
-            .await
-            .unwrap_err();
+        let err = extract(
+            &class,
+            Bytes::from_static(b"hello"),
+            &ExtractConfig::default(),
+            4,
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(err, ExtractError::Unsupported(_)), "{err}");
     }
 }

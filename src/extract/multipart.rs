@@ -35,9 +35,9 @@ pub(super) async fn extract(
         let name = field.name().map(str::to_owned);
         let filename = field.file_name().map(str::to_owned);
         let declared = field.content_type().map(|m| m.essence_str().to_owned());
-        let declared_media = declared
-            .as_deref()
-            .is_some_and(|d| d.starts_with("image/") || d.starts_with("video/") || d.starts_with("audio/"));
+        let declared_media = declared.as_deref().is_some_and(|d| {
+            d.starts_with("image/") || d.starts_with("video/") || d.starts_with("audio/")
+        });
         let maybe_media = declared_media
             || filename.is_some()
             || declared.as_deref() == Some("application/octet-stream");
@@ -79,7 +79,10 @@ mod tests {
 
     const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
 
-    fn form(parts: &[(&str, Option<&str>, Option<&str>, &[u8])]) -> Bytes {
+    /// (name, filename, content type, data)
+    type Part<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a [u8]);
+
+    fn form(parts: &[Part<'_>]) -> Bytes {
         let mut b = Vec::new();
         for (name, filename, ct, data) in parts {
             b.extend_from_slice(b"--XyZ\r\n");

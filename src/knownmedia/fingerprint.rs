@@ -28,7 +28,11 @@ pub fn fingerprint(data: &[u8], media: MediaType, max_pixels: u64) -> Fingerprin
 }
 
 fn perceptual(data: &[u8], max_pixels: u64) -> Option<(Pdq, f32)> {
-    let reader = || image::ImageReader::new(Cursor::new(data)).with_guessed_format().ok();
+    let reader = || {
+        image::ImageReader::new(Cursor::new(data))
+            .with_guessed_format()
+            .ok()
+    };
     let (w, h) = reader()?.into_dimensions().ok()?;
     if u64::from(w) * u64::from(h) > max_pixels {
         tracing::debug!(w, h, "image above known_media.max_pixels: exact match only");

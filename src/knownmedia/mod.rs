@@ -204,7 +204,9 @@ impl Bank {
         if let Some((p, _)) = &pdq
             && pdq_from_hex(p).is_none()
         {
-            return Err(BankError::Invalid(format!("pdq {p:?} is not 64 hex digits")));
+            return Err(BankError::Invalid(format!(
+                "pdq {p:?} is not 64 hex digits"
+            )));
         }
         let entry = Entry {
             id: uuid::Uuid::now_v7().to_string(),
@@ -296,12 +298,13 @@ impl Inspector for KnownMediaInspector {
         let data = item.data.clone();
         let media = item.media;
         // Hashing and image decoding are CPU work: off the async runtime.
-        let found = tokio::task::spawn_blocking(move || bank.lookup(&bank.fingerprint(&data, media)))
-            .await
-            .map_err(|e| InspectError {
-                inspector: RULE,
-                detail: format!("hashing task failed: {e}"),
-            })?;
+        let found =
+            tokio::task::spawn_blocking(move || bank.lookup(&bank.fingerprint(&data, media)))
+                .await
+                .map_err(|e| InspectError {
+                    inspector: RULE,
+                    detail: format!("hashing task failed: {e}"),
+                })?;
         Ok(found
             .map(|m| {
                 let how = match m.kind {
@@ -337,7 +340,12 @@ mod tests {
         let sha = "ab".repeat(32);
         let pdq = "0f".repeat(32);
         let e = b
-            .add(Some(sha.clone()), Some((pdq.clone(), None)), KnownAction::Block, "case 1".into())
+            .add(
+                Some(sha.clone()),
+                Some((pdq.clone(), None)),
+                KnownAction::Block,
+                "case 1".into(),
+            )
             .unwrap();
         let mut fp = Fingerprint {
             sha256: sha_from_hex(&sha).unwrap(),
@@ -367,7 +375,10 @@ mod tests {
     fn bad_hashes_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let b = bank(dir.path());
-        assert!(b.add(Some("xyz".into()), None, KnownAction::Tag, String::new()).is_err());
+        assert!(
+            b.add(Some("xyz".into()), None, KnownAction::Tag, String::new())
+                .is_err()
+        );
         assert!(b.add(None, None, KnownAction::Tag, String::new()).is_err());
     }
 }

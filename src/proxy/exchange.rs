@@ -6,9 +6,7 @@ use std::pin::pin;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{
-    ACCEPT_ENCODING, CONTENT_LENGTH, ETAG, EXPECT, HeaderValue, TRANSFER_ENCODING,
-};
+use http::header::{ACCEPT_ENCODING, CONTENT_LENGTH, ETAG, EXPECT, HeaderValue, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, StatusCode};
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -341,10 +339,15 @@ impl Proxy {
     async fn judge(&self, route: &Route, side: Side, class: &BodyClass, body: Bytes) -> Verdict {
         let started = Instant::now();
         let work = async {
-            let items = extract::extract(class, body, &route.inspect.extract, route.inspect.max_items)
+            let items =
+                extract::extract(class, body, &route.inspect.extract, route.inspect.max_items)
+                    .await
+                    .map_err(Judged::Extract)?;
+            let decision = self
+                .inspection
+                .decide(&items)
                 .await
-                .map_err(Judged::Extract)?;
-            let decision = self.inspection.decide(&items).await.map_err(Judged::Inspect)?;
+                .map_err(Judged::Inspect)?;
             Ok::<_, Judged>((decision, items))
         };
         let out = timeout(route.inspect.time_budget, work).await;
@@ -498,9 +501,15 @@ fn capture_problem(e: CaptureError) -> Problem {
 
 fn upstream_problem(e: hyper_util::client::legacy::Error) -> Problem {
     if e.is_connect() {
-        Problem::new(ProblemKind::UpstreamUnreachable, "cannot connect to the upstream")
+        Problem::new(
+            ProblemKind::UpstreamUnreachable,
+            "cannot connect to the upstream",
+        )
     } else {
-        Problem::new(ProblemKind::UpstreamError, format!("upstream exchange failed: {e}"))
+        Problem::new(
+            ProblemKind::UpstreamError,
+            format!("upstream exchange failed: {e}"),
+        )
     }
 }
 
@@ -509,7 +518,10 @@ fn upstream_problem_body(e: hyper::Error) -> Problem {
 }
 
 fn upstream_timeout() -> Problem {
-    Problem::new(ProblemKind::UpstreamTimeout, "the upstream did not answer in time")
+    Problem::new(
+        ProblemKind::UpstreamTimeout,
+        "the upstream did not answer in time",
+    )
 }
 
 fn client_gone(e: Box<pingora::Error>) -> Problem {

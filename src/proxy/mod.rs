@@ -132,7 +132,9 @@ impl ProxyHttp for Proxy {
             ErrorType::ConnectTimedout | ErrorType::ConnectRefused | ErrorType::ConnectNoRoute => {
                 Some(ProblemKind::UpstreamUnreachable)
             }
-            ErrorType::ReadTimedout | ErrorType::WriteTimedout => Some(ProblemKind::UpstreamTimeout),
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+                Some(ProblemKind::UpstreamTimeout)
+            }
             _ => match e.esource() {
                 ErrorSource::Upstream => Some(ProblemKind::UpstreamError),
                 ErrorSource::Downstream => None, // the client is gone or broke the protocol
@@ -145,6 +147,8 @@ impl ProxyHttp for Proxy {
             self.count_error(&p);
             code = p.status;
             if session.response_written().is_none() {
+                // The connection is not reused after a failure: say so in the response.
+                session.set_keepalive(None);
                 let _ = write_problem(session, &p).await;
             }
         }

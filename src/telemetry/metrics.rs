@@ -28,7 +28,9 @@ impl Metrics {
             .expect("static registry prefix is valid");
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric");
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
             c
         };
         let requests = counter(
@@ -49,11 +51,14 @@ impl Metrics {
         );
         let errors = counter("errors_total", "Errors by kind", &["kind"]);
         let inspection_seconds = HistogramVec::new(
-            HistogramOpts::new("inspection_seconds", "Extraction and inspection time per body")
-                .buckets(vec![
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                    10.0,
-                ]),
+            HistogramOpts::new(
+                "inspection_seconds",
+                "Extraction and inspection time per body",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
             &["direction"],
         )
         .expect("static metric");

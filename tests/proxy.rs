@@ -454,25 +454,35 @@ async fn failure_modes_are_honoured() {
     assert_eq!(sha(&got.body), sha(&other));
 }
 
+/// Send headers and 3 of 1000 body bytes, then stall; return the status line and the wait.
+fn stall(addr: std::net::SocketAddr, path: &str) -> (String, Duration) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let start = std::time::Instant::now();
+    write!(s, "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 1000\r\n\r\n").unwrap();
+    s.write_all(b"\xFF\xD8\xFF").unwrap();
+    let mut buf = [0u8; 512];
+    let n = s.read(&mut buf).unwrap_or(0);
+    (
+        String::from_utf8_lossy(&buf[..n]).to_string(),
+        start.elapsed(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_clients_time_out_with_408() {
+async fn slow_clients_time_out_with_408_on_both_paths() {
     let (up, lg) = setup().await;
     let addr = lg.addr;
-    let (status, elapsed) = tokio::task::spawn_blocking(move || {
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let start = std::time::Instant::now();
-        s.write_all(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 1000\r\n\r\n\xFF\xD8\xFF")
+    let (inspected, plain) =
+        tokio::task::spawn_blocking(move || (stall(addr, "/slow"), stall(addr, "/plain/slow")))
+            .await
             .unwrap();
-        // ...and never send the rest.
-        let mut buf = [0u8; 512];
-        let n = s.read(&mut buf).unwrap();
-        (String::from_utf8_lossy(&buf[..n]).to_string(), start.elapsed())
-    })
-    .await
-    .unwrap();
-    assert!(status.starts_with("HTTP/1.1 408"), "{status}");
-    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    for (status, elapsed) in [&inspected, &plain] {
+        assert!(status.starts_with("HTTP/1.1 408"), "{status}");
+        assert!(status.contains("application/problem+json"), "{status}");
+        assert!(*elapsed < Duration::from_secs(5), "{elapsed:?}");
+    }
+    // Held bodies never reach the upstream; the pass-through one streamed (headers went ahead).
     assert!(up.received_on("/slow").is_empty());
 }
 

@@ -101,11 +101,20 @@ pub async fn read_request_body(
         let chunk = timeout_at(next.min(deadline), session.read_request_body())
             .await
             .map_err(|_| CaptureError::Timeout)?
-            .map_err(|e| CaptureError::Connection(e.to_string()))?;
+            .map_err(|e| read_error(&e))?;
         match chunk {
             Some(c) => buf.push(c)?,
             None => return Ok(buf.finish()),
         }
+    }
+}
+
+/// Classify a pingora read error: its own read timeout (`Session::set_read_timeout`) is a
+/// slow client like ours, anything else a broken connection.
+pub fn read_error(e: &pingora::Error) -> CaptureError {
+    match e.etype() {
+        pingora::ErrorType::ReadTimedout => CaptureError::Timeout,
+        _ => CaptureError::Connection(e.to_string()),
     }
 }
 

@@ -64,13 +64,12 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             });
         })?;
 
-    let mut conf = ServerConf {
+    let conf = ServerConf {
         threads: config.worker_threads(),
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(config.timeouts.shutdown_grace.as_secs()),
         ..ServerConf::default()
     };
-    conf.work_stealing = true;
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let mut service = http_proxy_service(&server.configuration, proxy);

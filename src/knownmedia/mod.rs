@@ -60,6 +60,39 @@ pub struct Entry {
     pub added_at: u64,
 }
 
+/// An entry to add: hex hashes (at least one), the action and an operator's note.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    pub sha256: Option<String>,
+    /// Hex PDQ hash and, when known, its quality (0–100).
+    pub pdq: Option<(String, Option<f32>)>,
+    pub action: KnownAction,
+    pub label: String,
+}
+
+impl NewEntry {
+    fn validate(&self) -> Result<(), BankError> {
+        if self.sha256.is_none() && self.pdq.is_none() {
+            return Err(BankError::Invalid("give sha256, pdq or media".into()));
+        }
+        if let Some(s) = &self.sha256
+            && sha_from_hex(s).is_none()
+        {
+            return Err(BankError::Invalid(format!(
+                "sha256 {s:?} is not 64 hex digits"
+            )));
+        }
+        if let Some((p, _)) = &self.pdq
+            && pdq_from_hex(p).is_none()
+        {
+            return Err(BankError::Invalid(format!(
+                "pdq {p:?} is not 64 hex digits"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// How an item matched an entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MatchKind {
@@ -191,36 +224,38 @@ impl Bank {
         action: KnownAction,
         label: String,
     ) -> Result<Entry, BankError> {
-        if sha256.is_none() && pdq.is_none() {
-            return Err(BankError::Invalid("give sha256, pdq or media".into()));
-        }
-        if let Some(s) = &sha256
-            && sha_from_hex(s).is_none()
-        {
-            return Err(BankError::Invalid(format!(
-                "sha256 {s:?} is not 64 hex digits"
-            )));
-        }
-        if let Some((p, _)) = &pdq
-            && pdq_from_hex(p).is_none()
-        {
-            return Err(BankError::Invalid(format!(
-                "pdq {p:?} is not 64 hex digits"
-            )));
-        }
-        let entry = Entry {
-            id: uuid::Uuid::now_v7().to_string(),
-            sha256: sha256.map(|s| s.to_ascii_lowercase()),
-            pdq_quality: pdq.as_ref().and_then(|(_, q)| *q),
-            pdq: pdq.map(|(p, _)| p.to_ascii_lowercase()),
+        let mut added = self.add_all(vec![NewEntry {
+            sha256,
+            pdq,
             action,
             label,
-            added_at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-        };
-        self.update(|entries| entries.push(entry.clone()))?;
-        Ok(entry)
+        }])?;
+        added
+            .pop()
+            .ok_or_else(|| BankError::Invalid("nothing added".into()))
+    }
+
+    /// Register many hash entries in one write (e.g. importing a shared hash list).
+    /// All are validated first: one bad entry adds none.
+    pub fn add_all(&self, new: Vec<NewEntry>) -> Result<Vec<Entry>, BankError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut added = Vec::with_capacity(new.len());
+        for n in new {
+            n.validate()?;
+            added.push(Entry {
+                id: uuid::Uuid::now_v7().to_string(),
+                sha256: n.sha256.map(|s| s.to_ascii_lowercase()),
+                pdq_quality: n.pdq.as_ref().and_then(|(_, q)| *q),
+                pdq: n.pdq.map(|(p, _)| p.to_ascii_lowercase()),
+                action: n.action,
+                label: n.label,
+                added_at: now,
+            });
+        }
+        self.update(|entries| entries.extend(added.iter().cloned()))?;
+        Ok(added)
     }
 
     /// Register media bytes (CPU work: call from a blocking context).

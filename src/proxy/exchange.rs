@@ -58,12 +58,19 @@ struct Enforced {
     body: Option<Bytes>,
 }
 
+/// After refusing a request whose body is still arriving, keep reading (and discarding) it for a
+/// bounded time and size before closing, so the client reads our answer instead of a reset
+/// (closing a socket with unread data makes the kernel send RST) — nginx's "lingering close".
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+const LINGER_BYTES: usize = 64 * 1024 * 1024;
+
 /// Run the exchange; any problem becomes a problem+json response.
 pub(super) async fn run(p: &Proxy, session: &mut Session, route: &Route) -> pingora::Result<()> {
     if let Err(problem) = exchange(p, session, route).await {
         p.count_error(&problem);
-        // Never drain what the client is still sending after we refused it: close instead.
-        if !session.is_body_done() {
+        let unread = !session.is_body_done();
+        if unread {
+            // Never reuse a connection whose request body we did not consume.
             session.set_keepalive(None);
         }
         if session.response_written().is_none() {
@@ -71,8 +78,22 @@ pub(super) async fn run(p: &Proxy, session: &mut Session, route: &Route) -> ping
         } else {
             session.set_keepalive(None);
         }
+        if unread {
+            linger(session).await;
+        }
     }
     Ok(())
+}
+
+async fn linger(session: &mut Session) {
+    let deadline = tokio::time::Instant::now() + LINGER_TIME;
+    let mut drained = 0usize;
+    while drained < LINGER_BYTES {
+        match timeout_at(deadline, session.read_request_body()).await {
+            Ok(Ok(Some(chunk))) => drained += chunk.len(),
+            _ => break,
+        }
+    }
 }
 
 async fn exchange(p: &Proxy, session: &mut Session, route: &Route) -> Result<(), Problem> {
@@ -96,18 +117,23 @@ async fn exchange(p: &Proxy, session: &mut Session, route: &Route) -> Result<(),
         // Responses must arrive uncompressed to be inspected.
         headers.remove(ACCEPT_ENCODING);
     }
+    let class = if route.inspect.direction.request() && has_body {
+        extract::classify(&headers, &route.inspect.extract)
+    } else {
+        BodyClass::Opaque
+    };
+    if class.is_held() && content_length.is_some_and(|n| n > route.inspect.max_body) {
+        // Refuse before inviting the body with 100-continue.
+        return Err(capture_problem(CaptureError::TooLarge {
+            limit: route.inspect.max_body,
+        }));
+    }
     if expects_continue && has_body {
         session
             .write_continue_response()
             .await
             .map_err(|e| Problem::new(ProblemKind::ClientError, e.to_string()))?;
     }
-
-    let class = if route.inspect.direction.request() && has_body {
-        extract::classify(&headers, &route.inspect.extract)
-    } else {
-        BodyClass::Opaque
-    };
 
     let mut stream_tx = None;
     let body: UpBody = if class.is_held() {
@@ -186,7 +212,7 @@ async fn pump_request_body(
     loop {
         let chunk = match timeout(read_timeout, session.read_request_body()).await {
             Err(_) => Err(CaptureError::Timeout),
-            Ok(Err(e)) => Err(CaptureError::Connection(e.to_string())),
+            Ok(Err(e)) => Err(capture::read_error(&e)),
             Ok(Ok(c)) => Ok(c),
         };
         match chunk {

@@ -91,6 +91,8 @@ impl ProxyHttp for Proxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        // Slow clients: bound the wait for each body chunk on both paths.
+        session.set_read_timeout(Some(self.timeouts.client_read));
         let req = session.req_header();
         let host = req
             .headers
@@ -123,23 +125,26 @@ impl ProxyHttp for Proxy {
             route.upstream.host.clone(),
         );
         peer.options.connection_timeout = Some(self.timeouts.upstream_connect);
+        peer.options.read_timeout = Some(self.timeouts.upstream_response);
         Ok(Box::new(peer))
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
-        let kind = match e.etype() {
-            ErrorType::HTTPStatus(400) => Some(ProblemKind::BadRequest),
-            ErrorType::ConnectTimedout | ErrorType::ConnectRefused | ErrorType::ConnectNoRoute => {
-                Some(ProblemKind::UpstreamUnreachable)
-            }
-            ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+        use ErrorType::*;
+        let kind = match (e.esource(), e.etype()) {
+            (_, HTTPStatus(400)) => Some(ProblemKind::BadRequest),
+            (ErrorSource::Downstream, ReadTimedout) => Some(ProblemKind::ClientTimeout),
+            // Otherwise the client is gone or broke the protocol: nobody to answer.
+            (ErrorSource::Downstream, _) => None,
+            (
+                ErrorSource::Upstream,
+                ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError,
+            ) => Some(ProblemKind::UpstreamUnreachable),
+            (ErrorSource::Upstream, ReadTimedout | WriteTimedout) => {
                 Some(ProblemKind::UpstreamTimeout)
             }
-            _ => match e.esource() {
-                ErrorSource::Upstream => Some(ProblemKind::UpstreamError),
-                ErrorSource::Downstream => None, // the client is gone or broke the protocol
-                _ => Some(ProblemKind::Internal),
-            },
+            (ErrorSource::Upstream, _) => Some(ProblemKind::UpstreamError),
+            _ => Some(ProblemKind::Internal),
         };
         let mut code = 0;
         if let Some(kind) = kind {

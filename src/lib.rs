@@ -14,6 +14,7 @@ pub mod config;
 pub mod extract;
 pub mod inspect;
 pub mod knownmedia;
+pub mod media;
 pub mod policy;
 pub mod proxy;
 pub mod store;

@@ -1,5 +1,6 @@
 //! The `likeguard` command line.
 
+mod scan;
 mod serve;
 
 use std::net::SocketAddr;
@@ -24,6 +25,16 @@ pub struct Cli {
 enum Command {
     /// Run the proxy (and its admin listener).
     Serve(ServeArgs),
+    /// Decode media files and report what is in them (kind, format, size, frames sampled).
+    Scan {
+        files: Vec<PathBuf>,
+        /// One JSON object per line per file.
+        #[arg(long)]
+        json: bool,
+        /// Config file whose `media` section to use (default: built-in defaults).
+        #[arg(long, short, env = "LIKEGUARD_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Print or check configuration files.
     Config {
         #[command(subcommand)]
@@ -66,6 +77,18 @@ pub fn run() -> anyhow::Result<()> {
         Command::Serve(args) => {
             crate::telemetry::init_logging();
             serve::serve(resolve(args)?)
+        }
+        Command::Scan {
+            files,
+            json,
+            config,
+        } => {
+            anyhow::ensure!(!files.is_empty(), "give one or more files to scan");
+            let media = match config {
+                Some(path) => Config::load(&path)?.media,
+                None => Default::default(),
+            };
+            scan::scan(&files, json, &media)
         }
         Command::Config {
             command: ConfigCommand::Example,

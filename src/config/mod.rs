@@ -4,6 +4,7 @@
 //! `likeguard config example` prints `example.yaml`, which is also parsed in a test so the
 //! documented example can never drift from what the loader accepts.
 
+mod media;
 mod route;
 
 use std::net::SocketAddr;
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use media::{Limits, MediaConfig, Sampling};
 pub use route::{
     Direction, ExtractConfig, FailureMode, InspectConfig, Mode, RouteConfig, RouteMatch,
     UnsupportedMedia, Upstream,
@@ -43,6 +45,8 @@ pub struct Config {
     pub tag: TagConfig,
     #[serde(default)]
     pub known_media: KnownMediaConfig,
+    #[serde(default)]
+    pub media: MediaConfig,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
 }
@@ -254,6 +258,7 @@ impl Config {
                 )
             })?;
         }
+        self.media.validate()?;
         if self.known_media.pdq_max_distance > 128 {
             return Err((
                 "known_media.pdq_max_distance".into(),

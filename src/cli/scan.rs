@@ -1,0 +1,133 @@
+//! `likeguard scan FILE... [--json]`: decode files offline and report what is in them.
+
+use std::io::{IsTerminal, Write};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::config::MediaConfig;
+use crate::extract::sniff;
+use crate::media::{Decoder, Input, Output, Summary};
+
+/// One JSON line per file.
+#[derive(Serialize)]
+struct Report<'a> {
+    path: &'a str,
+    kind: Option<&'static str>,
+    format: Option<String>,
+    codec: Option<String>,
+    width: Option<u32>,
+    height: Option<u32>,
+    duration_s: Option<f64>,
+    /// Frames sampled (what inspection would see).
+    frames: u64,
+    frames_decoded: u64,
+    audio_samples: u64,
+    error: Option<String>,
+}
+
+pub fn scan(files: &[PathBuf], json: bool, media: &MediaConfig) -> anyhow::Result<()> {
+    let decoder = Decoder::new(media)?;
+    let progress = (!json && files.len() > 1 && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(files.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {elapsed} {wide_msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let mut failed = Vec::new();
+    let mut out = std::io::stdout().lock();
+    for path in files {
+        if let Some(bar) = &progress {
+            bar.set_message(path.display().to_string());
+        }
+        let result = scan_one(&decoder, path);
+        let shown = path.display().to_string();
+        let report = match &result {
+            Ok(s) => report(&shown, s, None),
+            Err(e) => report(&shown, &Summary::default(), Some(e.clone())),
+        };
+        if let Err(e) = &result {
+            failed.push(format!("{shown}: {e}"));
+        }
+        let line = if json {
+            serde_json::to_string(&report)?
+        } else {
+            human(&report)
+        };
+        match &progress {
+            Some(bar) => bar.println(line),
+            None => writeln!(out, "{line}")?,
+        }
+        if let Some(bar) = &progress {
+            bar.inc(1);
+        }
+    }
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "{} of {} file(s) failed:\n  {}",
+            failed.len(),
+            files.len(),
+            failed.join("\n  ")
+        )
+    }
+}
+
+fn scan_one(decoder: &Decoder, path: &Path) -> Result<Summary, String> {
+    let data = Bytes::from(std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?);
+    let kind = sniff(&data).map(|m| m.kind);
+    decoder
+        .decode(Input::Bytes(data), kind, &mut |_: Output<'_>| ControlFlow::Continue(()))
+        .map_err(|e| e.to_string())
+}
+
+fn report<'a>(path: &'a str, s: &Summary, error: Option<String>) -> Report<'a> {
+    Report {
+        path,
+        kind: s.kind.map(|k| k.as_str()),
+        format: s.format.clone(),
+        codec: s.codec.clone(),
+        width: s.width,
+        height: s.height,
+        duration_s: s.duration.map(|d| d.as_secs_f64()),
+        frames: s.frames_sampled,
+        frames_decoded: s.frames_decoded,
+        audio_samples: s.audio_samples,
+        error,
+    }
+}
+
+fn human(r: &Report<'_>) -> String {
+    if let Some(e) = &r.error {
+        return format!("{}: ERROR {e}", r.path);
+    }
+    let mut line = format!(
+        "{}: {} {}",
+        r.path,
+        r.kind.unwrap_or("?"),
+        r.format.as_deref().unwrap_or("?")
+    );
+    if let Some(c) = &r.codec {
+        line.push_str(&format!(" ({c})"));
+    }
+    if let (Some(w), Some(h)) = (r.width, r.height) {
+        line.push_str(&format!(" {w}×{h}"));
+    }
+    if let Some(d) = r.duration_s {
+        line.push_str(&format!(" {d:.2}s"));
+    }
+    if r.kind == Some("audio") {
+        line.push_str(&format!(", {} samples at 16 kHz", r.audio_samples));
+    } else {
+        line.push_str(&format!(", {} frame(s) sampled of {} decoded", r.frames, r.frames_decoded));
+    }
+    line
+}

@@ -85,7 +85,9 @@ fn scan_one(decoder: &Decoder, path: &Path) -> Result<Summary, String> {
     let data = Bytes::from(std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?);
     let kind = sniff(&data).map(|m| m.kind);
     decoder
-        .decode(Input::Bytes(data), kind, &mut |_: Output<'_>| ControlFlow::Continue(()))
+        .decode(Input::Bytes(data), kind, &mut |_: Output<'_>| {
+            ControlFlow::Continue(())
+        })
         .map_err(|e| e.to_string())
 }
 
@@ -127,7 +129,10 @@ fn human(r: &Report<'_>) -> String {
     if r.kind == Some("audio") {
         line.push_str(&format!(", {} samples at 16 kHz", r.audio_samples));
     } else {
-        line.push_str(&format!(", {} frame(s) sampled of {} decoded", r.frames, r.frames_decoded));
+        line.push_str(&format!(
+            ", {} frame(s) sampled of {} decoded",
+            r.frames, r.frames_decoded
+        ));
     }
     line
 }

@@ -19,6 +19,10 @@ pub struct MediaConfig {
     pub sampling: Sampling,
     #[serde(default)]
     pub limits: Limits,
+    /// Still images (JPEG, PNG, WebP, BMP, TIFF): `builtin` decodes them in-process (faster for
+    /// one frame, and the only way to read BMP/TIFF on Debian 12); `gstreamer` uses image.yaml.
+    #[serde(default)]
+    pub still_images: StillImages,
     /// Decoder elements to prefer over the software ones, e.g. `[nvh264dec, nvjpegdec]`.
     /// Start-up fails, naming the element, if one is not installed.
     #[serde(default)]
@@ -32,9 +36,18 @@ impl Default for MediaConfig {
             max_side: d_max_side(),
             sampling: Sampling::default(),
             limits: Limits::default(),
+            still_images: StillImages::default(),
             prefer_decoders: Vec::new(),
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StillImages {
+    #[default]
+    Builtin,
+    Gstreamer,
 }
 
 /// Which decoded video frames are handed on. The first frame is always included.
@@ -99,10 +112,16 @@ impl Default for Limits {
 impl MediaConfig {
     pub(super) fn validate(&self) -> Result<(), (String, String)> {
         if !(16..=8192).contains(&self.max_side) {
-            return Err(("media.max_side".into(), "must be between 16 and 8192".into()));
+            return Err((
+                "media.max_side".into(),
+                "must be between 16 and 8192".into(),
+            ));
         }
         if !self.sampling.fps.is_finite() || self.sampling.fps < 0.0 {
-            return Err(("media.sampling.fps".into(), "must be 0 (every frame) or above".into()));
+            return Err((
+                "media.sampling.fps".into(),
+                "must be 0 (every frame) or above".into(),
+            ));
         }
         if self.sampling.max_frames == 0 {
             return Err(("media.sampling.max_frames".into(), "must be above 0".into()));

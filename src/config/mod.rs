@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use media::{Limits, MediaConfig, Sampling};
+pub use media::{Limits, MediaConfig, Sampling, StillImages};
 pub use route::{
     Direction, ExtractConfig, FailureMode, InspectConfig, Mode, RouteConfig, RouteMatch,
     UnsupportedMedia, Upstream,

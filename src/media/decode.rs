@@ -10,8 +10,8 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app::AppSrcCallbacks;
 
-use super::{Audio, DecodeError, Frame, Input, Limit, Output, Summary, Templates};
-use crate::config::MediaConfig;
+use super::{Audio, DecodeError, Frame, Input, Limit, Output, Summary, Templates, still};
+use crate::config::{MediaConfig, StillImages};
 use crate::extract::{MediaKind, sniff};
 
 /// Bytes pushed into appsrc per buffer (zero-copy slices of the input).
@@ -25,6 +25,13 @@ const TICK: gst::ClockTime = gst::ClockTime::from_mseconds(20);
 #[derive(Default)]
 struct Shared {
     failure: Mutex<Option<DecodeError>>,
+    /// decodebin exposed its streams and none could be linked.
+    no_stream: AtomicBool,
+    /// Timestamps of the key frames entering the video decoder (parsers and demuxers mark
+    /// them reliably; decoded frames do not always carry the flag).
+    keyframes: Mutex<std::collections::HashSet<u64>>,
+    /// Source pixel aspect ratio.
+    par: Mutex<Option<(i32, i32)>>,
     decoded: AtomicU64,
     stop: AtomicBool,
     codec: Mutex<Option<String>>,
@@ -38,7 +45,10 @@ impl Shared {
         self.stop.store(true, Ordering::Release);
     }
     fn take_failure(&self) -> Option<DecodeError> {
-        self.failure.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 }
 
@@ -56,8 +66,27 @@ impl Drop for Teardown {
 }
 
 enum Feed {
-    Bytes { data: Bytes, offset: usize },
-    Chunks { rx: std::sync::mpsc::Receiver<Bytes>, first: Option<Bytes> },
+    Bytes {
+        data: Bytes,
+        offset: usize,
+    },
+    Chunks {
+        rx: std::sync::mpsc::Receiver<Bytes>,
+        first: Option<Bytes>,
+    },
+}
+
+/// Why an attempt did not produce a result.
+enum Failure {
+    /// The container holds no stream of the kind the pipeline decodes (e.g. audio-only MP4).
+    NoStream,
+    Error(DecodeError),
+}
+
+impl From<DecodeError> for Failure {
+    fn from(e: DecodeError) -> Self {
+        Self::Error(e)
+    }
 }
 
 pub(super) fn run(
@@ -86,7 +115,13 @@ pub(super) fn run(
                 return Err(DecodeError::Empty);
             }
             let head = first.clone();
-            (Feed::Chunks { rx, first: Some(first) }, head)
+            (
+                Feed::Chunks {
+                    rx,
+                    first: Some(first),
+                },
+                head,
+            )
         }
     };
     let sniffed = sniff(&head);
@@ -98,7 +133,125 @@ pub(super) fn run(
         format: sniffed.map(|m| m.format.to_string()),
         ..Summary::default()
     };
+    if sniffed.is_some_and(|m| m.format == "avi") {
+        // avidemux fed from appsrc (streaming mode) on GStreamer 1.22 fails on many files
+        // ("Could not demultiplex", or no frames): refuse clearly rather than half-work.
+        return Err(DecodeError::Unsupported(
+            "AVI is not supported (GStreamer 1.22 cannot demultiplex it reliably from a stream)"
+                .into(),
+        ));
+    }
+    if kind == MediaKind::Image
+        && cfg.still_images == StillImages::Builtin
+        && sniffed.is_some_and(|m| still::handles(m.format))
+    {
+        let data = feed.collect(deadline)?;
+        summary.codec = sniffed.map(|m| m.mime.to_string());
+        if sniffed.is_some_and(|m| m.format == "gif") {
+            still::decode_gif(&data, cfg, &mut summary, &mut |f| {
+                on_output(Output::Frame(f))
+            })?;
+            return Ok(summary);
+        }
+        let (frame, (w, h)) = still::decode(&data, cfg)?;
+        summary.width = Some(w);
+        summary.height = Some(h);
+        summary.frames_decoded = 1;
+        summary.frames_sampled = 1;
+        let _ = on_output(Output::Frame(&frame));
+        return Ok(summary);
+    }
+    let replay = match &feed {
+        Feed::Bytes { data, .. } => Some(data.clone()),
+        Feed::Chunks { .. } => None,
+    };
+    match attempt(
+        templates,
+        cfg,
+        feed,
+        kind,
+        deadline,
+        &mut summary,
+        on_output,
+    ) {
+        Ok(()) => Ok(summary),
+        Err(Failure::Error(e)) => Err(e),
+        // MP4, Matroska and Ogg may hold sound only: decode it as audio.
+        Err(Failure::NoStream) if kind == MediaKind::Video => match replay {
+            Some(data) => {
+                let mut audio = Summary {
+                    kind: Some(MediaKind::Audio),
+                    format: summary.format.clone(),
+                    ..Summary::default()
+                };
+                let feed = Feed::Bytes { data, offset: 0 };
+                match attempt(
+                    templates,
+                    cfg,
+                    feed,
+                    MediaKind::Audio,
+                    deadline,
+                    &mut audio,
+                    on_output,
+                ) {
+                    Ok(()) => Ok(audio),
+                    Err(Failure::Error(e)) => Err(e),
+                    Err(Failure::NoStream) => Err(no_stream(kind)),
+                }
+            }
+            None => Err(no_stream(kind)),
+        },
+        Err(Failure::NoStream) => Err(no_stream(kind)),
+    }
+}
 
+fn no_stream(kind: MediaKind) -> DecodeError {
+    DecodeError::Unsupported(format!(
+        "no decodable {} stream in the container",
+        kind.as_str()
+    ))
+}
+
+impl Feed {
+    /// The whole input as one buffer (still images).
+    fn collect(self, deadline: Instant) -> Result<Bytes, DecodeError> {
+        match self {
+            Feed::Bytes { data, .. } => Ok(data),
+            Feed::Chunks { rx, first } => {
+                let mut all = bytes::BytesMut::new();
+                if let Some(f) = first {
+                    all.extend_from_slice(&f);
+                }
+                loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match rx.recv_timeout(left) {
+                        Ok(c) => all.extend_from_slice(&c),
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                            return Ok(all.freeze());
+                        }
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                            return Err(DecodeError::Limit {
+                                limit: Limit::MaxWall,
+                                detail: "input did not arrive in time".into(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One pipeline run over `feed`, filling `summary`.
+fn attempt(
+    templates: &Templates,
+    cfg: &MediaConfig,
+    feed: Feed,
+    kind: MediaKind,
+    deadline: Instant,
+    summary: &mut Summary,
+    on_output: &mut dyn FnMut(Output<'_>) -> ControlFlow<()>,
+) -> Result<(), Failure> {
     let built = templates.get(kind).build().map_err(DecodeError::Internal)?;
     let shared = Arc::new(Shared::default());
     let _teardown = Teardown {
@@ -106,12 +259,16 @@ pub(super) fn run(
         shared: shared.clone(),
     };
     watch_decoder(&built.decode, cfg, &shared);
+    if kind == MediaKind::Video {
+        watch_keyframes(&built.pipeline, &shared);
+    }
     feed_appsrc(&built.src, feed, &shared);
 
     if built.pipeline.set_state(gst::State::Playing).is_err() {
         return Err(shared
             .take_failure()
-            .unwrap_or_else(|| DecodeError::Internal("pipeline did not start".into())));
+            .unwrap_or_else(|| DecodeError::Internal("pipeline did not start".into()))
+            .into());
     }
     let bus = built
         .pipeline
@@ -129,19 +286,30 @@ pub(super) fn run(
         keyframe: false,
         rgb: Vec::new(),
     };
+    let mut first_pts = None;
     loop {
         if let Some(e) = shared.take_failure() {
-            return Err(e);
+            return Err(e.into());
+        }
+        if shared.no_stream.load(Ordering::Acquire) {
+            return Err(Failure::NoStream);
         }
         if Instant::now() > deadline {
             return Err(DecodeError::Limit {
                 limit: Limit::MaxWall,
                 detail: format!("decode took longer than {:?}", cfg.limits.max_wall),
-            });
+            }
+            .into());
         }
         while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
             if let gst::MessageView::Error(err) = msg.view() {
-                return Err(shared.take_failure().unwrap_or_else(|| map_error(err)));
+                if shared.no_stream.load(Ordering::Acquire) {
+                    return Err(Failure::NoStream);
+                }
+                return Err(shared
+                    .take_failure()
+                    .unwrap_or_else(|| map_error(err))
+                    .into());
             }
         }
         let Some(sample) = built.sink.try_pull_sample(TICK) else {
@@ -153,17 +321,23 @@ pub(super) fn run(
         let (Some(buffer), Some(caps)) = (sample.buffer(), sample.caps()) else {
             continue;
         };
-        let pts = buffer.pts().map(|t| Duration::from_nanos(t.nseconds()));
+        let raw_pts = buffer.pts();
+        // Media time from the first output (encoder delay and edit lists shift raw timestamps).
+        let pts = raw_pts.map(|t| {
+            let t = Duration::from_nanos(t.nseconds());
+            t.saturating_sub(*first_pts.get_or_insert(t))
+        });
         if pts.is_some_and(|p| p > cfg.limits.max_duration) {
             return Err(DecodeError::Limit {
                 limit: Limit::MaxDuration,
                 detail: format!("media runs past {:?}", cfg.limits.max_duration),
-            });
+            }
+            .into());
         }
         let flow = if kind == MediaKind::Audio {
-            let map = buffer
-                .map_readable()
-                .map_err(|_| DecodeError::Internal("unreadable audio buffer".into()))?;
+            let map = buffer.map_readable().map_err(|_| {
+                Failure::Error(DecodeError::Internal("unreadable audio buffer".into()))
+            })?;
             let samples: Vec<i16> = map
                 .as_slice()
                 .chunks_exact(2)
@@ -172,16 +346,20 @@ pub(super) fn run(
             summary.audio_samples += samples.len() as u64;
             on_output(Output::Audio(&Audio { pts, samples }))
         } else {
-            let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+            let keyframe = kind == MediaKind::Image
+                || raw_pts.is_some_and(|t| {
+                    shared
+                        .keyframes
+                        .lock()
+                        .is_ok_and(|k| k.contains(&t.nseconds()))
+                });
             let first = summary.frames_sampled == 0;
             let due = period.is_none_or(|_| pts.is_none_or(|p| p >= next_t));
             if !(first || (due && (keyframe || !sampling.keyframes_only))) {
                 continue;
             }
             if let (Some(period), Some(p)) = (period, pts) {
-                // Next sample: the first frame at or after the next period boundary.
-                let n = (p.as_secs_f64() / period.as_secs_f64()).floor() + 1.0;
-                next_t = period.mul_f64(n);
+                next_t = next_boundary(p, period);
             }
             let info = gstreamer_video::VideoInfo::from_caps(caps)
                 .map_err(|_| DecodeError::Internal("sink caps are not raw video".into()))?;
@@ -211,7 +389,7 @@ pub(super) fn run(
         }
     }
     if let Some(e) = shared.take_failure() {
-        return Err(e);
+        return Err(e.into());
     }
     summary.frames_decoded = shared.decoded.load(Ordering::Acquire);
     summary.codec = shared.codec.lock().ok().and_then(|c| c.clone());
@@ -219,23 +397,33 @@ pub(super) fn run(
         summary.width = Some(w);
         summary.height = Some(h);
     }
+    summary.pixel_aspect = shared.par.lock().ok().and_then(|p| *p);
     summary.duration = built
         .pipeline
         .query_duration::<gst::ClockTime>()
         .map(|d| Duration::from_nanos(d.nseconds()));
-    if summary.duration.is_some_and(|d| d > cfg.limits.max_duration) {
+    if summary
+        .duration
+        .is_some_and(|d| d > cfg.limits.max_duration)
+    {
         return Err(DecodeError::Limit {
             limit: Limit::MaxDuration,
             detail: format!("media lasts longer than {:?}", cfg.limits.max_duration),
-        });
+        }
+        .into());
     }
     if !summary.stopped_early && summary.frames_sampled == 0 && summary.audio_samples == 0 {
         return Err(DecodeError::Corrupt(format!(
             "no {} could be decoded",
-            if kind == MediaKind::Audio { "audio" } else { "frame" }
-        )));
+            if kind == MediaKind::Audio {
+                "audio"
+            } else {
+                "frame"
+            }
+        ))
+        .into());
     }
-    Ok(summary)
+    Ok(())
 }
 
 /// Check stream sizes before a decoder exists (container caps), and again on decoded caps;
@@ -250,6 +438,12 @@ fn watch_decoder(decode: &gst::Element, cfg: &MediaConfig, shared: &Arc<Shared>)
             .is_none_or(|caps| admit(&caps, &limits, &s));
         Some(ok.to_value())
     });
+    let s = shared.clone();
+    decode.connect_no_more_pads(move |decode| {
+        if decode.src_pads().iter().all(|p| !p.is_linked()) {
+            s.no_stream.store(true, Ordering::Release);
+        }
+    });
     let limits = cfg.limits.clone();
     let s = shared.clone();
     decode.connect_pad_added(move |_, pad| {
@@ -259,7 +453,8 @@ fn watch_decoder(decode: &gst::Element, cfg: &MediaConfig, shared: &Arc<Shared>)
             gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
             move |pad, info| {
                 if s.stop.load(Ordering::Acquire) {
-                    return gst::PadProbeReturn::Drop;
+                    // The pull loop tears the pipeline down; let data drain meanwhile.
+                    return gst::PadProbeReturn::Ok;
                 }
                 match &info.data {
                     Some(gst::PadProbeData::Event(ev)) => {
@@ -279,9 +474,11 @@ fn watch_decoder(decode: &gst::Element, cfg: &MediaConfig, shared: &Arc<Shared>)
                             if n > limits.max_decoded_frames {
                                 s.fail(DecodeError::Limit {
                                     limit: Limit::MaxDecodedFrames,
-                                    detail: format!("more than {} frames", limits.max_decoded_frames),
+                                    detail: format!(
+                                        "more than {} frames",
+                                        limits.max_decoded_frames
+                                    ),
                                 });
-                                return gst::PadProbeReturn::Drop;
                             }
                         }
                     }
@@ -290,6 +487,40 @@ fn watch_decoder(decode: &gst::Element, cfg: &MediaConfig, shared: &Arc<Shared>)
                 gst::PadProbeReturn::Ok
             },
         );
+    });
+}
+
+/// The first period boundary after `t` (integer nanoseconds: no float rounding at boundaries).
+pub(super) fn next_boundary(t: Duration, period: Duration) -> Duration {
+    let p = period.as_nanos().max(1);
+    Duration::from_nanos(((t.as_nanos() / p + 1) * p) as u64)
+}
+
+/// Record which frames are key frames, at the video decoder's input.
+fn watch_keyframes(pipeline: &gst::Pipeline, shared: &Arc<Shared>) {
+    let s = shared.clone();
+    pipeline.connect_deep_element_added(move |_, _, element| {
+        let is_video_decoder = element.factory().is_some_and(|f| {
+            let klass = f.klass();
+            klass.contains("Decoder") && klass.contains("Video")
+        });
+        let Some(pad) = is_video_decoder
+            .then(|| element.static_pad("sink"))
+            .flatten()
+        else {
+            return;
+        };
+        let s = s.clone();
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(gst::PadProbeData::Buffer(b)) = &info.data
+                && !b.flags().contains(gst::BufferFlags::DELTA_UNIT)
+                && let Some(pts) = b.pts()
+                && let Ok(mut k) = s.keyframes.lock()
+            {
+                k.insert(pts.nseconds());
+            }
+            gst::PadProbeReturn::Ok
+        });
     });
 }
 
@@ -313,6 +544,11 @@ fn admit(caps: &gst::CapsRef, limits: &crate::config::Limits, s: &Shared) -> boo
     let (w, h) = (w.max(0) as u64, h.max(0) as u64);
     if let Ok(mut d) = s.dims.lock() {
         d.get_or_insert((w as u32, h as u32));
+    }
+    if let Ok(par) = st.get::<gst::Fraction>("pixel-aspect-ratio")
+        && let Ok(mut p) = s.par.lock()
+    {
+        p.get_or_insert((par.numer(), par.denom()));
     }
     if w * h > limits.max_pixels {
         s.fail(DecodeError::Limit {
@@ -346,23 +582,23 @@ fn feed_appsrc(src: &gstreamer_app::AppSrc, feed: Feed, shared: &Arc<Shared>) {
             .need_data(move |src, _| {
                 let mut feed = feed.lock().unwrap_or_else(|p| p.into_inner());
                 let next = match &mut *feed {
-                    Feed::Bytes { data, offset } => {
-                        (*offset < data.len()).then(|| {
-                            let end = (*offset + CHUNK).min(data.len());
-                            let chunk = data.slice(*offset..end);
-                            *offset = end;
-                            chunk
-                        })
-                    }
-                    Feed::Chunks { rx, first } => first.take().or_else(|| loop {
-                        if s.stop.load(Ordering::Acquire) {
-                            break None;
-                        }
-                        match rx.recv_timeout(Duration::from_millis(50)) {
-                            Ok(c) if c.is_empty() => continue,
-                            Ok(c) => break Some(c),
-                            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
-                            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break None,
+                    Feed::Bytes { data, offset } => (*offset < data.len()).then(|| {
+                        let end = (*offset + CHUNK).min(data.len());
+                        let chunk = data.slice(*offset..end);
+                        *offset = end;
+                        chunk
+                    }),
+                    Feed::Chunks { rx, first } => first.take().or_else(|| {
+                        loop {
+                            if s.stop.load(Ordering::Acquire) {
+                                break None;
+                            }
+                            match rx.recv_timeout(Duration::from_millis(50)) {
+                                Ok(c) if c.is_empty() => continue,
+                                Ok(c) => break Some(c),
+                                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break None,
+                            }
                         }
                     }),
                 };
@@ -393,7 +629,9 @@ fn copy_rgb(
     let stride = info.stride()[0] as usize;
     let row = w * 3;
     if stride < row || data.len() < stride * (h.saturating_sub(1)) + row {
-        return Err(DecodeError::Internal("video buffer smaller than its caps".into()));
+        return Err(DecodeError::Internal(
+            "video buffer smaller than its caps".into(),
+        ));
     }
     out.clear();
     out.reserve(row * h);

@@ -8,6 +8,7 @@
 
 mod decode;
 mod pipeline;
+mod still;
 
 use std::ops::ControlFlow;
 use std::time::Duration;
@@ -67,6 +68,8 @@ pub struct Summary {
     /// Source dimensions (before scaling).
     pub width: Option<u32>,
     pub height: Option<u32>,
+    /// Source pixel aspect ratio when not square (frames are output with square pixels).
+    pub pixel_aspect: Option<(i32, i32)>,
     pub duration: Option<Duration>,
     pub frames_decoded: u64,
     pub frames_sampled: u64,
@@ -141,18 +144,9 @@ impl Decoder {
             // decodebin picks the highest-ranked decoder for a format.
             feature.set_rank(gst::Rank::PRIMARY + 100);
         }
-        let max_rate = if config.sampling.fps > 0.0 {
-            config.sampling.fps.ceil().max(1.0) as u64
-        } else {
-            // videorate with a huge max-rate drops nothing.
-            1_000_000
-        };
         let templates = Templates::load(
             config.pipelines_dir.as_deref(),
-            &[
-                ("max_side", config.max_side.to_string()),
-                ("max_rate", max_rate.to_string()),
-            ],
+            &[("max_side", config.max_side.to_string())],
         )?;
         Ok(Self {
             templates,
@@ -177,7 +171,10 @@ impl Decoder {
     }
 
     /// Decode a whole file's bytes (sniffing the kind) and collect every output.
-    pub fn decode_all(&self, data: Bytes) -> Result<(Summary, Vec<Frame>, Vec<Audio>), DecodeError> {
+    pub fn decode_all(
+        &self,
+        data: Bytes,
+    ) -> Result<(Summary, Vec<Frame>, Vec<Audio>), DecodeError> {
         let mut frames = Vec::new();
         let mut audio = Vec::new();
         let kind = sniff(&data).map(|m| m.kind);

@@ -70,7 +70,11 @@ impl Templates {
             };
             let file: File = serde_yaml_ng::from_str(&text).map_err(|e| bad(e.to_string()))?;
             if file.kind != kind.as_str() {
-                return Err(bad(format!("kind is {:?}, expected {:?}", file.kind, kind.as_str())));
+                return Err(bad(format!(
+                    "kind is {:?}, expected {:?}",
+                    file.kind,
+                    kind.as_str()
+                )));
             }
             let mut launch = file.launch;
             for (k, v) in params {

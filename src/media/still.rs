@@ -1,0 +1,167 @@
+//! The still-image path: JPEG, PNG, WebP, BMP and TIFF decoded in-process with the `image`
+//! crate instead of a GStreamer pipeline. Measured faster for a single frame (no pipeline,
+//! no threads; benches/RESULTS.md), and Debian 12's GStreamer cannot decode BMP or TIFF from a
+//! stream at all. GIF (animated or not) is decoded here too: Debian 12's avdec_gif hangs under
+//! concurrent pipelines. Everything else goes through GStreamer.
+
+use std::io::Cursor;
+
+use image::ImageReader;
+
+use super::{DecodeError, Frame, Limit};
+use crate::config::MediaConfig;
+
+/// Formats this path takes.
+pub fn handles(format: &str) -> bool {
+    matches!(format, "jpg" | "png" | "webp" | "bmp" | "tif" | "gif")
+}
+
+/// Decode one still image to an RGB frame no larger than `max_side`, aspect kept.
+/// Returns the frame and the source size.
+pub fn decode(data: &[u8], cfg: &MediaConfig) -> Result<(Frame, (u32, u32)), DecodeError> {
+    let reader = || {
+        ImageReader::new(Cursor::new(data))
+            .with_guessed_format()
+            .map_err(|e| DecodeError::Internal(e.to_string()))
+    };
+    let (w, h) = reader()?.into_dimensions().map_err(corrupt)?;
+    let pixels = u64::from(w) * u64::from(h);
+    if pixels > cfg.limits.max_pixels {
+        return Err(DecodeError::Limit {
+            limit: Limit::MaxPixels,
+            detail: format!("{w}×{h} frames exceed {} pixels", cfg.limits.max_pixels),
+        });
+    }
+    let mut r = reader()?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(cfg.limits.max_memory);
+    r.limits(limits);
+    let img = r.decode().map_err(|e| match e {
+        image::ImageError::Limits(_) => DecodeError::Limit {
+            limit: Limit::MaxMemory,
+            detail: format!(
+                "decoding {w}×{h} needs more than {} bytes",
+                cfg.limits.max_memory
+            ),
+        },
+        image::ImageError::Unsupported(u) => DecodeError::Unsupported(u.to_string()),
+        other => corrupt(other),
+    })?;
+    let img = fit(img, cfg.max_side);
+    let rgb = img.into_rgb8();
+    let (fw, fh) = rgb.dimensions();
+    Ok((
+        Frame {
+            index: 0,
+            pts: Some(std::time::Duration::ZERO),
+            width: fw,
+            height: fh,
+            keyframe: true,
+            rgb: rgb.into_raw(),
+        },
+        (w, h),
+    ))
+}
+
+/// Scale to fit `side` on the longer side, aspect kept, never up.
+fn fit(img: image::DynamicImage, side: u32) -> image::DynamicImage {
+    let (w, h) = (img.width(), img.height());
+    if w > side || h > side {
+        // Same fit as the pipelines: longer side = max_side, aspect kept.
+        let (nw, nh) = if w >= h {
+            (
+                side,
+                ((u64::from(h) * u64::from(side) + u64::from(w) / 2) / u64::from(w)).max(1) as u32,
+            )
+        } else {
+            (
+                ((u64::from(w) * u64::from(side) + u64::from(h) / 2) / u64::from(h)).max(1) as u32,
+                side,
+            )
+        };
+        // Box-filter downscale: fast, and smooth enough for detection input.
+        img.thumbnail_exact(nw, nh)
+    } else {
+        img
+    }
+}
+
+/// Animated GIF: every frame, timed by its delay, sampled like video.
+/// Fills the counts, size, duration and early stop of `summary`.
+pub fn decode_gif(
+    data: &[u8],
+    cfg: &MediaConfig,
+    summary: &mut super::Summary,
+    on_frame: &mut dyn FnMut(&Frame) -> std::ops::ControlFlow<()>,
+) -> Result<(), DecodeError> {
+    use image::AnimationDecoder;
+    use std::time::Duration;
+    let dec = image::codecs::gif::GifDecoder::new(Cursor::new(data)).map_err(corrupt)?;
+    let (w, h) = image::ImageDecoder::dimensions(&dec);
+    if u64::from(w) * u64::from(h) > cfg.limits.max_pixels {
+        return Err(DecodeError::Limit {
+            limit: Limit::MaxPixels,
+            detail: format!("{w}×{h} frames exceed {} pixels", cfg.limits.max_pixels),
+        });
+    }
+    let period = (cfg.sampling.fps > 0.0).then(|| Duration::from_secs_f64(1.0 / cfg.sampling.fps));
+    let (mut t, mut next_t) = (Duration::ZERO, Duration::ZERO);
+    let (mut decoded, mut sampled) = (0u64, 0u64);
+    for frame in dec.into_frames() {
+        let frame = frame.map_err(corrupt)?;
+        decoded += 1;
+        if decoded > cfg.limits.max_decoded_frames {
+            return Err(DecodeError::Limit {
+                limit: Limit::MaxDecodedFrames,
+                detail: format!("more than {} frames", cfg.limits.max_decoded_frames),
+            });
+        }
+        if t > cfg.limits.max_duration {
+            return Err(DecodeError::Limit {
+                limit: Limit::MaxDuration,
+                detail: format!("media runs past {:?}", cfg.limits.max_duration),
+            });
+        }
+        let pts = t;
+        t += Duration::from(frame.delay());
+        if sampled > 0 && period.is_some_and(|_| pts < next_t) {
+            continue;
+        }
+        if let Some(p) = period {
+            next_t = super::decode::next_boundary(pts, p);
+        }
+        let rgb = fit(
+            image::DynamicImage::ImageRgba8(frame.into_buffer()),
+            cfg.max_side,
+        )
+        .into_rgb8();
+        let (fw, fh) = rgb.dimensions();
+        let out = Frame {
+            index: decoded - 1,
+            pts: Some(pts),
+            width: fw,
+            height: fh,
+            keyframe: true,
+            rgb: rgb.into_raw(),
+        };
+        sampled += 1;
+        let stop = on_frame(&out).is_break() || sampled >= u64::from(cfg.sampling.max_frames);
+        if stop {
+            summary.stopped_early = true;
+            break;
+        }
+    }
+    if decoded == 0 {
+        return Err(DecodeError::Corrupt("no frame could be decoded".into()));
+    }
+    summary.width = Some(w);
+    summary.height = Some(h);
+    summary.frames_decoded = decoded;
+    summary.frames_sampled = sampled;
+    summary.duration = (decoded > 1).then_some(t);
+    Ok(())
+}
+
+fn corrupt(e: image::ImageError) -> DecodeError {
+    DecodeError::Corrupt(e.to_string())
+}

@@ -90,3 +90,70 @@ fn a_taken_port_is_a_clear_start_up_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
 }
+
+#[test]
+fn scan_reports_each_file_as_json_and_fails_on_a_bad_one() {
+    let td = std::env::var_os("LIKEGUARD_TESTDATA")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata")
+        });
+    let clip = td.join("video/faces/face_recognition/short_hamilton_clip.mp4");
+    let photo = td.join("images/faces/deepface/img1.jpg");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("broken.mp4");
+    let bytes = std::fs::read(&clip).unwrap();
+    std::fs::write(&bad, &bytes[..bytes.len() / 20]).unwrap();
+
+    let (ok, out, _) = likeguard(&[
+        "scan",
+        "--json",
+        clip.to_str().unwrap(),
+        photo.to_str().unwrap(),
+    ]);
+    assert!(ok);
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for key in [
+        "path",
+        "kind",
+        "format",
+        "width",
+        "height",
+        "duration_s",
+        "frames",
+        "error",
+    ] {
+        assert!(lines[0].get(key).is_some(), "missing {key}: {}", lines[0]);
+    }
+    assert_eq!(lines[0]["kind"], "video");
+    assert_eq!(
+        (lines[0]["width"].as_u64(), lines[0]["height"].as_u64()),
+        (Some(640), Some(360))
+    );
+    // 10.01 s at 1 fps: frames at 0, 1, ..., 9 s (the last frame starts before 10 s).
+    assert_eq!(lines[0]["frames"], 10);
+    assert!(lines[0]["error"].is_null());
+    assert_eq!(lines[1]["kind"], "image");
+    assert_eq!(lines[1]["frames"], 1);
+
+    let (ok, out, err) = likeguard(&[
+        "scan",
+        "--json",
+        photo.to_str().unwrap(),
+        bad.to_str().unwrap(),
+    ]);
+    assert!(!ok, "a failed file must fail the scan");
+    let last: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert!(
+        last["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{last}"
+    );
+    assert!(
+        err.contains("1 of 2 file(s) failed") && err.contains("broken.mp4"),
+        "{err}"
+    );
+}

@@ -19,8 +19,9 @@ pub struct MediaConfig {
     pub sampling: Sampling,
     #[serde(default)]
     pub limits: Limits,
-    /// Still images (JPEG, PNG, WebP, BMP, TIFF): `builtin` decodes them in-process (faster for
-    /// one frame, and the only way to read BMP/TIFF on Debian 12); `gstreamer` uses image.yaml.
+    /// Still images: `auto` sends JPEG/PNG/WebP through pipelines/image.yaml (measured faster)
+    /// and decodes BMP/TIFF/GIF in-process (GStreamer 1.22 cannot, or hangs); `builtin` decodes
+    /// every still in-process; `gstreamer` sends JPEG/PNG/WebP through GStreamer too (same as auto).
     #[serde(default)]
     pub still_images: StillImages,
     /// Decoder elements to prefer over the software ones, e.g. `[nvh264dec, nvjpegdec]`.
@@ -46,6 +47,7 @@ impl Default for MediaConfig {
 #[serde(rename_all = "snake_case")]
 pub enum StillImages {
     #[default]
+    Auto,
     Builtin,
     Gstreamer,
 }

@@ -141,10 +141,12 @@ pub(super) fn run(
                 .into(),
         ));
     }
-    if kind == MediaKind::Image
-        && cfg.still_images == StillImages::Builtin
-        && sniffed.is_some_and(|m| still::handles(m.format))
-    {
+    let in_process = sniffed.is_some_and(|m| match cfg.still_images {
+        StillImages::Builtin => still::handles(m.format),
+        // GStreamer is faster for these (benches/RESULTS.md); it cannot do the others.
+        StillImages::Auto | StillImages::Gstreamer => matches!(m.format, "bmp" | "tif" | "gif"),
+    });
+    if kind == MediaKind::Image && in_process {
         let data = feed.collect(deadline)?;
         summary.codec = sniffed.map(|m| m.mime.to_string());
         if sniffed.is_some_and(|m| m.format == "gif") {

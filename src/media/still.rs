@@ -1,7 +1,6 @@
-//! The still-image path: JPEG, PNG, WebP, BMP and TIFF decoded in-process with the `image`
-//! crate instead of a GStreamer pipeline. Measured faster for a single frame (no pipeline,
-//! no threads; benches/RESULTS.md), and Debian 12's GStreamer cannot decode BMP or TIFF from a
-//! stream at all. GIF (animated or not) is decoded here too: Debian 12's avdec_gif hangs under
+//! The in-process still-image path (`image` crate): BMP and TIFF, which Debian 12's GStreamer
+//! cannot decode from a stream, and every still when `media.still_images: builtin`. JPEG is
+//! faster through GStreamer's libjpeg-turbo (benches/RESULTS.md), so `auto` sends it there. GIF (animated or not) is decoded here too: Debian 12's avdec_gif hangs under
 //! concurrent pipelines. Everything else goes through GStreamer.
 
 use std::io::Cursor;

@@ -232,10 +232,7 @@ impl Feed {
                             return Ok(all.freeze());
                         }
                         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                            return Err(DecodeError::Limit {
-                                limit: Limit::MaxWall,
-                                detail: "input did not arrive in time".into(),
-                            });
+                            return Err(Limit::MaxWall.exceeded("input did not arrive in time"));
                         }
                     }
                 }
@@ -297,11 +294,9 @@ fn attempt(
             return Err(Failure::NoStream);
         }
         if Instant::now() > deadline {
-            return Err(DecodeError::Limit {
-                limit: Limit::MaxWall,
-                detail: format!("decode took longer than {:?}", cfg.limits.max_wall),
-            }
-            .into());
+            return Err(Limit::MaxWall
+                .exceeded(format!("decode took longer than {:?}", cfg.limits.max_wall))
+                .into());
         }
         while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
             if let gst::MessageView::Error(err) = msg.view() {
@@ -330,11 +325,9 @@ fn attempt(
             t.saturating_sub(*first_pts.get_or_insert(t))
         });
         if pts.is_some_and(|p| p > cfg.limits.max_duration) {
-            return Err(DecodeError::Limit {
-                limit: Limit::MaxDuration,
-                detail: format!("media runs past {:?}", cfg.limits.max_duration),
-            }
-            .into());
+            return Err(Limit::MaxDuration
+                .exceeded(format!("media runs past {:?}", cfg.limits.max_duration))
+                .into());
         }
         let flow = if kind == MediaKind::Audio {
             let map = buffer.map_readable().map_err(|_| {
@@ -408,11 +401,12 @@ fn attempt(
         .duration
         .is_some_and(|d| d > cfg.limits.max_duration)
     {
-        return Err(DecodeError::Limit {
-            limit: Limit::MaxDuration,
-            detail: format!("media lasts longer than {:?}", cfg.limits.max_duration),
-        }
-        .into());
+        return Err(Limit::MaxDuration
+            .exceeded(format!(
+                "media lasts longer than {:?}",
+                cfg.limits.max_duration
+            ))
+            .into());
     }
     if !summary.stopped_early && summary.frames_sampled == 0 && summary.audio_samples == 0 {
         return Err(DecodeError::Corrupt(format!(
@@ -474,13 +468,10 @@ fn watch_decoder(decode: &gst::Element, cfg: &MediaConfig, shared: &Arc<Shared>)
                         if is_video {
                             let n = s.decoded.fetch_add(1, Ordering::AcqRel) + 1;
                             if n > limits.max_decoded_frames {
-                                s.fail(DecodeError::Limit {
-                                    limit: Limit::MaxDecodedFrames,
-                                    detail: format!(
-                                        "more than {} frames",
-                                        limits.max_decoded_frames
-                                    ),
-                                });
+                                s.fail(Limit::MaxDecodedFrames.exceeded(format!(
+                                    "more than {} frames",
+                                    limits.max_decoded_frames
+                                )));
                             }
                         }
                     }
@@ -553,21 +544,15 @@ fn admit(caps: &gst::CapsRef, limits: &crate::config::Limits, s: &Shared) -> boo
         p.get_or_insert((par.numer(), par.denom()));
     }
     if w * h > limits.max_pixels {
-        s.fail(DecodeError::Limit {
-            limit: Limit::MaxPixels,
-            detail: format!("{w}×{h} frames exceed {} pixels", limits.max_pixels),
-        });
+        s.fail(Limit::too_many_pixels(w, h, limits.max_pixels));
         return false;
     }
     let in_flight = w * h * 4 * FRAMES_IN_FLIGHT;
     if in_flight > limits.max_memory {
-        s.fail(DecodeError::Limit {
-            limit: Limit::MaxMemory,
-            detail: format!(
-                "{w}×{h} frames need about {in_flight} bytes in flight, above {}",
-                limits.max_memory
-            ),
-        });
+        s.fail(Limit::MaxMemory.exceeded(format!(
+            "{w}×{h} frames need about {in_flight} bytes in flight, above {}",
+            limits.max_memory
+        )));
         return false;
     }
     true

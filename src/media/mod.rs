@@ -90,6 +90,19 @@ pub enum Limit {
 }
 
 impl Limit {
+    /// The error for exceeding this limit.
+    pub fn exceeded(self, detail: impl Into<String>) -> DecodeError {
+        DecodeError::Limit {
+            limit: self,
+            detail: detail.into(),
+        }
+    }
+
+    /// `max_pixels` exceeded by a `w`×`h` frame.
+    pub fn too_many_pixels(w: u64, h: u64, max: u64) -> DecodeError {
+        Self::MaxPixels.exceeded(format!("{w}×{h} frames exceed {max} pixels"))
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::MaxPixels => "max_pixels",

@@ -26,23 +26,21 @@ pub fn decode(data: &[u8], cfg: &MediaConfig) -> Result<(Frame, (u32, u32)), Dec
     let (w, h) = reader()?.into_dimensions().map_err(corrupt)?;
     let pixels = u64::from(w) * u64::from(h);
     if pixels > cfg.limits.max_pixels {
-        return Err(DecodeError::Limit {
-            limit: Limit::MaxPixels,
-            detail: format!("{w}×{h} frames exceed {} pixels", cfg.limits.max_pixels),
-        });
+        return Err(Limit::too_many_pixels(
+            u64::from(w),
+            u64::from(h),
+            cfg.limits.max_pixels,
+        ));
     }
     let mut r = reader()?;
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(cfg.limits.max_memory);
     r.limits(limits);
     let img = r.decode().map_err(|e| match e {
-        image::ImageError::Limits(_) => DecodeError::Limit {
-            limit: Limit::MaxMemory,
-            detail: format!(
-                "decoding {w}×{h} needs more than {} bytes",
-                cfg.limits.max_memory
-            ),
-        },
+        image::ImageError::Limits(_) => Limit::MaxMemory.exceeded(format!(
+            "decoding {w}×{h} needs more than {} bytes",
+            cfg.limits.max_memory
+        )),
         image::ImageError::Unsupported(u) => DecodeError::Unsupported(u.to_string()),
         other => corrupt(other),
     })?;
@@ -98,10 +96,11 @@ pub fn decode_gif(
     let dec = image::codecs::gif::GifDecoder::new(Cursor::new(data)).map_err(corrupt)?;
     let (w, h) = image::ImageDecoder::dimensions(&dec);
     if u64::from(w) * u64::from(h) > cfg.limits.max_pixels {
-        return Err(DecodeError::Limit {
-            limit: Limit::MaxPixels,
-            detail: format!("{w}×{h} frames exceed {} pixels", cfg.limits.max_pixels),
-        });
+        return Err(Limit::too_many_pixels(
+            u64::from(w),
+            u64::from(h),
+            cfg.limits.max_pixels,
+        ));
     }
     let period = (cfg.sampling.fps > 0.0).then(|| Duration::from_secs_f64(1.0 / cfg.sampling.fps));
     let (mut t, mut next_t) = (Duration::ZERO, Duration::ZERO);
@@ -110,16 +109,14 @@ pub fn decode_gif(
         let frame = frame.map_err(corrupt)?;
         decoded += 1;
         if decoded > cfg.limits.max_decoded_frames {
-            return Err(DecodeError::Limit {
-                limit: Limit::MaxDecodedFrames,
-                detail: format!("more than {} frames", cfg.limits.max_decoded_frames),
-            });
+            return Err(Limit::MaxDecodedFrames.exceeded(format!(
+                "more than {} frames",
+                cfg.limits.max_decoded_frames
+            )));
         }
         if t > cfg.limits.max_duration {
-            return Err(DecodeError::Limit {
-                limit: Limit::MaxDuration,
-                detail: format!("media runs past {:?}", cfg.limits.max_duration),
-            });
+            return Err(Limit::MaxDuration
+                .exceeded(format!("media runs past {:?}", cfg.limits.max_duration)));
         }
         let pts = t;
         t += Duration::from(frame.delay());

@@ -22,6 +22,38 @@ const FRAMES_IN_FLIGHT: u64 = 8;
 const TICK: gst::ClockTime = gst::ClockTime::from_mseconds(20);
 
 /// State shared with GStreamer's streaming threads.
+/// Frame sampling, applied right after the decoder so skipped frames cost no scaling or
+/// conversion: the first frame always, then the first frame at or after each period boundary
+/// (media time from the first frame), optionally key frames only.
+#[derive(Default)]
+struct Sampler {
+    period: Option<Duration>,
+    keyframes_only: bool,
+    first_pts: Option<u64>,
+    next_t: Duration,
+    taken: u64,
+}
+
+impl Sampler {
+    /// Media time of a raw timestamp (the first frame is 0).
+    fn media_time(&mut self, raw_ns: u64) -> Duration {
+        Duration::from_nanos(raw_ns.saturating_sub(*self.first_pts.get_or_insert(raw_ns)))
+    }
+
+    fn take(&mut self, raw_ns: Option<u64>, keyframe: bool) -> bool {
+        let t = raw_ns.map(|r| self.media_time(r));
+        let due = self.period.is_none() || t.is_none_or(|t| t >= self.next_t);
+        let keep = self.taken == 0 || (due && (keyframe || !self.keyframes_only));
+        if keep {
+            self.taken += 1;
+            if let (Some(p), Some(t)) = (self.period, t) {
+                self.next_t = next_boundary(t, p);
+            }
+        }
+        keep
+    }
+}
+
 #[derive(Default)]
 struct Shared {
     failure: Mutex<Option<DecodeError>>,
@@ -32,6 +64,8 @@ struct Shared {
     keyframes: Mutex<std::collections::HashSet<u64>>,
     /// Source pixel aspect ratio.
     par: Mutex<Option<(i32, i32)>>,
+    /// Decides which decoded video frames go on to scaling and conversion.
+    sampler: Mutex<Sampler>,
     decoded: AtomicU64,
     stop: AtomicBool,
     codec: Mutex<Option<String>>,
@@ -252,7 +286,15 @@ fn attempt(
     on_output: &mut dyn FnMut(Output<'_>) -> ControlFlow<()>,
 ) -> Result<(), Failure> {
     let built = templates.get(kind).build().map_err(DecodeError::Internal)?;
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared {
+        sampler: Mutex::new(Sampler {
+            period: (cfg.sampling.fps > 0.0)
+                .then(|| Duration::from_secs_f64(1.0 / cfg.sampling.fps)),
+            keyframes_only: cfg.sampling.keyframes_only,
+            ..Sampler::default()
+        }),
+        ..Shared::default()
+    });
     let _teardown = Teardown {
         pipeline: built.pipeline.clone(),
         shared: shared.clone(),
@@ -275,8 +317,6 @@ fn attempt(
         .ok_or_else(|| DecodeError::Internal("pipeline has no bus".into()))?;
 
     let sampling = &cfg.sampling;
-    let period = (sampling.fps > 0.0).then(|| Duration::from_secs_f64(1.0 / sampling.fps));
-    let mut next_t = Duration::ZERO;
     let mut frame = Frame {
         index: 0,
         pts: None,
@@ -319,10 +359,16 @@ fn attempt(
             continue;
         };
         let raw_pts = buffer.pts();
-        // Media time from the first output (encoder delay and edit lists shift raw timestamps).
-        let pts = raw_pts.map(|t| {
-            let t = Duration::from_nanos(t.nseconds());
-            t.saturating_sub(*first_pts.get_or_insert(t))
+        // Media time from the first frame (encoder delay and edit lists shift raw timestamps).
+        let pts = raw_pts.map(|t| match kind {
+            MediaKind::Audio => {
+                let t = Duration::from_nanos(t.nseconds());
+                t.saturating_sub(*first_pts.get_or_insert(t))
+            }
+            _ => shared
+                .sampler
+                .lock()
+                .map_or(Duration::ZERO, |mut smp| smp.media_time(t.nseconds())),
         });
         if pts.is_some_and(|p| p > cfg.limits.max_duration) {
             return Err(Limit::MaxDuration
@@ -348,14 +394,7 @@ fn attempt(
                         .lock()
                         .is_ok_and(|k| k.contains(&t.nseconds()))
                 });
-            let first = summary.frames_sampled == 0;
-            let due = period.is_none_or(|_| pts.is_none_or(|p| p >= next_t));
-            if !(first || (due && (keyframe || !sampling.keyframes_only))) {
-                continue;
-            }
-            if let (Some(period), Some(p)) = (period, pts) {
-                next_t = next_boundary(p, period);
-            }
+            // Frames reaching the sink were already sampled right after the decoder.
             let info = gstreamer_video::VideoInfo::from_caps(caps)
                 .map_err(|_| DecodeError::Internal("sink caps are not raw video".into()))?;
             copy_rgb(buffer, &info, &mut frame.rgb)?;
@@ -472,6 +511,21 @@ fn watch_decoder(decode: &gst::Element, cfg: &MediaConfig, shared: &Arc<Shared>)
                                     "more than {} frames",
                                     limits.max_decoded_frames
                                 )));
+                                return gst::PadProbeReturn::Ok;
+                            }
+                            let raw = match &info.data {
+                                Some(gst::PadProbeData::Buffer(b)) => b.pts().map(|t| t.nseconds()),
+                                _ => None,
+                            };
+                            let keyframe = raw.is_some_and(|r| {
+                                s.keyframes.lock().is_ok_and(|k| k.contains(&r))
+                            });
+                            let keep = s
+                                .sampler
+                                .lock()
+                                .map_or(true, |mut smp| smp.take(raw, keyframe));
+                            if !keep {
+                                return gst::PadProbeReturn::Drop;
                             }
                         }
                     }

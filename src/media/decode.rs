@@ -517,9 +517,8 @@ fn watch_decoder(decode: &gst::Element, cfg: &MediaConfig, shared: &Arc<Shared>)
                                 Some(gst::PadProbeData::Buffer(b)) => b.pts().map(|t| t.nseconds()),
                                 _ => None,
                             };
-                            let keyframe = raw.is_some_and(|r| {
-                                s.keyframes.lock().is_ok_and(|k| k.contains(&r))
-                            });
+                            let keyframe = raw
+                                .is_some_and(|r| s.keyframes.lock().is_ok_and(|k| k.contains(&r)));
                             let keep = s
                                 .sampler
                                 .lock()

@@ -26,7 +26,7 @@ const TICK: gst::ClockTime = gst::ClockTime::from_mseconds(20);
 /// conversion: the first frame always, then the first frame at or after each period boundary
 /// (media time from the first frame), optionally key frames only.
 #[derive(Default)]
-struct Sampler {
+pub(super) struct Sampler {
     period: Option<Duration>,
     keyframes_only: bool,
     first_pts: Option<u64>,
@@ -35,12 +35,21 @@ struct Sampler {
 }
 
 impl Sampler {
-    /// Media time of a raw timestamp (the first frame is 0).
-    fn media_time(&mut self, raw_ns: u64) -> Duration {
+    pub(super) fn new(sampling: &crate::config::Sampling) -> Self {
+        Self {
+            period: (sampling.fps > 0.0).then(|| Duration::from_secs_f64(1.0 / sampling.fps)),
+            keyframes_only: sampling.keyframes_only,
+            ..Self::default()
+        }
+    }
+
+    /// Media time of a raw timestamp (the first one seen is 0).
+    pub(super) fn media_time(&mut self, raw_ns: u64) -> Duration {
         Duration::from_nanos(raw_ns.saturating_sub(*self.first_pts.get_or_insert(raw_ns)))
     }
 
-    fn take(&mut self, raw_ns: Option<u64>, keyframe: bool) -> bool {
+    /// Whether the frame at `raw_ns` is sampled (updates the schedule when it is).
+    pub(super) fn take(&mut self, raw_ns: Option<u64>, keyframe: bool) -> bool {
         let t = raw_ns.map(|r| self.media_time(r));
         let due = self.period.is_none() || t.is_none_or(|t| t >= self.next_t);
         let keep = self.taken == 0 || (due && (keyframe || !self.keyframes_only));
@@ -287,12 +296,7 @@ fn attempt(
 ) -> Result<(), Failure> {
     let built = templates.get(kind).build().map_err(DecodeError::Internal)?;
     let shared = Arc::new(Shared {
-        sampler: Mutex::new(Sampler {
-            period: (cfg.sampling.fps > 0.0)
-                .then(|| Duration::from_secs_f64(1.0 / cfg.sampling.fps)),
-            keyframes_only: cfg.sampling.keyframes_only,
-            ..Sampler::default()
-        }),
+        sampler: Mutex::new(Sampler::new(&cfg.sampling)),
         ..Shared::default()
     });
     let _teardown = Teardown {
@@ -325,7 +329,6 @@ fn attempt(
         keyframe: false,
         rgb: Vec::new(),
     };
-    let mut first_pts = None;
     loop {
         if let Some(e) = shared.take_failure() {
             return Err(e.into());
@@ -360,15 +363,11 @@ fn attempt(
         };
         let raw_pts = buffer.pts();
         // Media time from the first frame (encoder delay and edit lists shift raw timestamps).
-        let pts = raw_pts.map(|t| match kind {
-            MediaKind::Audio => {
-                let t = Duration::from_nanos(t.nseconds());
-                t.saturating_sub(*first_pts.get_or_insert(t))
-            }
-            _ => shared
+        let pts = raw_pts.map(|t| {
+            shared
                 .sampler
                 .lock()
-                .map_or(Duration::ZERO, |mut smp| smp.media_time(t.nseconds())),
+                .map_or(Duration::ZERO, |mut smp| smp.media_time(t.nseconds()))
         });
         if pts.is_some_and(|p| p > cfg.limits.max_duration) {
             return Err(Limit::MaxDuration
@@ -537,7 +536,7 @@ fn watch_decoder(decode: &gst::Element, cfg: &MediaConfig, shared: &Arc<Shared>)
 }
 
 /// The first period boundary after `t` (integer nanoseconds: no float rounding at boundaries).
-pub(super) fn next_boundary(t: Duration, period: Duration) -> Duration {
+fn next_boundary(t: Duration, period: Duration) -> Duration {
     let p = period.as_nanos().max(1);
     Duration::from_nanos(((t.as_nanos() / p + 1) * p) as u64)
 }

@@ -102,8 +102,9 @@ pub fn decode_gif(
             cfg.limits.max_pixels,
         ));
     }
-    let period = (cfg.sampling.fps > 0.0).then(|| Duration::from_secs_f64(1.0 / cfg.sampling.fps));
-    let (mut t, mut next_t) = (Duration::ZERO, Duration::ZERO);
+    // The same sampling schedule as video (every GIF frame is a key frame).
+    let mut sampler = super::decode::Sampler::new(&cfg.sampling);
+    let mut t = Duration::ZERO;
     let (mut decoded, mut sampled) = (0u64, 0u64);
     for frame in dec.into_frames() {
         let frame = frame.map_err(corrupt)?;
@@ -120,11 +121,8 @@ pub fn decode_gif(
         }
         let pts = t;
         t += Duration::from(frame.delay());
-        if sampled > 0 && period.is_some_and(|_| pts < next_t) {
+        if !sampler.take(Some(pts.as_nanos() as u64), true) {
             continue;
-        }
-        if let Some(p) = period {
-            next_t = super::decode::next_boundary(pts, p);
         }
         let rgb = fit(
             image::DynamicImage::ImageRgba8(frame.into_buffer()),

@@ -49,6 +49,21 @@ async fn setup() -> (Upstream, Likeguard) {
     (up, lg)
 }
 
+/// POST a body with a Content-Type through likeguard.
+async fn post(
+    c: &reqwest::Client,
+    url: String,
+    content_type: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    c.post(url)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 fn sha(b: &[u8]) -> [u8; 32] {
     Sha256::digest(b).into()
 }
@@ -121,26 +136,14 @@ async fn inspected_route_passes_non_media_and_unknown_media_unchanged() {
     let c = client();
     // 1 MB of text on an inspected route: not media, forwarded as is, response echoed.
     let text = "likeguard ".repeat(100_000);
-    let r = c
-        .post(lg.url("/echo-text"))
-        .header("content-type", "text/plain")
-        .body(text.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = post(&c, lg.url("/echo-text"), "text/plain", text.clone()).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), text);
 
     // An image nobody registered: reaches the upstream byte for byte, no decision headers.
     lg.register(media(KNOWN), "block").await;
     let other = media(OTHER);
-    let r = c
-        .post(lg.url("/echo-img"))
-        .header("content-type", "image/jpeg")
-        .body(other.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = post(&c, lg.url("/echo-img"), "image/jpeg", other.clone()).await;
     assert_eq!(r.status(), 200);
     assert!(r.headers().get("likeguard-decision").is_none());
     assert_eq!(sha(&r.bytes().await.unwrap()), sha(&other));
@@ -159,13 +162,7 @@ async fn known_media_upload_is_blocked_before_the_upstream_sees_it() {
     assert!(entry["pdq"].as_str().is_some_and(|p| p.len() == 64));
 
     // Exact copy, raw body.
-    let r = c
-        .post(lg.url("/upload/raw"))
-        .header("content-type", "image/jpeg")
-        .body(known.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = post(&c, lg.url("/upload/raw"), "image/jpeg", known.clone()).await;
     let v = problem(r, 451).await;
     assert_eq!(v["rule"], "known-media");
     assert!(v["decision_id"].as_str().is_some_and(|d| d.len() == 36));
@@ -246,13 +243,7 @@ async fn tag_headers_go_upstream_on_requests_and_to_the_client_on_responses() {
     let png = media(PNG);
     lg.register(png.clone(), "tag").await;
 
-    let r = c
-        .post(lg.url("/tagged-up"))
-        .header("content-type", "image/png")
-        .body(png.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = post(&c, lg.url("/tagged-up"), "image/png", png.clone()).await;
     assert_eq!(r.status(), 200);
     // Request side: the client's response carries no tag, the upstream's request does.
     assert!(r.headers().get("likeguard-decision").is_none());
@@ -324,13 +315,13 @@ async fn limits_and_malformed_bodies_get_precise_problems() {
     let c = client();
 
     // Over max_body (4 MiB) with Content-Length: refused before reading.
-    let r = c
-        .post(lg.url("/big"))
-        .header("content-type", "image/jpeg")
-        .body(vec![0xFFu8; 5 * 1024 * 1024])
-        .send()
-        .await
-        .unwrap();
+    let r = post(
+        &c,
+        lg.url("/big"),
+        "image/jpeg",
+        vec![0xFFu8; 5 * 1024 * 1024],
+    )
+    .await;
     problem(r, 413).await;
     // ...and chunked, discovered while reading.
     let chunks: Vec<Result<Bytes, std::io::Error>> = (0..80)
@@ -349,13 +340,7 @@ async fn limits_and_malformed_bodies_get_precise_problems() {
         problem(r, 413).await;
     }
 
-    let r = c
-        .post(lg.url("/bad-json"))
-        .header("content-type", "application/json")
-        .body(r#"{"image": "#)
-        .send()
-        .await
-        .unwrap();
+    let r = post(&c, lg.url("/bad-json"), "application/json", r#"{"image": "#).await;
     let v = problem(r, 400).await;
     assert!(v["detail"].as_str().unwrap().contains("JSON"), "{v}");
 
@@ -368,43 +353,25 @@ async fn limits_and_malformed_bodies_get_precise_problems() {
     let v = problem(r, 400).await;
     assert!(v["detail"].as_str().unwrap().contains("/image"), "{v}");
 
-    let r = c
-        .post(lg.url("/bad-form"))
-        .header("content-type", "multipart/form-data; boundary=XyZ")
-        .body(&b"--XyZ\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.jpg\"\r\n\r\n\xFF\xD8\xFF"[..])
-        .send()
-        .await
-        .unwrap();
+    let r = post(&c, lg.url("/bad-form"), "multipart/form-data; boundary=XyZ", &b"--XyZ\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.jpg\"\r\n\r\n\xFF\xD8\xFF"[..]).await;
     problem(r, 400).await;
 
-    let r = c
-        .post(lg.url("/no-boundary"))
-        .header("content-type", "multipart/form-data")
-        .body("whatever")
-        .send()
-        .await
-        .unwrap();
+    let r = post(
+        &c,
+        lg.url("/no-boundary"),
+        "multipart/form-data",
+        "whatever",
+    )
+    .await;
     problem(r, 400).await;
 
-    let r = c
-        .post(lg.url("/not-an-image"))
-        .header("content-type", "image/png")
-        .body("this is text")
-        .send()
-        .await
-        .unwrap();
+    let r = post(&c, lg.url("/not-an-image"), "image/png", "this is text").await;
     problem(r, 415).await;
 
     // A truncated real image still sniffs as JPEG and passes (nothing known matches it).
     let mut cut = media(OTHER);
     cut.truncate(cut.len() / 3);
-    let r = c
-        .post(lg.url("/truncated"))
-        .header("content-type", "image/jpeg")
-        .body(cut)
-        .send()
-        .await
-        .unwrap();
+    let r = post(&c, lg.url("/truncated"), "image/jpeg", cut).await;
     assert_eq!(r.status(), 200);
 
     let refused = [
@@ -430,24 +397,12 @@ async fn failure_modes_are_honoured() {
     lg.register(media(KNOWN), "block").await;
     let other = media(OTHER);
     // time_budget 1ns: inspection of a real image cannot finish in time.
-    let r = c
-        .post(lg.url("/strict/x"))
-        .header("content-type", "image/jpeg")
-        .body(other.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = post(&c, lg.url("/strict/x"), "image/jpeg", other.clone()).await;
     let v = problem(r, 503).await;
     assert!(v["detail"].as_str().unwrap().contains("time budget"), "{v}");
     assert!(up.received_on("/strict/x").is_empty());
 
-    let r = c
-        .post(lg.url("/lenient/x"))
-        .header("content-type", "image/jpeg")
-        .body(other.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = post(&c, lg.url("/lenient/x"), "image/jpeg", other.clone()).await;
     assert_eq!(r.status(), 200);
     let got = &up.received_on("/lenient/x")[0];
     assert_eq!(got.headers["likeguard-decision"], "error");

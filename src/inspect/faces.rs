@@ -1,0 +1,103 @@
+//! Faces in a media item: decode (sampled frames) → detect → optionally embed, with boxes in
+//! the source's pixel coordinates. Blocking: run it off the async runtime.
+
+use std::ops::ControlFlow;
+
+use bytes::Bytes;
+
+use crate::extract::MediaKind;
+use crate::inference::{Embedding, Face, FaceEngine, Image, InferenceError};
+use crate::media::{DecodeError, Decoder, Input, Output, Summary};
+
+/// One face found in one sampled frame.
+#[derive(Debug, Clone)]
+pub struct FoundFace {
+    /// Index of the frame among decoded frames (0 for a still image).
+    pub frame: u64,
+    /// In source pixels.
+    pub face: Face,
+    pub embedding: Option<Embedding>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FaceScanError {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error(transparent)]
+    Inference(#[from] InferenceError),
+}
+
+/// Decodes `data` and finds the faces of every sampled frame (embedding them when `embed`).
+pub fn faces_in_media(
+    decoder: &Decoder,
+    engine: &FaceEngine,
+    data: Bytes,
+    kind: Option<MediaKind>,
+    embed: bool,
+) -> Result<(Summary, Vec<FoundFace>), FaceScanError> {
+    let mut found = Vec::new();
+    let mut failure = None;
+    let mut frames = Vec::new();
+    let summary = decoder.decode(Input::Bytes(data), kind, &mut |out: Output<'_>| {
+        let Output::Frame(frame) = out else {
+            return ControlFlow::Continue(());
+        };
+        let result = Image::try_from(frame).and_then(|image| {
+            let faces = engine.detect(&image)?;
+            let embeddings = if embed {
+                engine
+                    .embed(&image, &faces)?
+                    .into_iter()
+                    .map(Some)
+                    .collect()
+            } else {
+                vec![None; faces.len()]
+            };
+            Ok((faces, embeddings))
+        });
+        match result {
+            Ok((faces, embeddings)) => {
+                frames.push((frame.index, frame.width));
+                for (face, embedding) in faces.into_iter().zip(embeddings) {
+                    found.push(FoundFace {
+                        frame: frame.index,
+                        face,
+                        embedding,
+                    });
+                }
+                ControlFlow::Continue(())
+            }
+            Err(e) => {
+                failure = Some(e);
+                ControlFlow::Break(())
+            }
+        }
+    })?;
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    // Frames are scaled to `media.max_side`; report boxes in the source's pixels.
+    if let Some(source_w) = summary.width {
+        for f in &mut found {
+            if let Some((_, frame_w)) = frames.iter().find(|(i, _)| *i == f.frame)
+                && *frame_w > 0
+            {
+                f.face = f.face.scaled(source_w as f32 / *frame_w as f32);
+            }
+        }
+    }
+    Ok((summary, found))
+}
+
+/// The face a single-subject photo is about: confident and central (size alone picks
+/// bystanders in the foreground).
+pub fn main_face(faces: &[FoundFace], width: u32, height: u32) -> Option<&FoundFace> {
+    let (cx, cy) = (width as f32 / 2.0, height as f32 / 2.0);
+    let half_diagonal = (cx * cx + cy * cy).sqrt().max(1.0);
+    let weight = |f: &FoundFace| {
+        let [x, y, w, h] = f.face.bbox;
+        let d = ((x + w / 2.0 - cx).powi(2) + (y + h / 2.0 - cy).powi(2)).sqrt() / half_diagonal;
+        f.face.score * (1.0 - 0.5 * d.min(1.0))
+    };
+    faces.iter().max_by(|a, b| weight(a).total_cmp(&weight(b)))
+}

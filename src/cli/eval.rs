@@ -93,6 +93,7 @@ pub fn pairs(
     engine: &FaceEngine,
     file: &Path,
     root: &Path,
+    scores_out: Option<&Path>,
 ) -> anyhow::Result<PairsReport> {
     let pairs = read_pairs(file)?;
     let mut cache: HashMap<&str, Option<Embedding>> = HashMap::new();
@@ -111,6 +112,16 @@ pub fn pairs(
             _ => (None, p.same),
         })
         .collect();
+    if let Some(out) = scores_out {
+        let mut tsv = String::from("path_a\tpath_b\tsame\tsimilarity\n");
+        for (p, (s, _)) in pairs.iter().zip(&scored) {
+            let s = s
+                .map(|s| format!("{s:.5}"))
+                .unwrap_or_else(|| "missing".into());
+            tsv.push_str(&format!("{}\t{}\t{}\t{s}\n", p.a, p.b, u8::from(p.same)));
+        }
+        std::fs::write(out, tsv).with_context(|| format!("writing {}", out.display()))?;
+    }
     Ok(figures(&scored, engine.threshold()))
 }
 

@@ -105,6 +105,9 @@ enum EvalCommand {
         root: Option<PathBuf>,
         #[arg(long)]
         json: bool,
+        /// Also write every pair's similarity to this TSV file (for looking at the errors).
+        #[arg(long)]
+        scores: Option<PathBuf>,
         #[arg(long, short, env = "LIKEGUARD_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -201,10 +204,14 @@ fn run_eval(command: EvalCommand) -> anyhow::Result<()> {
     let folder = |p: &std::path::Path| p.parent().map(PathBuf::from).unwrap_or_default();
     match command {
         EvalCommand::Pairs {
-            pairs, root, json, ..
+            pairs,
+            root,
+            json,
+            scores,
+            ..
         } => {
             let root = root.unwrap_or_else(|| folder(&pairs));
-            let r = eval::pairs(&decoder, &engine, &pairs, &root)?;
+            let r = eval::pairs(&decoder, &engine, &pairs, &root, scores.as_deref())?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {

@@ -34,14 +34,23 @@ pub struct InferenceConfig {
     /// Faces narrower than this many source pixels are ignored.
     #[serde(default = "d_min_face")]
     pub min_face_px: u32,
+    /// Look at each face a second time, cropped, for more precise landmarks (better
+    /// alignment, one more short-range detector run per face).
+    #[serde(default = "d_true")]
+    pub refine_landmarks: bool,
     #[serde(default)]
     pub execution_provider: ExecutionProvider,
-    /// Threads inside one operator (per model session).
+    /// Threads inside one operator, in the pool all model sessions share (the first engine
+    /// loaded in a process sets the pool).
     #[serde(default = "d_intra")]
     pub intra_threads: usize,
-    /// Threads across independent operators (per model session).
+    /// Threads across independent operators (shared pool).
     #[serde(default = "d_inter")]
     pub inter_threads: usize,
+    /// Let idle pool threads spin briefly for the next operator (faster small models, more CPU
+    /// while idle-waiting).
+    #[serde(default = "d_spin")]
+    pub spin: bool,
     #[serde(default)]
     pub batch: BatchConfig,
 }
@@ -55,9 +64,11 @@ impl Default for InferenceConfig {
             match_threshold: None,
             detect_threshold: None,
             min_face_px: d_min_face(),
+            refine_landmarks: true,
             execution_provider: ExecutionProvider::default(),
             intra_threads: d_intra(),
             inter_threads: d_inter(),
+            spin: d_spin(),
             batch: BatchConfig::default(),
         }
     }
@@ -87,7 +98,8 @@ pub struct BatchConfig {
     /// Most items in one call (models with a fixed batch size run one item per call).
     #[serde(default = "d_max_batch")]
     pub max_batch: usize,
-    /// Longest an item waits for others to join its batch.
+    /// Longest the worker waits for a batch to fill to the size of the previous one (a lone
+    /// request never waits).
     #[serde(default = "d_max_wait", with = "humantime_serde")]
     pub max_wait: Duration,
     /// Items waiting per model before new work is refused (overload → 503, never unbounded memory).
@@ -158,6 +170,12 @@ fn d_intra() -> usize {
 }
 fn d_inter() -> usize {
     1
+}
+fn d_spin() -> bool {
+    true
+}
+fn d_true() -> bool {
+    true
 }
 fn d_max_batch() -> usize {
     8

@@ -1,6 +1,8 @@
 //! Dynamic batching: one worker thread owns a model session; callers on any thread submit one
-//! item each and wait for its result. Items queued while the worker is busy (or arriving within
-//! `max_wait`) run together in one call, so concurrent requests share inference.
+//! item each and wait for its result. Items queued while the worker is busy run together in
+//! one call, so concurrent requests share inference. After a batch of k items the worker
+//! expects that concurrency to continue and waits up to `max_wait` for k items before the next
+//! run; after a single item it does not wait at all, so a lone request pays no batching delay.
 //!
 //! Input buffers come from a small pool and go back to it after the run: no per-item
 //! allocation on the hot path once warm.
@@ -157,9 +159,11 @@ impl<M: Model> Worker<M> {
     /// Runs until every `Batcher` handle is dropped.
     fn run(mut self) {
         let mut jobs: Vec<Job<M::Output>> = Vec::with_capacity(self.max_batch);
+        let mut expected = 1;
         while let Ok(first) = self.rx.recv() {
             jobs.push(first);
-            self.gather(&mut jobs);
+            self.gather(&mut jobs, expected);
+            expected = jobs.len();
             self.batch.clear();
             for job in &jobs {
                 self.batch.extend_from_slice(&job.input);
@@ -192,19 +196,21 @@ impl<M: Model> Worker<M> {
         }
     }
 
-    /// Adds what is already queued, then waits up to `max_wait` for more, up to `max_batch`.
-    fn gather(&self, jobs: &mut Vec<Job<M::Output>>) {
+    /// Adds what is already queued (up to `max_batch`), then waits up to `max_wait` until
+    /// `expected` items are there.
+    fn gather(&self, jobs: &mut Vec<Job<M::Output>>, expected: usize) {
         while jobs.len() < self.max_batch {
             match self.rx.try_recv() {
                 Ok(job) => jobs.push(job),
                 Err(_) => break,
             }
         }
-        if self.max_wait.is_zero() {
+        let want = expected.min(self.max_batch);
+        if self.max_wait.is_zero() || jobs.len() >= want {
             return;
         }
         let deadline = Instant::now() + self.max_wait;
-        while jobs.len() < self.max_batch {
+        while jobs.len() < want {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(left) {
                 Ok(job) => jobs.push(job),

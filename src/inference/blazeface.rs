@@ -18,61 +18,48 @@ pub struct Detection {
     pub score: f32,
 }
 
-/// Where the source image sits in the letterboxed square.
-#[derive(Debug, Clone, Copy)]
-pub struct Letterbox {
-    /// Source pixels per square unit (the square is 1×1).
-    pub scale: f32,
-    pub pad_x: f32,
-    pub pad_y: f32,
+/// The square of source pixels a detector input covers (may reach outside the image: the
+/// outside is black). The whole image letterboxed is the square around it, centred.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Region {
+    pub x0: f32,
+    pub y0: f32,
+    pub side: f32,
 }
 
-impl Letterbox {
-    pub fn new(width: u32, height: u32) -> Self {
+impl Region {
+    /// The whole image, letterboxed (centred, black border).
+    pub fn letterbox(width: u32, height: u32) -> Self {
         let side = width.max(height) as f32;
         Self {
-            scale: side,
-            pad_x: (side - width as f32) / 2.0 / side,
-            pad_y: (side - height as f32) / 2.0 / side,
+            x0: -(side - width as f32) / 2.0,
+            y0: -(side - height as f32) / 2.0,
+            side,
         }
     }
 
     /// A point in the unit square → source pixels.
     pub fn to_source(&self, p: [f32; 2]) -> [f32; 2] {
-        [
-            (p[0] - self.pad_x) * self.scale,
-            (p[1] - self.pad_y) * self.scale,
-        ]
+        [self.x0 + p[0] * self.side, self.y0 + p[1] * self.side]
     }
 }
 
-/// Writes `image` letterboxed into an `s`×`s` NCHW tensor scaled to [−1, 1]. Downscaling
+/// Writes `region` of `image` into an `s`×`s` NCHW tensor scaled to [−1, 1]. Downscaling
 /// averages each output pixel's whole source footprint (area filter: no aliasing on large
-/// frames); upscaling repeats the nearest pixel.
-pub fn preprocess(image: &Image<'_>, s: usize, out: &mut [f32]) {
+/// frames); upscaling takes the nearest pixel.
+pub fn preprocess(image: &Image<'_>, region: &Region, s: usize, out: &mut [f32]) {
     debug_assert_eq!(out.len(), 3 * s * s);
     let (w, h) = (image.width as usize, image.height as usize);
-    let side = w.max(h) as f32;
-    let step = side / s as f32; // source pixels per output pixel
-    let off_x = (side - w as f32) / 2.0;
-    let off_y = (side - h as f32) / 2.0;
+    let step = region.side / s as f32; // source pixels per output pixel
     let plane = s * s;
     for v in 0..s {
-        let sy0 = v as f32 * step - off_y;
-        let sy1 = sy0 + step;
+        let sy0 = region.y0 + v as f32 * step;
+        let (y0, y1) = span(sy0, sy0 + step, h);
         for u in 0..s {
-            let sx0 = u as f32 * step - off_x;
-            let sx1 = sx0 + step;
+            let sx0 = region.x0 + u as f32 * step;
+            let (x0, x1) = span(sx0, sx0 + step, w);
             let i = v * s + u;
-            let (x0, x1) = (
-                sx0.max(0.0) as usize,
-                (sx1.min(w as f32).ceil() as usize).min(w),
-            );
-            let (y0, y1) = (
-                sy0.max(0.0) as usize,
-                (sy1.min(h as f32).ceil() as usize).min(h),
-            );
-            if sx1 <= 0.0 || sy1 <= 0.0 || x0 >= x1 || y0 >= y1 {
+            if x0 >= x1 || y0 >= y1 {
                 out[i] = -1.0;
                 out[plane + i] = -1.0;
                 out[2 * plane + i] = -1.0;
@@ -93,6 +80,17 @@ pub fn preprocess(image: &Image<'_>, s: usize, out: &mut [f32]) {
             }
         }
     }
+}
+
+/// Source pixel indices covered by [a, b), clipped to [0, len); at least one pixel when the
+/// span is inside the image (upscaling).
+fn span(a: f32, b: f32, len: usize) -> (usize, usize) {
+    if b <= 0.0 || a >= len as f32 {
+        return (0, 0);
+    }
+    let lo = a.max(0.0) as usize;
+    let hi = (b.min(len as f32).ceil() as usize).clamp(lo + 1, len);
+    (lo, hi)
 }
 
 /// SSD anchor centres, in the order the model emits them: per stride group, row by row,
@@ -341,8 +339,25 @@ mod tests {
 
     #[test]
     fn letterbox_round_trips_corners() {
-        let lb = Letterbox::new(200, 100);
+        let lb = Region::letterbox(200, 100);
         assert_eq!(lb.to_source([0.0, 0.25]), [0.0, 0.0]);
         assert_eq!(lb.to_source([1.0, 0.75]), [200.0, 100.0]);
+    }
+
+    #[test]
+    fn preprocess_averages_and_pads_black() {
+        // 4×2 image: left half white, right half black; letterboxed to 2×2.
+        let mut rgb = vec![0u8; 4 * 2 * 3];
+        for y in 0..2 {
+            for x in 0..2 {
+                rgb[(y * 4 + x) * 3..(y * 4 + x) * 3 + 3].fill(255);
+            }
+        }
+        let image = Image::new(&rgb, 4, 2).unwrap();
+        let mut out = vec![0.0; 3 * 4];
+        preprocess(&image, &Region::letterbox(4, 2), 2, &mut out);
+        // Row 0 covers source rows -1..1 (half outside, clipped), row 1 rows 1..3.
+        assert_eq!(out[0], 1.0);
+        assert_eq!(out[1], -1.0);
     }
 }

@@ -25,11 +25,15 @@ pub use manifest::{FileState, Manifest, Role};
 pub use runtime::ORT_DYLIB_ENV;
 
 use crate::config::InferenceConfig;
-use blazeface::{BlazeFace, Detection, Letterbox};
+use blazeface::{BlazeFace, Detection, Region};
 use manifest::{DetectorDecoder, Dim, Entry};
 
 /// IoU above which two detections are the same face (NMS and merging detectors).
 const SAME_FACE_IOU: f32 = 0.3;
+/// Most faces reported (and embedded) per image: bounds the work a crowd photo can cause.
+const MAX_FACES: usize = 64;
+/// Side of the landmark-refinement crop, in face-box widths.
+const REFINE_CONTEXT: f32 = 2.0;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InferenceError {
@@ -149,6 +153,18 @@ struct DetectorHandle {
     batcher: Batcher<Vec<Detection>>,
 }
 
+impl DetectorHandle {
+    fn submit(
+        &self,
+        image: &Image<'_>,
+        region: &Region,
+    ) -> Result<Pending<Vec<Detection>>, InferenceError> {
+        let mut buf = self.batcher.buffer();
+        blazeface::preprocess(image, region, self.size, &mut buf);
+        self.batcher.submit(buf)
+    }
+}
+
 /// Detectors + embedder, loaded once and shared by every request.
 pub struct FaceEngine {
     detectors: Vec<DetectorHandle>,
@@ -158,13 +174,14 @@ pub struct FaceEngine {
     template: [[f32; 2]; 5],
     threshold: f32,
     min_face_px: f32,
+    refine: bool,
 }
 
 impl FaceEngine {
     /// Verifies and loads every configured model. Errors name the file and the fix.
     pub fn load(config: &InferenceConfig) -> Result<Self, InferenceError> {
         let manifest = Manifest::load(&config.resolved_models_dir())?;
-        runtime::init(&manifest)?;
+        runtime::init(&manifest, config)?;
         let mut detectors = Vec::new();
         for name in &config.detectors {
             detectors.push(load_detector(&manifest, name, config)?);
@@ -204,6 +221,7 @@ impl FaceEngine {
             template,
             threshold,
             min_face_px: config.min_face_px as f32,
+            refine: config.refine_landmarks,
         };
         engine.warm_up()?;
         Ok(engine)
@@ -242,13 +260,11 @@ impl FaceEngine {
     /// Every face in `image` (all detectors run in parallel, results merged), most confident
     /// first.
     pub fn detect(&self, image: &Image<'_>) -> Result<Vec<Face>, InferenceError> {
+        let whole = Region::letterbox(image.width, image.height);
         let mut pending = Vec::with_capacity(self.detectors.len());
         for d in &self.detectors {
-            let mut buf = d.batcher.buffer();
-            blazeface::preprocess(image, d.size, &mut buf);
-            pending.push(d.batcher.submit(buf)?);
+            pending.push(d.submit(image, &whole)?);
         }
-        let letterbox = Letterbox::new(image.width, image.height);
         let mut kept: Vec<Detection> = Vec::new();
         for p in pending {
             let found = blazeface::weighted_nms(p.wait_blocking()?, SAME_FACE_IOU);
@@ -263,17 +279,61 @@ impl FaceEngine {
         }
         let mut faces: Vec<Face> = kept
             .iter()
-            .map(|d| self.to_face(d, &letterbox))
+            .map(|d| self.to_face(d, &whole))
             .filter(|f| f.bbox[2] >= self.min_face_px)
             .collect();
         faces.sort_by(|a, b| b.score.total_cmp(&a.score));
+        faces.truncate(MAX_FACES);
+        if self.refine {
+            self.refine_landmarks(image, &mut faces)?;
+        }
         Ok(faces)
     }
 
-    fn to_face(&self, d: &Detection, lb: &Letterbox) -> Face {
+    /// Second look at each face: the first detector on a square around it, where the face
+    /// fills the input as close-range detectors expect. Landmarks from a face a few dozen
+    /// pixels wide in the first pass become those of a face ~60 pixels wide.
+    fn refine_landmarks(
+        &self,
+        image: &Image<'_>,
+        faces: &mut [Face],
+    ) -> Result<(), InferenceError> {
+        let Some(refiner) = self.detectors.first() else {
+            return Ok(());
+        };
+        let mut pending = Vec::with_capacity(faces.len());
+        for face in faces.iter() {
+            let [x, y, w, h] = face.bbox;
+            let side = w.max(h) * REFINE_CONTEXT;
+            let region = Region {
+                x0: x + w / 2.0 - side / 2.0,
+                y0: y + h / 2.0 - side / 2.0,
+                side,
+            };
+            pending.push((region, refiner.submit(image, &region)?));
+        }
+        for (face, (region, p)) in faces.iter_mut().zip(pending) {
+            let found = p.wait_blocking()?;
+            // The face is centred in the crop: take the confident detection nearest the centre.
+            let best = found
+                .iter()
+                .filter(|d| (d.bbox[0] - 0.5).abs() < 0.2 && (d.bbox[1] - 0.5).abs() < 0.2)
+                .max_by(|a, b| a.score.total_cmp(&b.score));
+            if let Some(d) = best {
+                let refined = self.to_face(d, &region);
+                face.landmarks = refined.landmarks;
+            }
+        }
+        Ok(())
+    }
+
+    fn to_face(&self, d: &Detection, region: &Region) -> Face {
         let [cx, cy, w, h] = d.bbox;
-        let [x, y] = lb.to_source([cx - w / 2.0, cy - h / 2.0]);
-        let kp: Vec<[f32; 2]> = d.keypoints[..4].iter().map(|p| lb.to_source(*p)).collect();
+        let [x, y] = region.to_source([cx - w / 2.0, cy - h / 2.0]);
+        let kp: Vec<[f32; 2]> = d.keypoints[..4]
+            .iter()
+            .map(|p| region.to_source(*p))
+            .collect();
         let template4 = align::fit_points(&self.template);
         // Mouth corners: the template's, mapped back through the fit of the four points found.
         let (left, right) = match Similarity::estimate(&kp, &template4) {
@@ -284,7 +344,7 @@ impl FaceEngine {
             None => (kp[3], kp[3]),
         };
         Face {
-            bbox: [x, y, w * lb.scale, h * lb.scale],
+            bbox: [x, y, w * region.side, h * region.side],
             landmarks: [kp[0], kp[1], kp[2], left, right],
             score: d.score,
         }

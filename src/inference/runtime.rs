@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use ort::environment::GlobalThreadPoolOptions;
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 
@@ -16,14 +17,15 @@ pub const ORT_DYLIB_ENV: &str = "ORT_DYLIB_PATH";
 
 static ENVIRONMENT: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
 
-/// Loads the runtime library (first call only; later calls return the first outcome).
-pub fn init(manifest: &Manifest) -> Result<(), InferenceError> {
+/// Loads the runtime library and creates the process's one environment with its shared
+/// intra-op thread pool (first call only; later calls return the first outcome).
+pub fn init(manifest: &Manifest, config: &InferenceConfig) -> Result<(), InferenceError> {
     let library = match std::env::var_os(ORT_DYLIB_ENV) {
         Some(path) => PathBuf::from(path),
         None => manifest.verified_path(&manifest.runtime)?,
     };
     ENVIRONMENT
-        .get_or_init(|| load(&library))
+        .get_or_init(|| load(&library, config))
         .as_ref()
         .map(|_| ())
         .map_err(|reason| InferenceError::Runtime {
@@ -32,11 +34,20 @@ pub fn init(manifest: &Manifest) -> Result<(), InferenceError> {
         })
 }
 
-fn load(library: &Path) -> Result<ort::environment::Environment, String> {
-    ort::init_from(library)
-        .map_err(|e| e.to_string())?
+fn load(library: &Path, config: &InferenceConfig) -> Result<ort::environment::Environment, String> {
+    // Loads the library: must come before any other ort call (they would dlopen a default).
+    let builder = ort::init_from(library).map_err(|e| e.to_string())?;
+    // One pool for every session: detectors and embedder running at once share the cores
+    // instead of each spinning its own threads against the others (MODELS.md: 2–3× slower).
+    let pool = GlobalThreadPoolOptions::default()
+        .with_intra_threads(config.intra_threads)
+        .and_then(|p| p.with_inter_threads(config.inter_threads))
+        .and_then(|p| p.with_spin_control(config.spin))
+        .map_err(|e| e.to_string())?;
+    builder
         .with_name("likeguard")
         .with_telemetry(false)
+        .with_global_thread_pool(pool)
         .build()
         .map_err(|e| e.to_string())
 }
@@ -54,14 +65,7 @@ pub fn session(path: &Path, config: &InferenceConfig) -> Result<Session, Inferen
         .map_err(|e| fail(&e))?
         .with_optimization_level(GraphOptimizationLevel::Level3)
         .map_err(|e| fail(&e))?
-        .with_intra_threads(config.intra_threads)
-        .map_err(|e| fail(&e))?
-        .with_inter_threads(config.inter_threads)
-        .map_err(|e| fail(&e))?
-        // Several sessions spinning for work on 2 cores ran 2–3× slower (docs: MODELS.md).
-        .with_intra_op_spinning(false)
-        .map_err(|e| fail(&e))?
-        .with_inter_op_spinning(false)
+        .with_intra_op_spinning(config.spin)
         .map_err(|e| fail(&e))?;
     builder = with_provider(builder, config.execution_provider).map_err(|e| match e {
         ProviderError::NotBuilt(name) => InferenceError::ProviderUnavailable {

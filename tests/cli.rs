@@ -26,6 +26,7 @@ fn example_config_is_complete_and_checks_clean() {
         "on_failure:",
         "max_body:",
         "json_pointers:",
+        "inference:",
     ] {
         assert!(example.contains(key), "example lacks {key}");
     }
@@ -139,6 +140,21 @@ fn scan_reports_each_file_as_json_and_fails_on_a_bad_one() {
     assert!(lines[0]["error"].is_null());
     assert_eq!(lines[1]["kind"], "image");
     assert_eq!(lines[1]["frames"], 1);
+    // Faces: one in the portrait, boxes in source pixels (1382×1868), five landmarks each.
+    let faces = lines[1]["faces"].as_array().expect("faces");
+    assert_eq!(faces.len(), 1, "{}", lines[1]);
+    let b: Vec<f64> = serde_json::from_value(faces[0]["box"].clone()).unwrap();
+    assert!(
+        b[2] > 300.0 && b[0] + b[2] <= 1400.0,
+        "box {b:?} not in source pixels"
+    );
+    assert_eq!(faces[0]["landmarks"].as_array().unwrap().len(), 5);
+    assert_eq!(faces[0]["frame"], 0);
+    assert!(faces[0]["score"].as_f64().unwrap() > 0.5);
+    assert!(
+        !lines[0]["faces"].as_array().unwrap().is_empty(),
+        "no face in the clip"
+    );
 
     let (ok, out, err) = likeguard(&[
         "scan",
@@ -156,4 +172,130 @@ fn scan_reports_each_file_as_json_and_fails_on_a_bad_one() {
         err.contains("1 of 2 file(s) failed") && err.contains("broken.mp4"),
         "{err}"
     );
+}
+
+fn testdata() -> std::path::PathBuf {
+    std::env::var_os("LIKEGUARD_TESTDATA")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata")
+        })
+}
+
+#[test]
+fn eval_pairs_reports_every_figure() {
+    let dir = tempfile::tempdir().unwrap();
+    let pairs = dir.path().join("pairs.tsv");
+    std::fs::write(
+        &pairs,
+        "path_a\tpath_b\tsame\torigin\tnote\n\
+         images/faces/deepface/img1.jpg\timages/faces/deepface/img2.jpg\t1\tt\t\n\
+         images/faces/deepface/img20.jpg\timages/faces/deepface/img21.jpg\t1\tt\t\n\
+         images/faces/deepface/img1.jpg\timages/faces/deepface/img20.jpg\t0\tt\t\n\
+         images/faces/deepface/img2.jpg\timages/noface/face_api_js/test_white.png\t0\tt\t\n",
+    )
+    .unwrap();
+    let root = testdata();
+    let (ok, out, err) = likeguard(&[
+        "eval",
+        "pairs",
+        pairs.to_str().unwrap(),
+        "--root",
+        root.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    for key in [
+        "pairs",
+        "missing",
+        "threshold",
+        "accuracy",
+        "best_threshold",
+        "best_accuracy",
+        "auc",
+        "tar_far_1e2",
+        "tar_far_1e3",
+    ] {
+        assert!(r.get(key).is_some(), "missing {key}: {r}");
+    }
+    assert_eq!(r["pairs"], 4);
+    // The blank image has no face: that pair counts as wrong.
+    assert_eq!(r["missing"], 1);
+    assert_eq!(r["accuracy"], 0.75);
+    assert_eq!(r["auc"], 1.0);
+}
+
+#[test]
+fn eval_detect_counts_faces_against_the_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("manifest.json");
+    std::fs::write(
+        &manifest,
+        r#"[
+          {"path": "images/faces/deepface/img1.jpg", "kind": "face"},
+          {"path": "images/noface/skimage/coffee.png", "kind": "noface", "n_faces": 0},
+          {"path": "images/group/face_recognition/two_people.jpg", "kind": "group", "n_faces": 2}
+        ]"#,
+    )
+    .unwrap();
+    let root = testdata();
+    let (ok, out, err) = likeguard(&[
+        "eval",
+        "detect",
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--root",
+        root.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (r["single_found"].as_u64(), r["single_total"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(r["false_faces"], 0);
+    assert_eq!(
+        (r["group_found"].as_u64(), r["group_known"].as_u64()),
+        (Some(2), Some(2))
+    );
+}
+
+#[test]
+fn models_verify_passes_and_names_a_corrupt_file() {
+    let models = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models");
+    let (ok, out, err) = likeguard(&["models", "verify", "--dir", models.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("loaded   detectors"), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        models.join("manifest.json"),
+        dir.path().join("manifest.json"),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("runtime")).unwrap();
+    std::os::unix::fs::symlink(
+        models.join("runtime/libonnxruntime.so"),
+        dir.path().join("runtime/libonnxruntime.so"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        models.join("blazeface-short.onnx"),
+        dir.path().join("blazeface-short.onnx"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("blazeface-full.onnx"), b"not a model").unwrap();
+    let (ok, out, err) = likeguard(&["models", "verify", "--dir", dir.path().to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        out.contains("CORRUPT") && out.contains("blazeface-full.onnx"),
+        "{out}"
+    );
+    assert!(
+        out.contains("MISSING") && out.contains("mobilefacenet.onnx"),
+        "{out}"
+    );
+    assert!(err.contains("likeguard models fetch"), "{err}");
 }

@@ -12,7 +12,7 @@ pub const MODELS_DIR_ENV: &str = "LIKEGUARD_MODELS_DIR";
 #[serde(deny_unknown_fields)]
 pub struct InferenceConfig {
     /// Folder holding `manifest.json` and the files `likeguard models fetch` placed there.
-    /// `LIKEGUARD_MODELS_DIR` overrides it.
+    /// `LIKEGUARD_MODELS_DIR` overrides it (applied when a config file is loaded).
     #[serde(default = "d_models_dir")]
     pub models_dir: PathBuf,
     /// Detector models by manifest name, merged in order: faces of a later detector are added
@@ -118,13 +118,6 @@ impl Default for BatchConfig {
 }
 
 impl InferenceConfig {
-    /// `models_dir`, unless `LIKEGUARD_MODELS_DIR` names another.
-    pub fn resolved_models_dir(&self) -> PathBuf {
-        std::env::var_os(MODELS_DIR_ENV)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| self.models_dir.clone())
-    }
-
     pub(super) fn validate(&self) -> Result<(), (String, String)> {
         let bad = |field: &str, reason: &str| Err((format!("inference.{field}"), reason.into()));
         if self.detectors.is_empty() {

@@ -186,7 +186,7 @@ impl Config {
     /// Parse and validate config text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
         let de = serde_yaml_ng::Deserializer::from_str(text);
-        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let field = e.path().to_string();
             let inner = e.into_inner();
             let reason = match inner.location() {
@@ -210,6 +210,9 @@ impl Config {
                 field,
                 reason,
             })?;
+        if let Some(dir) = std::env::var_os(MODELS_DIR_ENV) {
+            config.inference.models_dir = PathBuf::from(dir);
+        }
         Ok(config)
     }
 

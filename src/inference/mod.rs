@@ -180,7 +180,7 @@ pub struct FaceEngine {
 impl FaceEngine {
     /// Verifies and loads every configured model. Errors name the file and the fix.
     pub fn load(config: &InferenceConfig) -> Result<Self, InferenceError> {
-        let manifest = Manifest::load(&config.resolved_models_dir())?;
+        let manifest = Manifest::load(&config.models_dir)?;
         runtime::init(&manifest, config)?;
         let mut detectors = Vec::new();
         for name in &config.detectors {

@@ -39,7 +39,7 @@ impl Region {
     }
 
     /// A point in the unit square → source pixels.
-    pub fn to_source(&self, p: [f32; 2]) -> [f32; 2] {
+    pub fn to_source(self, p: [f32; 2]) -> [f32; 2] {
         [self.x0 + p[0] * self.side, self.y0 + p[1] * self.side]
     }
 }
@@ -286,8 +286,8 @@ pub fn weighted_nms(mut dets: Vec<Detection>, threshold: f32) -> Vec<Detection> 
             }
             used[j] = true;
             let d = &dets[j];
-            for k in 0..4 {
-                bbox[k] += d.bbox[k] * d.score;
+            for (acc, v) in bbox.iter_mut().zip(&d.bbox) {
+                *acc += v * d.score;
             }
             for (acc, kp) in kps.iter_mut().zip(&d.keypoints) {
                 acc[0] += kp[0] * d.score;

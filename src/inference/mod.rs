@@ -34,6 +34,9 @@ const SAME_FACE_IOU: f32 = 0.3;
 const MAX_FACES: usize = 64;
 /// Side of the landmark-refinement crop, in face-box widths.
 const REFINE_CONTEXT: f32 = 2.0;
+/// Refine only faces the crop magnifies at least this much over the first pass (faces under a
+/// third of the image's longer side). Measured in docs/inference.md.
+const REFINE_MIN_GAIN: f32 = 1.5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InferenceError {
@@ -290,8 +293,8 @@ impl FaceEngine {
         Ok(faces)
     }
 
-    /// Second look at each face: the first detector on a square around it, where the face
-    /// fills the input as close-range detectors expect. Landmarks from a face a few dozen
+    /// Second look at each smaller face: the first detector on a square around it, where the
+    /// face fills the input as close-range detectors expect. Landmarks from a face a few dozen
     /// pixels wide in the first pass become those of a face ~60 pixels wide.
     fn refine_landmarks(
         &self,
@@ -301,18 +304,26 @@ impl FaceEngine {
         let Some(refiner) = self.detectors.first() else {
             return Ok(());
         };
+        let whole = image.width.max(image.height) as f32;
         let mut pending = Vec::with_capacity(faces.len());
         for face in faces.iter() {
             let [x, y, w, h] = face.bbox;
             let side = w.max(h) * REFINE_CONTEXT;
+            // A face already large in the first pass gains too little resolution to pay for a
+            // second run.
+            if whole / side < REFINE_MIN_GAIN {
+                pending.push(None);
+                continue;
+            }
             let region = Region {
                 x0: x + w / 2.0 - side / 2.0,
                 y0: y + h / 2.0 - side / 2.0,
                 side,
             };
-            pending.push((region, refiner.submit(image, &region)?));
+            pending.push(Some((region, refiner.submit(image, &region)?)));
         }
-        for (face, (region, p)) in faces.iter_mut().zip(pending) {
+        for (face, item) in faces.iter_mut().zip(pending) {
+            let Some((region, p)) = item else { continue };
             let found = p.wait_blocking()?;
             // The face is centred in the crop: take the confident detection nearest the centre.
             let best = found

@@ -18,5 +18,6 @@ pub mod knownmedia;
 pub mod media;
 pub mod policy;
 pub mod proxy;
+pub mod registry;
 pub mod store;
 pub mod telemetry;

@@ -20,6 +20,8 @@ pub enum ProblemKind {
     Unauthorized,
     NotFound,
     BadRequest,
+    /// Well-formed but unusable (e.g. an enrolment photo without exactly one face).
+    Unprocessable,
     Unavailable,
     Internal,
 }
@@ -42,6 +44,7 @@ impl ProblemKind {
             Self::Unauthorized => "unauthorized",
             Self::NotFound => "not-found",
             Self::BadRequest => "bad-request",
+            Self::Unprocessable => "unprocessable",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
@@ -64,6 +67,7 @@ impl ProblemKind {
             Self::Unauthorized => "Unauthorized",
             Self::NotFound => "Not found",
             Self::BadRequest => "Bad request",
+            Self::Unprocessable => "Unprocessable content",
             Self::Unavailable => "Service unavailable",
             Self::Internal => "Internal error",
         }
@@ -75,6 +79,7 @@ impl ProblemKind {
             Self::NoRoute | Self::NotFound => 404,
             Self::BodyTooLarge | Self::TooManyItems => 413,
             Self::MalformedBody | Self::BadRequest | Self::ClientError => 400,
+            Self::Unprocessable => 422,
             Self::UnsupportedMedia => 415,
             Self::ClientTimeout => 408,
             Self::InspectionFailed | Self::Unavailable => 503,

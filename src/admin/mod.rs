@@ -4,6 +4,8 @@
 //! need `Authorization: Bearer <token>`, compared in constant time. With no token configured the
 //! admin API answers 503 rather than run open.
 
+mod identities;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -20,6 +22,7 @@ use subtle::ConstantTimeEq;
 
 use crate::actions::{PROBLEM_CONTENT_TYPE, Problem, ProblemKind};
 use crate::extract::sniff;
+use crate::inspect::faces::FaceService;
 use crate::knownmedia::{Bank, BankError, KnownAction};
 use crate::telemetry::Metrics;
 
@@ -30,6 +33,8 @@ const MAX_UPLOAD: usize = 64 * 1024 * 1024;
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub bank: Arc<Bank>,
+    /// Face recognition (enrolment); `None` when inference is disabled.
+    pub faces: Option<Arc<FaceService>>,
     /// SHA-256 of the token: comparing digests keeps the comparison constant-time whatever the
     /// length of the presented token.
     token_digest: Option<[u8; 32]>,
@@ -41,12 +46,14 @@ impl AdminState {
     pub fn new(
         metrics: Arc<Metrics>,
         bank: Arc<Bank>,
+        faces: Option<Arc<FaceService>>,
         token: Option<String>,
         metrics_public: bool,
     ) -> Self {
         Self {
             metrics,
             bank,
+            faces,
             token_digest: token.map(|t| Sha256::digest(t.as_bytes()).into()),
             metrics_public,
             ready: Arc::new(AtomicBool::new(false)),
@@ -58,6 +65,15 @@ pub fn router(state: AdminState) -> Router {
     let api = Router::new()
         .route("/admin/v1/known-media", get(list_known).post(add_known))
         .route("/admin/v1/known-media/{id}", delete(remove_known))
+        .route(
+            "/admin/v1/identities",
+            get(identities::list).post(identities::enrol),
+        )
+        .route(
+            "/admin/v1/identities/{id}",
+            get(identities::show).delete(identities::erase),
+        )
+        .route("/admin/v1/identities/{id}/export", get(identities::export))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let metrics = if state.metrics_public {
@@ -129,6 +145,8 @@ async fn readyz(State(s): State<AdminState>) -> Response {
         "checks": {
             "proxy": serving,
             "known_media_entries": s.bank.len(),
+            "face_recognition": s.faces.is_some(),
+            "identities": s.faces.as_ref().map(|f| f.registry.list().len()),
         }
     });
     let code = if serving {

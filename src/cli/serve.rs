@@ -10,12 +10,25 @@ use pingora::server::configuration::ServerConf;
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
+use crate::inference::FaceEngine;
 use crate::inspect::Inspection;
+use crate::inspect::faces::{FaceInspector, FaceService};
 use crate::knownmedia::{Bank, KnownMediaInspector};
+use crate::media::Decoder;
 use crate::proxy::Proxy;
+use crate::registry::Registry;
 use crate::telemetry::Metrics;
 
 pub fn serve(config: Config) -> anyhow::Result<()> {
+    // Bind both listeners first so a taken port is a clear start-up error, before any slower
+    // start-up work (models).
+    drop(
+        std::net::TcpListener::bind(config.listen)
+            .with_context(|| format!("cannot listen on {}", config.listen))?,
+    );
+    let admin_listener = std::net::TcpListener::bind(config.admin.listen)
+        .with_context(|| format!("cannot listen on {} (admin)", config.admin.listen))?;
+    admin_listener.set_nonblocking(true)?;
     let metrics = Arc::new(Metrics::new());
     let bank = Arc::new(
         Bank::open(
@@ -25,22 +38,30 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         )
         .context("opening the known-media bank")?,
     );
-    let inspection = Inspection::new(vec![Arc::new(KnownMediaInspector::new(bank.clone()))]);
+    let mut inspectors: Vec<Arc<dyn crate::inspect::Inspector>> =
+        vec![Arc::new(KnownMediaInspector::new(bank.clone()))];
+    let faces = if config.inference.enabled {
+        let service = Arc::new(FaceService {
+            decoder: Decoder::new(&config.media).context("starting media decoding")?,
+            engine: FaceEngine::load(&config.inference)
+                .context("loading the face models (or set inference.enabled: false)")?,
+            registry: Arc::new(
+                Registry::open(&config.state_dir).context("opening the identity registry")?,
+            ),
+        });
+        inspectors.push(Arc::new(FaceInspector::new(service.clone())));
+        Some(service)
+    } else {
+        None
+    };
+    let inspection = Inspection::new(inspectors);
     let proxy = Proxy::new(&config, inspection, metrics.clone())?;
 
-    // Bind both listeners up front so a taken port is a clear start-up error.
-    drop(
-        std::net::TcpListener::bind(config.listen)
-            .with_context(|| format!("cannot listen on {}", config.listen))?,
-    );
-    let admin_listener = std::net::TcpListener::bind(config.admin.listen)
-        .with_context(|| format!("cannot listen on {} (admin)", config.admin.listen))?;
-    admin_listener.set_nonblocking(true)?;
     let token = config.admin_token();
     if token.is_none() {
         tracing::warn!("no admin token configured: the admin API will answer 503");
     }
-    let state = AdminState::new(metrics, bank, token, config.admin.metrics_public);
+    let state = AdminState::new(metrics, bank, faces, token, config.admin.metrics_public);
     let ready = state.ready.clone();
     std::thread::Builder::new()
         .name("likeguard-admin".into())

@@ -11,6 +11,10 @@ pub const MODELS_DIR_ENV: &str = "LIKEGUARD_MODELS_DIR";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InferenceConfig {
+    /// Load the face models and recognise enrolled identities in traffic. `false` runs the
+    /// proxy without face recognition (no models needed).
+    #[serde(default = "d_true")]
+    pub enabled: bool,
     /// Folder holding `manifest.json` and the files `likeguard models fetch` placed there.
     /// `LIKEGUARD_MODELS_DIR` overrides it (applied when a config file is loaded).
     #[serde(default = "d_models_dir")]
@@ -58,6 +62,7 @@ pub struct InferenceConfig {
 impl Default for InferenceConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             models_dir: d_models_dir(),
             detectors: d_detectors(),
             embedder: d_embedder(),

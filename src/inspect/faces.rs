@@ -101,3 +101,102 @@ pub fn main_face(faces: &[FoundFace], width: u32, height: u32) -> Option<&FoundF
     };
     faces.iter().max_by(|a, b| weight(a).total_cmp(&weight(b)))
 }
+
+/// Everything face recognition needs, built once at start and shared (proxy inspector, admin
+/// enrolment, verification).
+pub struct FaceService {
+    pub decoder: Decoder,
+    pub engine: FaceEngine,
+    pub registry: std::sync::Arc<crate::registry::Registry>,
+}
+
+impl FaceService {
+    /// Identity matches for every face of every sampled frame of `data`. Blocking.
+    pub fn matches(
+        &self,
+        data: Bytes,
+        kind: Option<MediaKind>,
+    ) -> Result<Vec<(FoundFace, crate::registry::Match)>, FaceScanError> {
+        let (_, found) = faces_in_media(&self.decoder, &self.engine, data, kind, true)?;
+        let threshold = self.engine.threshold();
+        Ok(found
+            .into_iter()
+            .filter_map(|f| {
+                let m = self.registry.search(f.embedding.as_ref()?, threshold)?;
+                Some((f, m))
+            })
+            .collect())
+    }
+}
+
+/// The proxy's face inspector: a face matching an enrolled identity becomes a finding whose
+/// action follows the identity's protection (strict → block, standard → tag, monitor → allow,
+/// recorded). Licenses and policy rules refine this in the policy engine (issue 5).
+pub struct FaceInspector {
+    service: std::sync::Arc<FaceService>,
+}
+
+pub const INSPECTOR: &str = "faces";
+
+impl FaceInspector {
+    pub fn new(service: std::sync::Arc<FaceService>) -> Self {
+        Self { service }
+    }
+}
+
+#[async_trait::async_trait]
+impl super::Inspector for FaceInspector {
+    fn name(&self) -> &'static str {
+        INSPECTOR
+    }
+
+    async fn inspect(
+        &self,
+        item: &crate::extract::MediaItem,
+    ) -> Result<Vec<crate::policy::Finding>, super::InspectError> {
+        use crate::policy::{Action, Finding};
+        use crate::registry::Protection;
+        // Nobody enrolled: nothing to recognise, no decode.
+        if self.service.registry.is_empty() || item.media.kind == MediaKind::Audio {
+            return Ok(Vec::new());
+        }
+        let service = self.service.clone();
+        let (data, kind) = (item.data.clone(), item.media.kind);
+        let found = tokio::task::spawn_blocking(move || service.matches(data, Some(kind)))
+            .await
+            .map_err(|e| super::InspectError {
+                inspector: INSPECTOR,
+                detail: format!("recognition task failed: {e}"),
+            })?
+            .map_err(|e| super::InspectError {
+                inspector: INSPECTOR,
+                detail: e.to_string(),
+            })?;
+        Ok(found
+            .into_iter()
+            .map(|(face, m)| {
+                let protection = m.identity.protection;
+                let action = match protection {
+                    Protection::Strict => Action::Block,
+                    Protection::Standard => Action::Tag,
+                    Protection::Monitor => Action::Allow,
+                };
+                let [x, y, w, h] = face.face.bbox;
+                Finding {
+                    item: item.index,
+                    inspector: INSPECTOR,
+                    action,
+                    rule: format!("identity.{}", protection.as_str()),
+                    // The identity's id, never its name: decisions may reach clients.
+                    detail: format!(
+                        "face matches identity {} ({}) with similarity {:.3} in frame {} at [{x:.0}, {y:.0}, {w:.0}, {h:.0}]",
+                        m.identity.id,
+                        protection.as_str(),
+                        m.similarity,
+                        face.frame
+                    ),
+                }
+            })
+            .collect())
+    }
+}

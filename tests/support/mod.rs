@@ -221,6 +221,10 @@ impl Likeguard {
             .args(args)
             .current_dir(state_dir.path())
             .env("LIKEGUARD_ADMIN_TOKEN", TOKEN)
+            .env(
+                "LIKEGUARD_MODELS_DIR",
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"),
+            )
             .env("LIKEGUARD_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -1,0 +1,199 @@
+//! `/admin/v1/identities`: enrol (multipart photos), list, show, erase, export.
+
+use std::sync::Arc;
+
+use axum::extract::{Multipart, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+
+use super::{AdminState, problem};
+use crate::actions::{Problem, ProblemKind};
+use crate::extract::sniff;
+use crate::inspect::faces::{FaceService, faces_in_media};
+use crate::registry::{Consent, NewIdentity, Protection};
+
+fn service(s: &AdminState) -> Result<Arc<FaceService>, Box<Response>> {
+    s.faces.clone().ok_or_else(|| {
+        Box::new(problem(Problem::new(
+            ProblemKind::Unavailable,
+            "face recognition is not loaded (inference disabled or models missing)",
+        )))
+    })
+}
+
+#[derive(Default)]
+struct Form {
+    name: Option<String>,
+    protection: Option<String>,
+    owner: Option<String>,
+    consent_by: Option<String>,
+    consent_at: Option<String>,
+    consent_method: Option<String>,
+    photos: Vec<(String, Bytes)>,
+}
+
+async fn read_form(mut mp: Multipart) -> Result<Form, Box<Response>> {
+    let bad = |m: String| Box::new(problem(Problem::new(ProblemKind::MalformedBody, m)));
+    let mut form = Form::default();
+    while let Some(field) = mp.next_field().await.map_err(|e| bad(e.body_text()))? {
+        let name = field.name().unwrap_or_default().to_string();
+        if name == "photo" {
+            let label = field
+                .file_name()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("photo {}", form.photos.len() + 1));
+            let data = field.bytes().await.map_err(|e| bad(e.body_text()))?;
+            form.photos.push((label, data));
+            continue;
+        }
+        let text = field.text().await.map_err(|e| bad(e.body_text()))?;
+        let slot = match name.as_str() {
+            "name" => &mut form.name,
+            "protection" => &mut form.protection,
+            "owner" => &mut form.owner,
+            "consent_by" => &mut form.consent_by,
+            "consent_at" => &mut form.consent_at,
+            "consent_method" => &mut form.consent_method,
+            other => return Err(bad(format!("unknown field {other:?}"))),
+        };
+        *slot = Some(text);
+    }
+    Ok(form)
+}
+
+/// `POST /admin/v1/identities`: multipart `name`, `protection` (strict | standard | monitor,
+/// default strict), optional `owner`, `consent_by`/`consent_at`/`consent_method`, and one or
+/// more `photo` files, each holding exactly one usable face.
+pub async fn enrol(State(s): State<AdminState>, mp: Multipart) -> Response {
+    let service = match service(&s) {
+        Ok(f) => f,
+        Err(r) => return *r,
+    };
+    let form = match read_form(mp).await {
+        Ok(f) => f,
+        Err(r) => return *r,
+    };
+    let unprocessable = |m: String| problem(Problem::new(ProblemKind::Unprocessable, m));
+    let Some(name) = form.name.filter(|n| !n.trim().is_empty()) else {
+        return unprocessable("the `name` field is required".into());
+    };
+    let protection = match form.protection.as_deref() {
+        None => Protection::default(),
+        Some(p) => match Protection::parse(p) {
+            Some(p) => p,
+            None => {
+                return unprocessable(format!(
+                    "protection {p:?} is not one of strict, standard, monitor"
+                ));
+            }
+        },
+    };
+    if form.photos.is_empty() {
+        return unprocessable("at least one `photo` file part is required".into());
+    }
+    let consent = form.consent_by.map(|by| Consent {
+        by,
+        at: form.consent_at.unwrap_or_default(),
+        method: form.consent_method.unwrap_or_default(),
+    });
+    let photos = form.photos;
+    let svc = service.clone();
+    // Decode + detect + embed every photo: CPU work, off the runtime.
+    let embedded = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        for (label, data) in photos {
+            let Some(media) = sniff(&data) else {
+                return Err(format!("{label}: not an image likeguard reads"));
+            };
+            let (_, faces) =
+                faces_in_media(&svc.decoder, &svc.engine, data, Some(media.kind), true)
+                    .map_err(|e| format!("{label}: {e}"))?;
+            match faces.as_slice() {
+                [one] => out.extend(one.embedding.clone()),
+                [] => return Err(format!("{label}: no face found")),
+                many => {
+                    return Err(format!(
+                        "{label}: {} faces found; a reference photo must show exactly one",
+                        many.len()
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    })
+    .await;
+    let embeddings = match embedded {
+        Ok(Ok(e)) => e,
+        Ok(Err(why)) => return unprocessable(why),
+        Err(e) => return problem(Problem::new(ProblemKind::Internal, e.to_string())),
+    };
+    let registry = service.registry.clone();
+    let added = tokio::task::spawn_blocking(move || {
+        registry.add(NewIdentity {
+            name,
+            protection,
+            owner: form.owner,
+            consent,
+            embeddings,
+        })
+    })
+    .await;
+    match added {
+        Ok(Ok(identity)) => {
+            tracing::info!(target: "likeguard::audit", identity = %identity.id, protection = protection.as_str(), "identity enrolled");
+            (StatusCode::CREATED, axum::Json(identity.view())).into_response()
+        }
+        Ok(Err(e)) => problem(Problem::new(ProblemKind::Unprocessable, e.to_string())),
+        Err(e) => problem(Problem::new(ProblemKind::Internal, e.to_string())),
+    }
+}
+
+pub async fn list(State(s): State<AdminState>) -> Response {
+    match service(&s) {
+        Ok(f) => axum::Json(serde_json::json!({ "identities": f.registry.list() })).into_response(),
+        Err(r) => *r,
+    }
+}
+
+pub async fn show(State(s): State<AdminState>, Path(id): Path<String>) -> Response {
+    match service(&s).map(|f| f.registry.get(&id)) {
+        Ok(Some(i)) => axum::Json(i.view()).into_response(),
+        Ok(None) => problem(Problem::new(ProblemKind::NotFound, "no such identity")),
+        Err(r) => *r,
+    }
+}
+
+/// Art. 20: everything held about the identity, reference embeddings included.
+pub async fn export(State(s): State<AdminState>, Path(id): Path<String>) -> Response {
+    match service(&s).map(|f| f.registry.get(&id)) {
+        Ok(Some(i)) => axum::Json(&*i).into_response(),
+        Ok(None) => problem(Problem::new(ProblemKind::NotFound, "no such identity")),
+        Err(r) => *r,
+    }
+}
+
+/// Art. 17: erase the identity and every embedding.
+pub async fn erase(State(s): State<AdminState>, Path(id): Path<String>) -> Response {
+    let service = match service(&s) {
+        Ok(f) => f,
+        Err(r) => return *r,
+    };
+    let registry = service.registry.clone();
+    let id2 = id.clone();
+    match tokio::task::spawn_blocking(move || registry.remove(&id2)).await {
+        Ok(Ok(true)) => {
+            tracing::info!(target: "likeguard::audit", identity = %id, "identity erased");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(Ok(false)) => problem(Problem::new(ProblemKind::NotFound, "no such identity")),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "identity store failed");
+            problem(Problem::new(
+                ProblemKind::Internal,
+                "could not erase the identity",
+            ))
+        }
+        Err(e) => problem(Problem::new(ProblemKind::Internal, e.to_string())),
+    }
+}

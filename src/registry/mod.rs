@@ -1,0 +1,345 @@
+//! Protected identities: who is enrolled, at what protection level, with which reference
+//! embeddings; exact cosine search over them.
+//!
+//! Reads are lock-free snapshots (`ArcSwap`); changes are serialised, written to
+//! `state_dir/identities.json` atomically, then published. Erasure removes the identity and
+//! every embedding from memory and from the file before it returns (GDPR Art. 17).
+//! Embeddings never appear in logs, listings or errors; only `export` returns them (Art. 20).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+
+use crate::inference::Embedding;
+use crate::store::{StoreError, read_json, write_json_atomic};
+
+const FILE: &str = "identities.json";
+
+/// How strongly an identity's likeness is protected; the policy acts on it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protection {
+    /// Blocked unless licensed.
+    #[default]
+    Strict,
+    /// Allowed, tagged.
+    Standard,
+    /// Allowed, recorded.
+    Monitor,
+}
+
+impl Protection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Strict => "strict",
+            Self::Standard => "standard",
+            Self::Monitor => "monitor",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "strict" => Some(Self::Strict),
+            "standard" => Some(Self::Standard),
+            "monitor" => Some(Self::Monitor),
+            _ => None,
+        }
+    }
+}
+
+/// Who consented to protection, when and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Consent {
+    pub by: String,
+    /// RFC 3339 or any timestamp the operator records.
+    pub at: String,
+    pub method: String,
+}
+
+/// An identity as stored (with its reference embeddings).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Identity {
+    pub id: String,
+    pub name: String,
+    pub protection: Protection,
+    #[serde(default)]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub consent: Option<Consent>,
+    /// Unix seconds.
+    pub created_at: u64,
+    pub embeddings: Vec<Vec<f32>>,
+}
+
+/// An identity without its embeddings: what listings, matches and logs may show.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IdentityView {
+    pub id: String,
+    pub name: String,
+    pub protection: Protection,
+    pub owner: Option<String>,
+    pub consent: Option<Consent>,
+    pub created_at: u64,
+    pub references: usize,
+}
+
+/// Never prints embeddings.
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("id", &self.id)
+            .field("protection", &self.protection)
+            .field("references", &self.embeddings.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    pub fn view(&self) -> IdentityView {
+        IdentityView {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            protection: self.protection,
+            owner: self.owner.clone(),
+            consent: self.consent.clone(),
+            created_at: self.created_at,
+            references: self.embeddings.len(),
+        }
+    }
+}
+
+/// What enrolment supplies.
+pub struct NewIdentity {
+    pub name: String,
+    pub protection: Protection,
+    pub owner: Option<String>,
+    pub consent: Option<Consent>,
+    pub embeddings: Vec<Embedding>,
+}
+
+/// The best-matching identity for one face.
+#[derive(Debug, Clone)]
+pub struct Match {
+    pub identity: Arc<Identity>,
+    pub similarity: f32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct Stored {
+    identities: Vec<Identity>,
+}
+
+/// One published state: identities plus a flat row-major matrix of every reference embedding.
+#[derive(Default)]
+struct Snapshot {
+    identities: Vec<Arc<Identity>>,
+    /// `rows × dim` unit vectors.
+    matrix: Vec<f32>,
+    /// Identity index of each row.
+    owner: Vec<usize>,
+    dim: usize,
+    version: u64,
+}
+
+impl Snapshot {
+    fn build(identities: Vec<Arc<Identity>>, version: u64) -> Self {
+        let dim = identities
+            .iter()
+            .flat_map(|i| i.embeddings.first())
+            .map(Vec::len)
+            .next()
+            .unwrap_or(0);
+        let mut matrix = Vec::new();
+        let mut owner = Vec::new();
+        for (k, identity) in identities.iter().enumerate() {
+            for e in identity.embeddings.iter().filter(|e| e.len() == dim) {
+                matrix.extend_from_slice(e);
+                owner.push(k);
+            }
+        }
+        Self {
+            identities,
+            matrix,
+            owner,
+            dim,
+            version,
+        }
+    }
+}
+
+pub struct Registry {
+    path: PathBuf,
+    current: ArcSwap<Snapshot>,
+    /// Serialises changes (read-modify-write of the file).
+    write: Mutex<()>,
+}
+
+impl Registry {
+    /// Opens (or starts) the registry kept in `state_dir`.
+    pub fn open(state_dir: &Path) -> Result<Self, RegistryError> {
+        let path = state_dir.join(FILE);
+        let stored: Stored = read_json(&path)?.unwrap_or_default();
+        let identities = stored.identities.into_iter().map(Arc::new).collect();
+        Ok(Self {
+            path,
+            current: ArcSwap::from_pointee(Snapshot::build(identities, 0)),
+            write: Mutex::new(()),
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.current.load().identities.is_empty()
+    }
+
+    /// Changes since start; part of cache keys and decisions.
+    pub fn version(&self) -> u64 {
+        self.current.load().version
+    }
+
+    pub fn list(&self) -> Vec<IdentityView> {
+        self.current
+            .load()
+            .identities
+            .iter()
+            .map(|i| i.view())
+            .collect()
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Identity>> {
+        self.current
+            .load()
+            .identities
+            .iter()
+            .find(|i| i.id == id)
+            .cloned()
+    }
+
+    /// Enrols a new identity; returns it once it is on disk and visible to searches.
+    pub fn add(&self, new: NewIdentity) -> Result<Arc<Identity>, RegistryError> {
+        if new.name.trim().is_empty() {
+            return Err(RegistryError::Invalid("name must not be empty".into()));
+        }
+        if new.embeddings.is_empty() {
+            return Err(RegistryError::Invalid(
+                "at least one reference photo is needed".into(),
+            ));
+        }
+        let identity = Arc::new(Identity {
+            id: uuid::Uuid::now_v7().to_string(),
+            name: new.name.trim().to_string(),
+            protection: new.protection,
+            owner: new.owner,
+            consent: new.consent,
+            created_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            embeddings: new
+                .embeddings
+                .iter()
+                .map(|e| e.as_slice().to_vec())
+                .collect(),
+        });
+        self.change(|ids| ids.push(identity.clone()))?;
+        Ok(identity)
+    }
+
+    /// Erases an identity and all its embeddings. `false` when there was none.
+    pub fn remove(&self, id: &str) -> Result<bool, RegistryError> {
+        let mut found = false;
+        self.change(|ids| {
+            let before = ids.len();
+            ids.retain(|i| i.id != id);
+            found = ids.len() != before;
+        })?;
+        Ok(found)
+    }
+
+    fn change(&self, edit: impl FnOnce(&mut Vec<Arc<Identity>>)) -> Result<(), RegistryError> {
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.current.load();
+        let mut ids = current.identities.clone();
+        edit(&mut ids);
+        let stored = Stored {
+            identities: ids.iter().map(|i| (**i).clone()).collect(),
+        };
+        write_json_atomic(&self.path, &stored)?;
+        self.current
+            .store(Arc::new(Snapshot::build(ids, current.version + 1)));
+        Ok(())
+    }
+
+    /// The identity whose closest reference embedding is most similar to `face`, when that
+    /// similarity reaches `threshold`. Exact search over every reference.
+    pub fn search(&self, face: &Embedding, threshold: f32) -> Option<Match> {
+        let snap = self.current.load();
+        let v = face.as_slice();
+        if snap.dim == 0 || v.len() != snap.dim {
+            return None;
+        }
+        let mut best: Option<(usize, f32)> = None;
+        for (row, owner) in snap.matrix.chunks_exact(snap.dim).zip(&snap.owner) {
+            let s: f32 = row.iter().zip(v).map(|(a, b)| a * b).sum();
+            if s >= threshold && best.is_none_or(|(_, b)| s > b) {
+                best = Some((*owner, s));
+            }
+        }
+        best.map(|(k, similarity)| Match {
+            identity: snap.identities[k].clone(),
+            similarity,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(v: &[f32]) -> Embedding {
+        Embedding::normalised(v).unwrap()
+    }
+
+    #[test]
+    fn enrol_search_erase_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::open(dir.path()).unwrap();
+        let x = reg
+            .add(NewIdentity {
+                name: "X".into(),
+                protection: Protection::Strict,
+                owner: None,
+                consent: None,
+                embeddings: vec![unit(&[1.0, 0.0, 0.0]), unit(&[0.9, 0.1, 0.0])],
+            })
+            .unwrap();
+        reg.add(NewIdentity {
+            name: "Y".into(),
+            protection: Protection::Standard,
+            owner: None,
+            consent: None,
+            embeddings: vec![unit(&[0.0, 1.0, 0.0])],
+        })
+        .unwrap();
+        let m = reg.search(&unit(&[0.95, 0.05, 0.0]), 0.5).unwrap();
+        assert_eq!(m.identity.id, x.id);
+        assert!(reg.search(&unit(&[0.0, 0.0, 1.0]), 0.5).is_none());
+
+        let reopened = Registry::open(dir.path()).unwrap();
+        assert_eq!(reopened.list().len(), 2);
+        assert!(reopened.remove(&x.id).unwrap());
+        assert!(reopened.search(&unit(&[1.0, 0.0, 0.0]), 0.5).is_none());
+        let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
+        assert!(!text.contains(&x.id), "erased identity still on disk");
+        assert!(!reopened.remove(&x.id).unwrap());
+    }
+}

@@ -1,0 +1,185 @@
+//! Enrolled identities recognised in traffic, end to end: the real binary, a real recording
+//! upstream, the real face models and real photos.
+
+mod support;
+
+use reqwest::multipart::{Form, Part};
+use support::{Likeguard, TOKEN, Upstream, client, media};
+
+const X1: &str = "images/faces/deepface/img1.jpg";
+const X2: &str = "images/faces/deepface/img2.jpg";
+/// A different photo of the same person.
+const X_OTHER: &str = "images/faces/deepface/img6.jpg";
+/// Someone else.
+const Y: &str = "images/faces/deepface/img20.jpg";
+
+fn photo_part(rel: &str) -> Part {
+    Part::bytes(media(rel))
+        .file_name(rel.rsplit('/').next().unwrap().to_string())
+        .mime_str("image/jpeg")
+        .unwrap()
+}
+
+async fn enrol(lg: &Likeguard, name: &str, photos: &[&str]) -> reqwest::Response {
+    let mut form = Form::new()
+        .text("name", name.to_string())
+        .text("protection", "strict")
+        .text("consent_by", "the person")
+        .text("consent_method", "signed form");
+    for p in photos {
+        form = form.part("photo", photo_part(p));
+    }
+    client()
+        .post(lg.admin_url("/admin/v1/identities"))
+        .bearer_auth(TOKEN)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn upload(lg: &Likeguard, rel: &str) -> reqwest::Response {
+    let form = Form::new()
+        .text("prompt", "make it look like a painting")
+        .part("image", photo_part(rel));
+    client()
+        .post(lg.url("/upload"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enrolled_strict_identity_is_blocked_until_erased() {
+    let up = Upstream::start().await;
+    let lg = Likeguard::start(&format!(
+        "routes:\n  - name: uploads\n    upstream: {}\n    inspect: {{direction: request, max_body: 8MiB, time_budget: 20s}}\n",
+        up.url()
+    ));
+
+    // Before enrolment X passes.
+    assert_eq!(upload(&lg, X_OTHER).await.status(), 200);
+    assert_eq!(up.received_on("/upload").len(), 1);
+
+    let r = enrol(&lg, "Person X", &[X1, X2]).await;
+    assert_eq!(r.status(), 201);
+    let x: serde_json::Value = r.json().await.unwrap();
+    let id = x["id"].as_str().unwrap().to_string();
+    assert_eq!(x["references"], 2);
+    assert_eq!(x["protection"], "strict");
+    assert!(
+        x.get("embeddings").is_none(),
+        "enrolment answer leaks embeddings"
+    );
+
+    // A different photo of X: 451, and the upstream receives nothing.
+    let r = upload(&lg, X_OTHER).await;
+    assert_eq!(r.status(), 451);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["rule"], "identity.strict");
+    assert!(body["decision_id"].is_string());
+    let text = body.to_string();
+    assert!(
+        !text.contains("Person X") && !text.contains(&id),
+        "block body names the person: {text}"
+    );
+    assert_eq!(
+        up.received_on("/upload").len(),
+        1,
+        "the upstream saw a blocked upload"
+    );
+
+    // Someone else passes unchanged.
+    let r = upload(&lg, Y).await;
+    assert_eq!(r.status(), 200);
+    let got = up.received_on("/upload");
+    assert_eq!(got.len(), 2);
+    let y = media(Y);
+    assert!(
+        got[1].body.windows(y.len()).any(|w| w == y.as_slice()),
+        "the upstream did not get Y's photo unchanged"
+    );
+
+    // Listing and export.
+    let list: serde_json::Value = client()
+        .get(lg.admin_url("/admin/v1/identities"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["identities"].as_array().unwrap().len(), 1);
+    assert!(list.to_string().find("embeddings").is_none());
+    let export: serde_json::Value = client()
+        .get(lg.admin_url(&format!("/admin/v1/identities/{id}/export")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(export["embeddings"].as_array().unwrap().len(), 2);
+    assert_eq!(export["consent"]["by"], "the person");
+
+    // Erasure: X passes again, and nothing of X is left on disk.
+    let r = client()
+        .delete(lg.admin_url(&format!("/admin/v1/identities/{id}")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(upload(&lg, X_OTHER).await.status(), 200);
+    let stored = std::fs::read_to_string(lg.state_dir.path().join("identities.json")).unwrap();
+    assert!(!stored.contains(&id), "erased identity still stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrolment_needs_exactly_one_face_per_photo() {
+    let up = Upstream::start().await;
+    let lg = Likeguard::start(&format!(
+        "routes:\n  - {{name: all, upstream: '{}'}}\n",
+        up.url()
+    ));
+    let r = enrol(
+        &lg,
+        "Group",
+        &[X1, "images/group/face_recognition/two_people.jpg"],
+    )
+    .await;
+    assert_eq!(r.status(), 422);
+    let p: serde_json::Value = r.json().await.unwrap();
+    let detail = p["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("two_people.jpg") && detail.contains("2 faces"),
+        "{detail}"
+    );
+
+    let r = enrol(&lg, "Nobody", &["images/noface/skimage/coffee.png"]).await;
+    assert_eq!(r.status(), 422);
+    let p: serde_json::Value = r.json().await.unwrap();
+    assert!(p["detail"].as_str().unwrap().contains("no face"), "{p}");
+
+    // Nothing was enrolled by the failed attempts.
+    let list: serde_json::Value = client()
+        .get(lg.admin_url("/admin/v1/identities"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(list["identities"].as_array().unwrap().is_empty());
+
+    let r = client()
+        .post(lg.admin_url("/admin/v1/identities"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "enrolment without the token");
+}

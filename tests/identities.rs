@@ -183,3 +183,81 @@ async fn enrolment_needs_exactly_one_face_per_photo() {
         .unwrap();
     assert_eq!(r.status(), 401, "enrolment without the token");
 }
+
+/// Frame `at_s` seconds into a clip, as a JPEG photo.
+fn frame_as_jpeg(rel: &str, at_s: u64) -> Vec<u8> {
+    use likeguard::media::{Decoder, Input, Output};
+    let mut cfg = likeguard::config::MediaConfig::default();
+    cfg.max_side = 1280;
+    let decoder = Decoder::new(&cfg).unwrap();
+    let mut picked = None;
+    decoder
+        .decode(
+            Input::Bytes(media(rel).into()),
+            Some(likeguard::extract::MediaKind::Video),
+            &mut |out: Output<'_>| {
+                if let Output::Frame(f) = out
+                    && f.pts.is_some_and(|p| p.as_secs() >= at_s)
+                {
+                    picked = Some(f.clone());
+                    return std::ops::ControlFlow::Break(());
+                }
+                std::ops::ControlFlow::Continue(())
+            },
+        )
+        .unwrap();
+    let f = picked.expect("clip shorter than asked");
+    let img = image::RgbImage::from_raw(f.width, f.height, f.rgb).unwrap();
+    let mut jpeg = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+        .unwrap();
+    jpeg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deepfake_clip_of_an_enrolled_person_is_blocked() {
+    let up = Upstream::start().await;
+    let lg = Likeguard::start(&format!(
+        "routes:\n  - name: uploads\n    upstream: {}\n    inspect: {{direction: request, max_body: 8MiB, time_budget: 30s}}\n",
+        up.url()
+    ));
+    // Enrol person 004 of FaceForensics++ from one frame of the original clip.
+    let form = Form::new().text("name", "FF++ 004").part(
+        "photo",
+        Part::bytes(frame_as_jpeg("deepfake/ffpp/original_sequences/youtube/004.mp4", 6))
+            .file_name("004-frame.jpg")
+            .mime_str("image/jpeg")
+            .unwrap(),
+    );
+    let r = client()
+        .post(lg.admin_url("/admin/v1/identities"))
+        .bearer_auth(TOKEN)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+
+    // The NeuralTextures re-enactment of that person, uploaded as a raw video body.
+    let fake = media("deepfake/ffpp/manipulated_sequences/NeuralTextures/004_982.mp4");
+    let r = client()
+        .post(lg.url("/upload"))
+        .header("content-type", "video/mp4")
+        .body(fake)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 451);
+    assert!(up.received_on("/upload").is_empty());
+
+    // A clip of other people passes.
+    let other = media("video/faces/face_recognition/short_hamilton_clip.mp4");
+    let r = client()
+        .post(lg.url("/upload"))
+        .header("content-type", "video/mp4")
+        .body(other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

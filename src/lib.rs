@@ -15,6 +15,7 @@ pub mod extract;
 pub mod inference;
 pub mod inspect;
 pub mod knownmedia;
+pub mod license;
 pub mod media;
 pub mod policy;
 pub mod proxy;

@@ -101,6 +101,54 @@ async fn an_enrolled_strict_identity_is_blocked_until_erased() {
         "the upstream did not get Y's photo unchanged"
     );
 
+    // A license for acme (obligation: tag) lets acme's upload through, tagged; others stay
+    // blocked; revoking it blocks acme again.
+    let r = client()
+        .post(lg.admin_url("/admin/v1/licenses"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({
+            "identity_id": id, "licensee": "acme", "usages": ["commercial"],
+            "valid_until": "2999-01-01T00:00:00Z", "obligations": ["tag"]
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let license: serde_json::Value = r.json().await.unwrap();
+    let as_acme = |rel: &'static str| {
+        let form = Form::new().part("image", photo_part(rel));
+        client()
+            .post(lg.url("/upload"))
+            .header("likeguard-licensee", "acme")
+            .multipart(form)
+            .send()
+    };
+    assert_eq!(as_acme(X_OTHER).await.unwrap().status(), 200);
+    let last = up.received_on("/upload").pop().unwrap();
+    assert_eq!(last.headers["likeguard-decision"], "tag");
+    assert_eq!(last.headers["likeguard-rule"], "license.obligations");
+    assert_eq!(
+        upload(&lg, X_OTHER).await.status(),
+        451,
+        "unlicensed requester passed"
+    );
+    let r = client()
+        .delete(lg.admin_url(&format!(
+            "/admin/v1/licenses/{}",
+            license["id"].as_str().unwrap()
+        )))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        as_acme(X_OTHER).await.unwrap().status(),
+        451,
+        "revoked license still honoured"
+    );
+    let seen = up.received_on("/upload").len();
+
     // Listing and export.
     let list: serde_json::Value = client()
         .get(lg.admin_url("/admin/v1/identities"))
@@ -134,6 +182,7 @@ async fn an_enrolled_strict_identity_is_blocked_until_erased() {
         .unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(upload(&lg, X_OTHER).await.status(), 200);
+    assert_eq!(up.received_on("/upload").len(), seen + 1);
     let stored = std::fs::read_to_string(lg.state_dir.path().join("identities.json")).unwrap();
     assert!(!stored.contains(&id), "erased identity still stored");
 }
@@ -187,8 +236,10 @@ async fn enrolment_needs_exactly_one_face_per_photo() {
 /// Frame `at_s` seconds into a clip, as a JPEG photo.
 fn frame_as_jpeg(rel: &str, at_s: u64) -> Vec<u8> {
     use likeguard::media::{Decoder, Input, Output};
-    let mut cfg = likeguard::config::MediaConfig::default();
-    cfg.max_side = 1280;
+    let cfg = likeguard::config::MediaConfig {
+        max_side: 1280,
+        ..Default::default()
+    };
     let decoder = Decoder::new(&cfg).unwrap();
     let mut picked = None;
     decoder
@@ -209,8 +260,11 @@ fn frame_as_jpeg(rel: &str, at_s: u64) -> Vec<u8> {
     let f = picked.expect("clip shorter than asked");
     let img = image::RgbImage::from_raw(f.width, f.height, f.rgb).unwrap();
     let mut jpeg = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
-        .unwrap();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut jpeg),
+        image::ImageFormat::Jpeg,
+    )
+    .unwrap();
     jpeg
 }
 
@@ -224,10 +278,13 @@ async fn a_deepfake_clip_of_an_enrolled_person_is_blocked() {
     // Enrol person 004 of FaceForensics++ from one frame of the original clip.
     let form = Form::new().text("name", "FF++ 004").part(
         "photo",
-        Part::bytes(frame_as_jpeg("deepfake/ffpp/original_sequences/youtube/004.mp4", 6))
-            .file_name("004-frame.jpg")
-            .mime_str("image/jpeg")
-            .unwrap(),
+        Part::bytes(frame_as_jpeg(
+            "deepfake/ffpp/original_sequences/youtube/004.mp4",
+            6,
+        ))
+        .file_name("004-frame.jpg")
+        .mime_str("image/jpeg")
+        .unwrap(),
     );
     let r = client()
         .post(lg.admin_url("/admin/v1/identities"))

@@ -11,6 +11,7 @@ use super::{AdminState, problem};
 use crate::actions::{Problem, ProblemKind};
 use crate::extract::sniff;
 use crate::inspect::faces::{FaceService, faces_in_media};
+use crate::license::{LicenseError, NewLicense};
 use crate::registry::{Consent, NewIdentity, Protection};
 
 fn service(s: &AdminState) -> Result<Arc<FaceService>, Box<Response>> {
@@ -179,19 +180,96 @@ pub async fn erase(State(s): State<AdminState>, Path(id): Path<String>) -> Respo
         Ok(f) => f,
         Err(r) => return *r,
     };
-    let registry = service.registry.clone();
+    let (registry, licenses) = (service.registry.clone(), service.licenses.clone());
     let id2 = id.clone();
-    match tokio::task::spawn_blocking(move || registry.remove(&id2)).await {
-        Ok(Ok(true)) => {
-            tracing::info!(target: "likeguard::audit", identity = %id, "identity erased");
+    let erased = tokio::task::spawn_blocking(move || {
+        // Licenses first, so a failure part-way never leaves licenses of an erased identity.
+        let licenses = licenses.remove_identity(&id2).map_err(|e| e.to_string())?;
+        registry
+            .remove(&id2)
+            .map(|found| found.then_some(licenses))
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    match erased {
+        Ok(Ok(Some(licenses))) => {
+            tracing::info!(target: "likeguard::audit", identity = %id, licenses, "identity erased");
             StatusCode::NO_CONTENT.into_response()
         }
-        Ok(Ok(false)) => problem(Problem::new(ProblemKind::NotFound, "no such identity")),
+        Ok(Ok(None)) => problem(Problem::new(ProblemKind::NotFound, "no such identity")),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "identity store failed");
             problem(Problem::new(
                 ProblemKind::Internal,
                 "could not erase the identity",
+            ))
+        }
+        Err(e) => problem(Problem::new(ProblemKind::Internal, e.to_string())),
+    }
+}
+
+/// `POST /admin/v1/licenses`: JSON `identity_id`, `licensee`, `usages`, `media_kinds`,
+/// `valid_from`, `valid_until` (RFC 3339), `obligations` (`watermark`, `tag`).
+pub async fn grant(State(s): State<AdminState>, body: Bytes) -> Response {
+    let service = match service(&s) {
+        Ok(f) => f,
+        Err(r) => return *r,
+    };
+    let new: NewLicense = match serde_json::from_slice(&body) {
+        Ok(n) => n,
+        Err(e) => return problem(Problem::new(ProblemKind::MalformedBody, e.to_string())),
+    };
+    if service.registry.get(&new.identity_id).is_none() {
+        return problem(Problem::new(
+            ProblemKind::Unprocessable,
+            format!("no identity {:?}", new.identity_id),
+        ));
+    }
+    let licenses = service.licenses.clone();
+    match tokio::task::spawn_blocking(move || licenses.grant(new)).await {
+        Ok(Ok(l)) => {
+            tracing::info!(target: "likeguard::audit", license = %l.id, identity = %l.identity_id, licensee = %l.licensee, "license granted");
+            (StatusCode::CREATED, axum::Json(l)).into_response()
+        }
+        Ok(Err(LicenseError::Invalid(why))) => {
+            problem(Problem::new(ProblemKind::Unprocessable, why))
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "license store failed");
+            problem(Problem::new(
+                ProblemKind::Internal,
+                "could not store the license",
+            ))
+        }
+        Err(e) => problem(Problem::new(ProblemKind::Internal, e.to_string())),
+    }
+}
+
+pub async fn licenses(State(s): State<AdminState>) -> Response {
+    match service(&s) {
+        Ok(f) => axum::Json(serde_json::json!({ "licenses": f.licenses.list() })).into_response(),
+        Err(r) => *r,
+    }
+}
+
+pub async fn revoke(State(s): State<AdminState>, Path(id): Path<String>) -> Response {
+    let service = match service(&s) {
+        Ok(f) => f,
+        Err(r) => return *r,
+    };
+    let licenses = service.licenses.clone();
+    let id2 = id.clone();
+    match tokio::task::spawn_blocking(move || licenses.revoke(&id2)).await {
+        Ok(Ok(true)) => {
+            tracing::info!(target: "likeguard::audit", license = %id, "license revoked");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(Ok(false)) => problem(Problem::new(ProblemKind::NotFound, "no such license")),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "license store failed");
+            problem(Problem::new(
+                ProblemKind::Internal,
+                "could not revoke the license",
             ))
         }
         Err(e) => problem(Problem::new(ProblemKind::Internal, e.to_string())),

@@ -74,6 +74,11 @@ pub fn router(state: AdminState) -> Router {
             get(identities::show).delete(identities::erase),
         )
         .route("/admin/v1/identities/{id}/export", get(identities::export))
+        .route(
+            "/admin/v1/licenses",
+            get(identities::licenses).post(identities::grant),
+        )
+        .route("/admin/v1/licenses/{id}", delete(identities::revoke))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let metrics = if state.metrics_public {

@@ -48,6 +48,10 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             registry: Arc::new(
                 Registry::open(&config.state_dir).context("opening the identity registry")?,
             ),
+            licenses: Arc::new(
+                crate::license::Licenses::open(&config.state_dir)
+                    .context("opening the licenses")?,
+            ),
         });
         inspectors.push(Arc::new(FaceInspector::new(service.clone())));
         Some(service)

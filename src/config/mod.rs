@@ -52,7 +52,29 @@ pub struct Config {
     #[serde(default)]
     pub inference: InferenceConfig,
     #[serde(default)]
+    pub licensing: LicensingConfig,
+    #[serde(default)]
     pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LicensingConfig {
+    /// Request header naming the licensee a request acts for.
+    #[serde(default = "default_licensee_header")]
+    pub licensee_header: String,
+}
+
+impl Default for LicensingConfig {
+    fn default() -> Self {
+        Self {
+            licensee_header: default_licensee_header(),
+        }
+    }
+}
+
+fn default_licensee_header() -> String {
+    "likeguard-licensee".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -247,6 +269,7 @@ impl Config {
             ("tag.decision_header", &self.tag.decision_header),
             ("tag.rule_header", &self.tag.rule_header),
             ("tag.decision_id_header", &self.tag.decision_id_header),
+            ("licensing.licensee_header", &self.licensing.licensee_header),
         ] {
             http::HeaderName::try_from(name.as_str())
                 .map_err(|_| (field.to_string(), format!("{name:?} is not a header name")))?;

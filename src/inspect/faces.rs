@@ -108,6 +108,7 @@ pub struct FaceService {
     pub decoder: Decoder,
     pub engine: FaceEngine,
     pub registry: std::sync::Arc<crate::registry::Registry>,
+    pub licenses: std::sync::Arc<crate::license::Licenses>,
 }
 
 impl FaceService {
@@ -129,9 +130,10 @@ impl FaceService {
     }
 }
 
-/// The proxy's face inspector: a face matching an enrolled identity becomes a finding whose
-/// action follows the identity's protection (strict → block, standard → tag, monitor → allow,
-/// recorded). Licenses and policy rules refine this in the policy engine (issue 5).
+/// The proxy's face inspector: a face matching an enrolled identity becomes a finding. Without
+/// a license for the request's licensee the identity's protection decides (strict → block,
+/// standard → tag, monitor → allow, recorded); with an active license its obligations do
+/// (watermark → watermark, tag → tag, none → allow). Rule files (CEL) are to refine this.
 pub struct FaceInspector {
     service: std::sync::Arc<FaceService>,
 }
@@ -153,7 +155,9 @@ impl super::Inspector for FaceInspector {
     async fn inspect(
         &self,
         item: &crate::extract::MediaItem,
+        ctx: &super::Context,
     ) -> Result<Vec<crate::policy::Finding>, super::InspectError> {
+        use crate::license::Obligation;
         use crate::policy::{Action, Finding};
         use crate::registry::Protection;
         // Nobody enrolled: nothing to recognise, no decode.
@@ -172,24 +176,45 @@ impl super::Inspector for FaceInspector {
                 inspector: INSPECTOR,
                 detail: e.to_string(),
             })?;
+        let now = std::time::SystemTime::now();
         Ok(found
             .into_iter()
             .map(|(face, m)| {
                 let protection = m.identity.protection;
-                let action = match protection {
-                    Protection::Strict => Action::Block,
-                    Protection::Standard => Action::Tag,
-                    Protection::Monitor => Action::Allow,
+                let license = ctx.licensee.as_deref().and_then(|who| {
+                    self.service
+                        .licenses
+                        .active_for(&m.identity.id, who, kind, now)
+                });
+                let (action, rule, licensed) = match &license {
+                    Some(l) => {
+                        let action = if l.obligations.contains(&Obligation::Watermark) {
+                            Action::Watermark
+                        } else if l.obligations.contains(&Obligation::Tag) {
+                            Action::Tag
+                        } else {
+                            Action::Allow
+                        };
+                        (action, "license.obligations".to_string(), format!(", license {}", l.id))
+                    }
+                    None => {
+                        let action = match protection {
+                            Protection::Strict => Action::Block,
+                            Protection::Standard => Action::Tag,
+                            Protection::Monitor => Action::Allow,
+                        };
+                        (action, format!("identity.{}", protection.as_str()), String::new())
+                    }
                 };
                 let [x, y, w, h] = face.face.bbox;
                 Finding {
                     item: item.index,
                     inspector: INSPECTOR,
                     action,
-                    rule: format!("identity.{}", protection.as_str()),
+                    rule,
                     // The identity's id, never its name: decisions may reach clients.
                     detail: format!(
-                        "face matches identity {} ({}) with similarity {:.3} in frame {} at [{x:.0}, {y:.0}, {w:.0}, {h:.0}]",
+                        "face matches identity {} ({}) with similarity {:.3} in frame {} at [{x:.0}, {y:.0}, {w:.0}, {h:.0}]{licensed}",
                         m.identity.id,
                         protection.as_str(),
                         m.similarity,

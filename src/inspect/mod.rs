@@ -19,12 +19,19 @@ pub struct InspectError {
     pub detail: String,
 }
 
+/// What an inspector may know about the request besides the media item.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    /// Who is asking, from the configured licensee header.
+    pub licensee: Option<String>,
+}
+
 #[async_trait]
 pub trait Inspector: Send + Sync {
     /// Stable name, used in findings, logs and metrics.
     fn name(&self) -> &'static str;
     /// Findings for one item (empty when nothing matched).
-    async fn inspect(&self, item: &MediaItem) -> Result<Vec<Finding>, InspectError>;
+    async fn inspect(&self, item: &MediaItem, ctx: &Context) -> Result<Vec<Finding>, InspectError>;
 }
 
 /// All configured inspectors, run over every item of a body.
@@ -39,11 +46,15 @@ impl Inspection {
     }
 
     /// Decide on a body's items. Stops early once an item is blocked: nothing can outrank it.
-    pub async fn decide(&self, items: &[MediaItem]) -> Result<Decision, InspectError> {
+    pub async fn decide(
+        &self,
+        items: &[MediaItem],
+        ctx: &Context,
+    ) -> Result<Decision, InspectError> {
         let mut findings = Vec::new();
         'items: for item in items {
             for inspector in &self.inspectors {
-                let found = inspector.inspect(item).await?;
+                let found = inspector.inspect(item, ctx).await?;
                 let blocked = found
                     .iter()
                     .any(|f| f.action == crate::policy::Action::Block);

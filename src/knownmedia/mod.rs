@@ -325,7 +325,11 @@ impl Inspector for KnownMediaInspector {
         RULE
     }
 
-    async fn inspect(&self, item: &MediaItem) -> Result<Vec<Finding>, InspectError> {
+    async fn inspect(
+        &self,
+        item: &MediaItem,
+        _ctx: &crate::inspect::Context,
+    ) -> Result<Vec<Finding>, InspectError> {
         if self.bank.is_empty() {
             return Ok(Vec::new());
         }

@@ -2,6 +2,7 @@
 //! exchange ourselves. Bodies that need no inspection still stream (request side through a
 //! bounded channel, response side chunk by chunk), so only media-bearing bodies are held.
 
+use crate::inspect::Context;
 use std::pin::pin;
 use std::time::Instant;
 
@@ -104,6 +105,14 @@ async fn exchange(p: &Proxy, session: &mut Session, route: &Route) -> Result<(),
         .parse()
         .map_err(|_| Problem::new(ProblemKind::BadRequest, "request target is not a valid URI"))?;
     let chunked = req.headers.contains_key(TRANSFER_ENCODING);
+    let ctx = Context {
+        licensee: req
+            .headers
+            .get(&p.licensee_header)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty()),
+    };
     let mut headers = copy_end_to_end(&req.headers);
     let content_length = headers
         .get(CONTENT_LENGTH)
@@ -145,7 +154,9 @@ async fn exchange(p: &Proxy, session: &mut Session, route: &Route) -> Result<(),
         )
         .await
         .map_err(capture_problem)?;
-        let verdict = p.judge(route, Side::Request, &class, held.clone()).await;
+        let verdict = p
+            .judge(route, Side::Request, &class, held.clone(), &ctx)
+            .await;
         let enforced = p.enforce(route, Side::Request, &class, verdict)?;
         for (k, v) in enforced.headers {
             headers.insert(k, v);
@@ -176,7 +187,7 @@ async fn exchange(p: &Proxy, session: &mut Session, route: &Route) -> Result<(),
             .map_err(|_| upstream_timeout())?
             .map_err(upstream_problem)?,
     };
-    respond(p, session, route, &method, response).await
+    respond(p, session, route, &method, &ctx, response).await
 }
 
 /// Send a request whose body streams from the client. The response timeout starts once the
@@ -235,6 +246,7 @@ async fn respond(
     session: &mut Session,
     route: &Route,
     method: &Method,
+    ctx: &Context,
     response: http::Response<Incoming>,
 ) -> Result<(), Problem> {
     let (parts, mut body) = response.into_parts();
@@ -295,7 +307,9 @@ async fn respond(
     }
 
     let held = buf.finish();
-    let verdict = p.judge(route, Side::Response, &class, held.clone()).await;
+    let verdict = p
+        .judge(route, Side::Response, &class, held.clone(), ctx)
+        .await;
     let enforced = p.enforce(route, Side::Response, &class, verdict)?;
     for (k, v) in enforced.headers {
         headers.insert(k, v);
@@ -362,7 +376,14 @@ async fn stream_body(
 
 impl Proxy {
     /// Extract and inspect a held body within the route's time budget.
-    async fn judge(&self, route: &Route, side: Side, class: &BodyClass, body: Bytes) -> Verdict {
+    async fn judge(
+        &self,
+        route: &Route,
+        side: Side,
+        class: &BodyClass,
+        body: Bytes,
+        ctx: &Context,
+    ) -> Verdict {
         let started = Instant::now();
         let work = async {
             let items =
@@ -371,7 +392,7 @@ impl Proxy {
                     .map_err(Judged::Extract)?;
             let decision = self
                 .inspection
-                .decide(&items)
+                .decide(&items, ctx)
                 .await
                 .map_err(Judged::Inspect)?;
             Ok::<_, Judged>((decision, items))

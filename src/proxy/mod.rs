@@ -34,6 +34,8 @@ pub struct Proxy {
     client: upstream::UpClient,
     timeouts: Timeouts,
     watermarker: Option<Arc<dyn Watermarker>>,
+    /// Header naming the requesting licensee (`licensing.licensee_header`).
+    licensee_header: http::HeaderName,
 }
 
 /// Per-request state.
@@ -57,6 +59,8 @@ impl Proxy {
             client: upstream::client(config.timeouts.upstream_connect),
             timeouts: config.timeouts.clone(),
             watermarker: None,
+            licensee_header: http::HeaderName::try_from(config.licensing.licensee_header.as_str())
+                .map_err(http::Error::from)?,
         })
     }
 

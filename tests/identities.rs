@@ -101,6 +101,41 @@ async fn an_enrolled_strict_identity_is_blocked_until_erased() {
         "the upstream did not get Y's photo unchanged"
     );
 
+    // The verify API says the same, without sending anything upstream.
+    let v: serde_json::Value = client()
+        .post(lg.admin_url("/v1/verify"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "image/jpeg")
+        .body(media(X_OTHER))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["matched"], true, "{v}");
+    assert_eq!(v["identity_id"], id.as_str());
+    assert!(v["similarity"].as_f64().unwrap() > 0.41);
+    assert_eq!(
+        (v["authorized"].as_bool(), v["decision"].as_str()),
+        (Some(false), Some("block"))
+    );
+    let v: serde_json::Value = client()
+        .post(lg.admin_url("/v1/verify"))
+        .bearer_auth(TOKEN)
+        .multipart(Form::new().part("image", photo_part(Y)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (v["matched"].as_bool(), v["authorized"].as_bool()),
+        (Some(false), Some(true)),
+        "{v}"
+    );
+
     // A license for acme (obligation: tag) lets acme's upload through, tagged; others stay
     // blocked; revoking it blocks acme again.
     let r = client()

@@ -5,6 +5,7 @@
 //! admin API answers 503 rather than run open.
 
 mod identities;
+mod verify;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +36,8 @@ pub struct AdminState {
     pub bank: Arc<Bank>,
     /// Face recognition (enrolment); `None` when inference is disabled.
     pub faces: Option<Arc<FaceService>>,
+    /// Header naming the requesting licensee (`/v1/verify`).
+    pub licensee_header: String,
     /// SHA-256 of the token: comparing digests keeps the comparison constant-time whatever the
     /// length of the presented token.
     token_digest: Option<[u8; 32]>,
@@ -47,6 +50,7 @@ impl AdminState {
         metrics: Arc<Metrics>,
         bank: Arc<Bank>,
         faces: Option<Arc<FaceService>>,
+        licensee_header: String,
         token: Option<String>,
         metrics_public: bool,
     ) -> Self {
@@ -54,6 +58,7 @@ impl AdminState {
             metrics,
             bank,
             faces,
+            licensee_header,
             token_digest: token.map(|t| Sha256::digest(t.as_bytes()).into()),
             metrics_public,
             ready: Arc::new(AtomicBool::new(false)),
@@ -79,6 +84,7 @@ pub fn router(state: AdminState) -> Router {
             get(identities::licenses).post(identities::grant),
         )
         .route("/admin/v1/licenses/{id}", delete(identities::revoke))
+        .route("/v1/verify", axum::routing::post(verify::verify))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let metrics = if state.metrics_public {

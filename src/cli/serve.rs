@@ -65,7 +65,14 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     if token.is_none() {
         tracing::warn!("no admin token configured: the admin API will answer 503");
     }
-    let state = AdminState::new(metrics, bank, faces, token, config.admin.metrics_public);
+    let state = AdminState::new(
+        metrics,
+        bank,
+        faces,
+        config.licensing.licensee_header.clone(),
+        token,
+        config.admin.metrics_public,
+    );
     let ready = state.ready.clone();
     std::thread::Builder::new()
         .name("likeguard-admin".into())

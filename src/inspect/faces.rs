@@ -130,6 +130,61 @@ impl FaceService {
     }
 }
 
+/// What one recognised face leads to.
+#[derive(Debug, Clone)]
+pub struct Ruling {
+    pub action: crate::policy::Action,
+    pub rule: String,
+    /// The license in force for the requester, when there is one.
+    pub license: Option<crate::license::License>,
+}
+
+impl FaceService {
+    /// The built-in rule set (until policy files): an active license for the requester applies
+    /// its obligations; otherwise the identity's protection decides.
+    pub fn rule_on(
+        &self,
+        m: &crate::registry::Match,
+        licensee: Option<&str>,
+        kind: MediaKind,
+        now: std::time::SystemTime,
+    ) -> Ruling {
+        use crate::license::Obligation;
+        use crate::policy::Action;
+        use crate::registry::Protection;
+        let license =
+            licensee.and_then(|who| self.licenses.active_for(&m.identity.id, who, kind, now));
+        match license {
+            Some(l) => {
+                let action = if l.obligations.contains(&Obligation::Watermark) {
+                    Action::Watermark
+                } else if l.obligations.contains(&Obligation::Tag) {
+                    Action::Tag
+                } else {
+                    Action::Allow
+                };
+                Ruling {
+                    action,
+                    rule: "license.obligations".into(),
+                    license: Some(l),
+                }
+            }
+            None => {
+                let protection = m.identity.protection;
+                Ruling {
+                    action: match protection {
+                        Protection::Strict => Action::Block,
+                        Protection::Standard => Action::Tag,
+                        Protection::Monitor => Action::Allow,
+                    },
+                    rule: format!("identity.{}", protection.as_str()),
+                    license: None,
+                }
+            }
+        }
+    }
+}
+
 /// The proxy's face inspector: a face matching an enrolled identity becomes a finding. Without
 /// a license for the request's licensee the identity's protection decides (strict → block,
 /// standard → tag, monitor → allow, recorded); with an active license its obligations do
@@ -157,9 +212,7 @@ impl super::Inspector for FaceInspector {
         item: &crate::extract::MediaItem,
         ctx: &super::Context,
     ) -> Result<Vec<crate::policy::Finding>, super::InspectError> {
-        use crate::license::Obligation;
-        use crate::policy::{Action, Finding};
-        use crate::registry::Protection;
+        use crate::policy::Finding;
         // Nobody enrolled: nothing to recognise, no decode.
         if self.service.registry.is_empty() || item.media.kind == MediaKind::Audio {
             return Ok(Vec::new());
@@ -181,31 +234,14 @@ impl super::Inspector for FaceInspector {
             .into_iter()
             .map(|(face, m)| {
                 let protection = m.identity.protection;
-                let license = ctx.licensee.as_deref().and_then(|who| {
-                    self.service
-                        .licenses
-                        .active_for(&m.identity.id, who, kind, now)
-                });
-                let (action, rule, licensed) = match &license {
-                    Some(l) => {
-                        let action = if l.obligations.contains(&Obligation::Watermark) {
-                            Action::Watermark
-                        } else if l.obligations.contains(&Obligation::Tag) {
-                            Action::Tag
-                        } else {
-                            Action::Allow
-                        };
-                        (action, "license.obligations".to_string(), format!(", license {}", l.id))
-                    }
-                    None => {
-                        let action = match protection {
-                            Protection::Strict => Action::Block,
-                            Protection::Standard => Action::Tag,
-                            Protection::Monitor => Action::Allow,
-                        };
-                        (action, format!("identity.{}", protection.as_str()), String::new())
-                    }
-                };
+                let ruling = self
+                    .service
+                    .rule_on(&m, ctx.licensee.as_deref(), kind, now);
+                let (action, rule) = (ruling.action, ruling.rule);
+                let licensed = ruling
+                    .license
+                    .map(|l| format!(", license {}", l.id))
+                    .unwrap_or_default();
                 let [x, y, w, h] = face.face.bbox;
                 Finding {
                     item: item.index,

@@ -299,3 +299,50 @@ fn models_verify_passes_and_names_a_corrupt_file() {
     );
     assert!(err.contains("likeguard models fetch"), "{err}");
 }
+
+#[test]
+fn shipped_policies_check_and_pass_their_cases() {
+    for (policy, cases) in [
+        ("policies/default.yaml", "policies/default.cases.yaml"),
+        ("policies/editorial.yaml", "policies/editorial.cases.yaml"),
+    ] {
+        let (ok, out, err) = likeguard(&["policy", "check", policy]);
+        assert!(ok && out.contains(": ok"), "{out}{err}");
+        let (ok, out, err) = likeguard(&["policy", "test", policy, cases]);
+        assert!(ok, "{out}{err}");
+        assert!(!out.contains("FAIL"), "{out}");
+    }
+}
+
+#[test]
+fn a_broken_policy_names_file_line_and_reason_and_failing_cases_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "rules:\n  - id: fine\n    when: 'true'\n    action: tag\n  - id: broken\n    when: license.active &&\n    action: block\n",
+    )
+    .unwrap();
+    let (ok, _, err) = likeguard(&["policy", "check", bad.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("bad.yaml:5") && err.contains("broken"),
+        "{err}"
+    );
+
+    let cases = dir.path().join("cases.yaml");
+    std::fs::write(
+        &cases,
+        "cases:\n  - name: wrong on purpose\n    context: {match: {protection: strict}}\n    expect: {action: allow}\n",
+    )
+    .unwrap();
+    let (ok, out, err) = likeguard(&[
+        "policy",
+        "test",
+        "policies/default.yaml",
+        cases.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(out.contains("FAIL wrong on purpose"), "{out}");
+    assert!(err.contains("1 of 1 case(s) failed"), "{err}");
+}

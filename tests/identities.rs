@@ -77,7 +77,7 @@ async fn an_enrolled_strict_identity_is_blocked_until_erased() {
     let r = upload(&lg, X_OTHER).await;
     assert_eq!(r.status(), 451);
     let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["rule"], "identity.strict");
+    assert_eq!(body["rule"], "strict-unlicensed");
     assert!(body["decision_id"].is_string());
     let text = body.to_string();
     assert!(
@@ -161,7 +161,7 @@ async fn an_enrolled_strict_identity_is_blocked_until_erased() {
     assert_eq!(as_acme(X_OTHER).await.unwrap().status(), 200);
     let last = up.received_on("/upload").pop().unwrap();
     assert_eq!(last.headers["likeguard-decision"], "tag");
-    assert_eq!(last.headers["likeguard-rule"], "license.obligations");
+    assert_eq!(last.headers["likeguard-rule"], "license-tag");
     assert_eq!(
         upload(&lg, X_OTHER).await.status(),
         451,
@@ -352,4 +352,91 @@ async fn a_deepfake_clip_of_an_enrolled_person_is_blocked() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+}
+
+const SHADOW_POLICY: &str = "name: trial\nrules:\n  - id: strict-unlicensed\n    when: match.protection == 'strict' && !license.active\n    action: block\n  - id: would-tag-everyone\n    when: match.similarity > 0.0\n    action: tag\n    shadow: true\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_files_reload_atomically_and_shadow_rules_only_record() {
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, SHADOW_POLICY).unwrap();
+    let lg = Likeguard::start(&format!(
+        "policy: {{file: '{}'}}\nroutes:\n  - name: uploads\n    upstream: {}\n    inspect: {{direction: request, max_body: 8MiB, time_budget: 20s}}\n",
+        policy.display(),
+        up.url()
+    ));
+    assert_eq!(enrol(&lg, "Person X", &[X1]).await.status(), 201);
+    let shown: serde_json::Value = client()
+        .get(lg.admin_url("/admin/v1/policy"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["name"], "trial");
+
+    // The shadow rule holds for every match but changes nothing; it is counted.
+    assert_eq!(upload(&lg, Y).await.status(), 200);
+    assert_eq!(upload(&lg, X_OTHER).await.status(), 451);
+    let metrics = client()
+        .get(lg.admin_url("/metrics"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("likeguard_policy_shadow_matches_total{rule=\"would-tag-everyone\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("likeguard_policy_info{name=\"trial\""),
+        "{metrics}"
+    );
+
+    // A broken file is refused (file:line and reason) and the old policy keeps working.
+    std::fs::write(
+        &policy,
+        "rules:\n  - id: oops\n    when: match.protecton == 'strict'\n    action: block\n",
+    )
+    .unwrap();
+    let r = client()
+        .post(lg.admin_url("/admin/v1/policy/reload"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let p: serde_json::Value = r.json().await.unwrap();
+    let detail = p["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("policy.yaml:2") && detail.contains("oops"),
+        "{detail}"
+    );
+    assert_eq!(
+        upload(&lg, X_OTHER).await.status(),
+        451,
+        "old policy not in force"
+    );
+
+    // A good file replaces it on its own (watched), within about a second.
+    std::fs::write(&policy, "name: open\nrules: []\n").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let status = upload(&lg, X_OTHER).await.status();
+        if status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "new policy not picked up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

@@ -5,6 +5,7 @@
 //! admin API answers 503 rather than run open.
 
 mod identities;
+mod policy;
 mod verify;
 
 use std::sync::Arc;
@@ -85,6 +86,11 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/admin/v1/licenses/{id}", delete(identities::revoke))
         .route("/v1/verify", axum::routing::post(verify::verify))
+        .route("/admin/v1/policy", get(policy::show))
+        .route(
+            "/admin/v1/policy/reload",
+            axum::routing::post(policy::reload),
+        )
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let metrics = if state.metrics_public {

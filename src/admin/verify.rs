@@ -19,7 +19,7 @@ struct Verdict {
     matched: bool,
     identity_id: Option<String>,
     similarity: Option<f32>,
-    /// Faces found in the image.
+    /// Faces recognised as enrolled identities.
     faces: usize,
     /// Whether the caller may use the likeness as sent (nothing blocks it).
     authorized: bool,
@@ -63,29 +63,41 @@ pub async fn verify(State(s): State<AdminState>, req: Request) -> Response {
         ));
     };
     let svc = service.clone();
-    let found = match tokio::task::spawn_blocking(move || {
-        let (summary, faces) = crate::inspect::faces::faces_in_media(
-            &svc.decoder,
-            &svc.engine,
-            data,
-            Some(media.kind),
-            true,
-        )?;
-        let threshold = svc.engine.threshold();
-        let best = faces
+    let ctx = crate::inspect::Context {
+        licensee,
+        method: "POST".into(),
+        path: "/v1/verify".into(),
+        route: "verify".into(),
+    };
+    let kind = media.kind;
+    // Decode, inference and policy: CPU work, off the runtime.
+    let outcome = tokio::task::spawn_blocking(move || {
+        let (summary, recognised) = svc.recognise(data, Some(kind)).map_err(|e| e.to_string())?;
+        let faces = recognised.len();
+        let best = recognised
             .iter()
-            .filter_map(|f| svc.registry.search(f.embedding.as_ref()?, threshold))
-            .max_by(|a, b| a.similarity.total_cmp(&b.similarity));
-        Ok::<_, crate::inspect::faces::FaceScanError>((summary, faces.len(), best))
+            .max_by(|a, b| a.identity.similarity.total_cmp(&b.identity.similarity));
+        let ruled = best
+            .map(|r| {
+                svc.rule_on(r, &summary, kind, &ctx, SystemTime::now())
+                    .map(|ruling| {
+                        (
+                            r.identity.identity.id.clone(),
+                            r.identity.similarity,
+                            ruling,
+                        )
+                    })
+            })
+            .transpose()?;
+        Ok::<_, String>((faces, ruled))
     })
-    .await
-    {
-        Ok(Ok(f)) => f,
-        Ok(Err(e)) => return problem(Problem::new(ProblemKind::Unprocessable, e.to_string())),
+    .await;
+    let (faces, ruled) = match outcome {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => return problem(Problem::new(ProblemKind::Unprocessable, e)),
         Err(e) => return problem(Problem::new(ProblemKind::Internal, e.to_string())),
     };
-    let (_, faces, best) = found;
-    let verdict = match best {
+    let verdict = match ruled {
         None => Verdict {
             matched: false,
             identity_id: None,
@@ -96,19 +108,16 @@ pub async fn verify(State(s): State<AdminState>, req: Request) -> Response {
             decision: Action::Allow,
             rule: crate::policy::DEFAULT_RULE.into(),
         },
-        Some(m) => {
-            let r = service.rule_on(&m, licensee.as_deref(), media.kind, SystemTime::now());
-            Verdict {
-                matched: true,
-                identity_id: Some(m.identity.id.clone()),
-                similarity: Some(m.similarity),
-                faces,
-                authorized: r.action != Action::Block,
-                license: r.license.map(|l| l.id),
-                decision: r.action,
-                rule: r.rule,
-            }
-        }
+        Some((identity, similarity, r)) => Verdict {
+            matched: true,
+            identity_id: Some(identity),
+            similarity: Some(similarity),
+            faces,
+            authorized: r.action != Action::Block,
+            license: r.license.map(|l| l.id),
+            decision: r.action,
+            rule: r.rule,
+        },
     };
     axum::Json(verdict).into_response()
 }

@@ -2,6 +2,7 @@
 
 mod eval;
 mod models;
+mod policy;
 mod scan;
 mod serve;
 
@@ -46,6 +47,11 @@ enum Command {
     Models {
         #[command(subcommand)]
         command: ModelsCommand,
+    },
+    /// Check policy rule files and run their test cases.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
     },
     /// Measure the face pipeline on labelled data.
     Eval {
@@ -92,6 +98,14 @@ enum ModelsCommand {
         #[arg(long)]
         no_load: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Parse, compile and type-check every rule; exits non-zero with file:line and reason.
+    Check { file: PathBuf },
+    /// Evaluate test cases (context in, expected action and rule out) against a rule file.
+    Test { file: PathBuf, cases: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -165,6 +179,12 @@ pub fn run() -> anyhow::Result<()> {
             command: ModelsCommand::Verify { dir, no_load },
         } => models::verify(&dir, !no_load),
         Command::Eval { command } => run_eval(command),
+        Command::Policy {
+            command: PolicyCommand::Check { file },
+        } => policy::check(&file),
+        Command::Policy {
+            command: PolicyCommand::Test { file, cases },
+        } => policy::test(&file, &cases),
         Command::Config {
             command: ConfigCommand::Example,
         } => {

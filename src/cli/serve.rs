@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use anyhow::Context;
 use pingora::proxy::http_proxy_service;
@@ -15,9 +16,26 @@ use crate::inspect::Inspection;
 use crate::inspect::faces::{FaceInspector, FaceService};
 use crate::knownmedia::{Bank, KnownMediaInspector};
 use crate::media::Decoder;
+use crate::policy::store::PolicyStore;
 use crate::proxy::Proxy;
 use crate::registry::Registry;
 use crate::telemetry::Metrics;
+
+/// Logs a policy reload and moves the version gauge (a failed reload keeps the old policy).
+pub fn note_reload(
+    metrics: &Metrics,
+    outcome: &Result<Arc<crate::policy::rules::Policy>, crate::policy::rules::PolicyError>,
+) {
+    match outcome {
+        Ok(p) => {
+            metrics.set_policy(&p.name, &p.version);
+            tracing::info!(target: "likeguard::audit", policy = %p.name, version = %p.version, "policy reloaded");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "policy reload refused; the previous policy stays in force")
+        }
+    }
+}
 
 pub fn serve(config: Config) -> anyhow::Result<()> {
     // Bind both listeners first so a taken port is a clear start-up error, before any slower
@@ -41,6 +59,16 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let mut inspectors: Vec<Arc<dyn crate::inspect::Inspector>> =
         vec![Arc::new(KnownMediaInspector::new(bank.clone()))];
     let faces = if config.inference.enabled {
+        let policy = Arc::new(
+            PolicyStore::open(config.policy.file.as_deref()).context("loading the policy")?,
+        );
+        let shown = policy.current();
+        metrics.set_policy(&shown.name, &shown.version);
+        tracing::info!(policy = %shown.name, version = %shown.version, rules = shown.rules.len(), "policy loaded");
+        let watched = metrics.clone();
+        policy.watch(Duration::from_millis(500), move |outcome| {
+            note_reload(&watched, outcome)
+        });
         let service = Arc::new(FaceService {
             decoder: Decoder::new(&config.media).context("starting media decoding")?,
             engine: FaceEngine::load(&config.inference)
@@ -52,6 +80,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
                 crate::license::Licenses::open(&config.state_dir)
                     .context("opening the licenses")?,
             ),
+            policy,
+            metrics: metrics.clone(),
         });
         inspectors.push(Arc::new(FaceInspector::new(service.clone())));
         Some(service)

@@ -54,7 +54,17 @@ pub struct Config {
     #[serde(default)]
     pub licensing: LicensingConfig,
     #[serde(default)]
+    pub policy: PolicyConfig,
+    #[serde(default)]
     pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Rule file (YAML + CEL). Unset: the built-in `policies/default.yaml`.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

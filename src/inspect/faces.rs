@@ -5,9 +5,17 @@ use std::ops::ControlFlow;
 
 use bytes::Bytes;
 
+use std::sync::Arc;
+
 use crate::extract::MediaKind;
 use crate::inference::{Embedding, Face, FaceEngine, Image, InferenceError};
+use crate::license::{License, Licenses};
 use crate::media::{DecodeError, Decoder, Input, Output, Summary};
+use crate::policy::rules::{Input as PolicyInput, LicenseInfo, MatchInfo, MediaInfo, RequestInfo};
+use crate::policy::store::PolicyStore;
+use crate::policy::{Action, Finding};
+use crate::registry::Registry;
+use crate::telemetry::Metrics;
 
 /// One face found in one sampled frame.
 #[derive(Debug, Clone)]
@@ -107,96 +115,124 @@ pub fn main_face(faces: &[FoundFace], width: u32, height: u32) -> Option<&FoundF
 pub struct FaceService {
     pub decoder: Decoder,
     pub engine: FaceEngine,
-    pub registry: std::sync::Arc<crate::registry::Registry>,
-    pub licenses: std::sync::Arc<crate::license::Licenses>,
+    pub registry: Arc<Registry>,
+    pub licenses: Arc<Licenses>,
+    pub policy: Arc<PolicyStore>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// A recognised face in a media item.
+pub struct Recognised {
+    pub face: FoundFace,
+    pub identity: crate::registry::Match,
+}
+
+/// What the policy makes of one recognised face.
+#[derive(Debug, Clone)]
+pub struct Ruling {
+    pub action: Action,
+    pub rule: String,
+    pub policy_version: String,
+    /// The license in force for the requester, when there is one.
+    pub license: Option<License>,
+    /// Shadow rules whose condition held.
+    pub shadow: Vec<String>,
 }
 
 impl FaceService {
-    /// Identity matches for every face of every sampled frame of `data`. Blocking.
-    pub fn matches(
+    /// Source summary and identity matches for every face of every sampled frame. Blocking.
+    pub fn recognise(
         &self,
         data: Bytes,
         kind: Option<MediaKind>,
-    ) -> Result<Vec<(FoundFace, crate::registry::Match)>, FaceScanError> {
-        let (_, found) = faces_in_media(&self.decoder, &self.engine, data, kind, true)?;
+    ) -> Result<(Summary, Vec<Recognised>), FaceScanError> {
+        let (summary, found) = faces_in_media(&self.decoder, &self.engine, data, kind, true)?;
         let threshold = self.engine.threshold();
-        Ok(found
+        let recognised = found
             .into_iter()
-            .filter_map(|f| {
-                let m = self.registry.search(f.embedding.as_ref()?, threshold)?;
-                Some((f, m))
+            .filter_map(|face| {
+                let identity = self.registry.search(face.embedding.as_ref()?, threshold)?;
+                Some(Recognised { face, identity })
             })
-            .collect())
+            .collect();
+        Ok((summary, recognised))
     }
-}
 
-/// What one recognised face leads to.
-#[derive(Debug, Clone)]
-pub struct Ruling {
-    pub action: crate::policy::Action,
-    pub rule: String,
-    /// The license in force for the requester, when there is one.
-    pub license: Option<crate::license::License>,
-}
-
-impl FaceService {
-    /// The built-in rule set (until policy files): an active license for the requester applies
-    /// its obligations; otherwise the identity's protection decides.
+    /// Evaluates the policy in force for one recognised face; shadow matches are logged and
+    /// counted here.
     pub fn rule_on(
         &self,
-        m: &crate::registry::Match,
-        licensee: Option<&str>,
+        r: &Recognised,
+        summary: &Summary,
         kind: MediaKind,
+        ctx: &super::Context,
         now: std::time::SystemTime,
-    ) -> Ruling {
-        use crate::license::Obligation;
-        use crate::policy::Action;
-        use crate::registry::Protection;
-        let license =
-            licensee.and_then(|who| self.licenses.active_for(&m.identity.id, who, kind, now));
-        match license {
-            Some(l) => {
-                let action = if l.obligations.contains(&Obligation::Watermark) {
-                    Action::Watermark
-                } else if l.obligations.contains(&Obligation::Tag) {
-                    Action::Tag
-                } else {
-                    Action::Allow
-                };
-                Ruling {
-                    action,
-                    rule: "license.obligations".into(),
-                    license: Some(l),
-                }
-            }
-            None => {
-                let protection = m.identity.protection;
-                Ruling {
-                    action: match protection {
-                        Protection::Strict => Action::Block,
-                        Protection::Standard => Action::Tag,
-                        Protection::Monitor => Action::Allow,
-                    },
-                    rule: format!("identity.{}", protection.as_str()),
-                    license: None,
-                }
-            }
+    ) -> Result<Ruling, String> {
+        let identity = &r.identity.identity;
+        let license = ctx
+            .licensee
+            .as_deref()
+            .and_then(|who| self.licenses.active_for(&identity.id, who, kind, now));
+        let input = PolicyInput {
+            request: RequestInfo {
+                method: ctx.method.clone(),
+                path: ctx.path.clone(),
+                route: ctx.route.clone(),
+            },
+            licensee: ctx.licensee.clone().unwrap_or_default(),
+            media: MediaInfo {
+                kind: kind.as_str().into(),
+                width: summary.width.unwrap_or(0).into(),
+                height: summary.height.unwrap_or(0).into(),
+                frame: r.face.frame,
+            },
+            face: MatchInfo {
+                identity: identity.id.clone(),
+                protection: identity.protection.as_str().into(),
+                similarity: r.identity.similarity.into(),
+            },
+            license: match &license {
+                Some(l) => LicenseInfo {
+                    active: true,
+                    id: l.id.clone(),
+                    usages: l.usages.clone(),
+                    obligations: l
+                        .obligations
+                        .iter()
+                        .map(|o| o.as_str().to_string())
+                        .collect(),
+                    valid_until: l.valid_until.clone().unwrap_or_default(),
+                },
+                None => LicenseInfo::default(),
+            },
+            signals: Default::default(),
+        };
+        let policy = self.policy.current();
+        let outcome = policy.evaluate(&input)?;
+        for rule in &outcome.shadow {
+            self.metrics.policy_shadow.with_label_values(&[rule]).inc();
+            tracing::info!(target: "likeguard::audit", rule, identity = %identity.id, policy = %policy.version, "shadow rule matched (not enforced)");
         }
+        Ok(Ruling {
+            action: outcome.action,
+            rule: outcome.rule,
+            policy_version: policy.version.clone(),
+            license,
+            shadow: outcome.shadow,
+        })
     }
 }
 
-/// The proxy's face inspector: a face matching an enrolled identity becomes a finding. Without
-/// a license for the request's licensee the identity's protection decides (strict → block,
-/// standard → tag, monitor → allow, recorded); with an active license its obligations do
-/// (watermark → watermark, tag → tag, none → allow). Rule files (CEL) are to refine this.
+/// The proxy's face inspector: every face matching an enrolled identity is ruled on by the
+/// policy in force (`policies/default.yaml` unless configured).
 pub struct FaceInspector {
-    service: std::sync::Arc<FaceService>,
+    service: Arc<FaceService>,
 }
 
 pub const INSPECTOR: &str = "faces";
 
 impl FaceInspector {
-    pub fn new(service: std::sync::Arc<FaceService>) -> Self {
+    pub fn new(service: Arc<FaceService>) -> Self {
         Self { service }
     }
 }
@@ -211,53 +247,53 @@ impl super::Inspector for FaceInspector {
         &self,
         item: &crate::extract::MediaItem,
         ctx: &super::Context,
-    ) -> Result<Vec<crate::policy::Finding>, super::InspectError> {
-        use crate::policy::Finding;
+    ) -> Result<Vec<Finding>, super::InspectError> {
         // Nobody enrolled: nothing to recognise, no decode.
         if self.service.registry.is_empty() || item.media.kind == MediaKind::Audio {
             return Ok(Vec::new());
         }
+        let fail = |detail: String| super::InspectError {
+            inspector: INSPECTOR,
+            detail,
+        };
         let service = self.service.clone();
-        let (data, kind) = (item.data.clone(), item.media.kind);
-        let found = tokio::task::spawn_blocking(move || service.matches(data, Some(kind)))
-            .await
-            .map_err(|e| super::InspectError {
-                inspector: INSPECTOR,
-                detail: format!("recognition task failed: {e}"),
-            })?
-            .map_err(|e| super::InspectError {
-                inspector: INSPECTOR,
-                detail: e.to_string(),
-            })?;
-        let now = std::time::SystemTime::now();
-        Ok(found
-            .into_iter()
-            .map(|(face, m)| {
-                let protection = m.identity.protection;
-                let ruling = self
-                    .service
-                    .rule_on(&m, ctx.licensee.as_deref(), kind, now);
-                let (action, rule) = (ruling.action, ruling.rule);
-                let licensed = ruling
-                    .license
-                    .map(|l| format!(", license {}", l.id))
-                    .unwrap_or_default();
-                let [x, y, w, h] = face.face.bbox;
-                Finding {
-                    item: item.index,
-                    inspector: INSPECTOR,
-                    action,
-                    rule,
-                    // The identity's id, never its name: decisions may reach clients.
-                    detail: format!(
-                        "face matches identity {} ({}) with similarity {:.3} in frame {} at [{x:.0}, {y:.0}, {w:.0}, {h:.0}]{licensed}",
-                        m.identity.id,
-                        protection.as_str(),
-                        m.similarity,
-                        face.frame
-                    ),
-                }
-            })
-            .collect())
+        let (data, kind, ctx) = (item.data.clone(), item.media.kind, ctx.clone());
+        let index = item.index;
+        // Decode, inference and policy: CPU work, off the runtime.
+        tokio::task::spawn_blocking(move || {
+            let (summary, recognised) = service
+                .recognise(data, Some(kind))
+                .map_err(|e| e.to_string())?;
+            let now = std::time::SystemTime::now();
+            recognised
+                .iter()
+                .map(|r| {
+                    let ruling = service.rule_on(r, &summary, kind, &ctx, now)?;
+                    let [x, y, w, h] = r.face.face.bbox;
+                    let licensed = ruling
+                        .license
+                        .map(|l| format!(", license {}", l.id))
+                        .unwrap_or_default();
+                    Ok(Finding {
+                        item: index,
+                        inspector: INSPECTOR,
+                        action: ruling.action,
+                        rule: ruling.rule,
+                        // The identity's id, never its name: decisions may reach clients.
+                        detail: format!(
+                            "face matches identity {} ({}) with similarity {:.3} in frame {} at [{x:.0}, {y:.0}, {w:.0}, {h:.0}]{licensed}, policy {}",
+                            r.identity.identity.id,
+                            r.identity.identity.protection.as_str(),
+                            r.identity.similarity,
+                            r.face.frame,
+                            ruling.policy_version
+                        ),
+                    })
+                })
+                .collect::<Result<Vec<_>, String>>()
+        })
+        .await
+        .map_err(|e| fail(format!("recognition task failed: {e}")))?
+        .map_err(fail)
     }
 }

@@ -24,6 +24,9 @@ pub struct InspectError {
 pub struct Context {
     /// Who is asking, from the configured licensee header.
     pub licensee: Option<String>,
+    pub method: String,
+    pub path: String,
+    pub route: String,
 }
 
 #[async_trait]

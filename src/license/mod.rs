@@ -22,6 +22,15 @@ pub enum Obligation {
     Tag,
 }
 
+impl Obligation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Watermark => "watermark",
+            Self::Tag => "tag",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct License {
     pub id: String,

@@ -4,6 +4,9 @@
 //! wins (block > watermark > tag > allow); among equals, the first finding (in media-item order)
 //! names the rule. No finding means `allow` by the rule `default`.
 
+pub mod rules;
+pub mod store;
+
 use std::fmt;
 
 use serde::{Deserialize, Serialize};

@@ -112,6 +112,9 @@ async fn exchange(p: &Proxy, session: &mut Session, route: &Route) -> Result<(),
             .and_then(|v| v.to_str().ok())
             .map(|v| v.trim().to_string())
             .filter(|v| !v.is_empty()),
+        method: req.method.to_string(),
+        path: req.uri.path().to_string(),
+        route: route.name.clone(),
     };
     let mut headers = copy_end_to_end(&req.headers);
     let content_length = headers

@@ -20,6 +20,10 @@ pub struct Metrics {
     pub errors: IntCounterVec,
     /// Entries in the known-media bank.
     pub known_media: IntGauge,
+    /// Shadow policy rules whose condition held, by rule.
+    pub policy_shadow: IntCounterVec,
+    /// 1 for the policy version in force.
+    pub policy_version: prometheus::IntGaugeVec,
 }
 
 impl Metrics {
@@ -50,6 +54,22 @@ impl Metrics {
             &["action", "rule"],
         );
         let errors = counter("errors_total", "Errors by kind", &["kind"]);
+        let policy_shadow = counter(
+            "policy_shadow_matches_total",
+            "Shadow policy rules whose condition held (not enforced)",
+            &["rule"],
+        );
+        let policy_version = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "policy_info",
+                "1 for the policy in force, by name and version",
+            ),
+            &["name", "version"],
+        )
+        .expect("static metric");
+        registry
+            .register(Box::new(policy_version.clone()))
+            .expect("unique metric");
         let inspection_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "inspection_seconds",
@@ -79,7 +99,17 @@ impl Metrics {
             inspection_seconds,
             errors,
             known_media,
+            policy_shadow,
+            policy_version,
         }
+    }
+
+    /// Marks `name`/`version` as the policy in force.
+    pub fn set_policy(&self, name: &str, version: &str) {
+        self.policy_version.reset();
+        self.policy_version
+            .with_label_values(&[name, version])
+            .set(1);
     }
 
     /// The text exposition format.

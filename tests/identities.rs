@@ -440,3 +440,153 @@ async fn policy_files_reload_atomically_and_shadow_rules_only_record() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// Redis on 127.0.0.1:6379 (`.ci/run` starts one); every test uses its own key prefix.
+fn shared_store_yaml(prefix: &str) -> String {
+    format!("store: {{kind: redis, url: 'redis://127.0.0.1:6379', prefix: '{prefix}'}}\n")
+}
+
+async fn wait_until(
+    what: &str,
+    limit: std::time::Duration,
+    mut check: impl AsyncFnMut() -> bool,
+) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+async fn licenses_on(lg: &Likeguard) -> usize {
+    let v: serde_json::Value = client()
+        .get(lg.admin_url("/admin/v1/licenses"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["licenses"].as_array().unwrap().len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_sharing_redis_apply_each_others_changes_within_a_second() {
+    let prefix = format!("likeguard-test-{}", uuid::Uuid::now_v7());
+    let up = Upstream::start().await;
+    let route = format!(
+        "routes:\n  - name: uploads\n    upstream: {}\n    inspect: {{direction: request, max_body: 8MiB, time_budget: 20s}}\n",
+        up.url()
+    );
+    let a = Likeguard::start(&format!("{}{route}", shared_store_yaml(&prefix)));
+    let b = Likeguard::start(&format!("{}{route}", shared_store_yaml(&prefix)));
+
+    // Enrolled on A: B blocks X.
+    let r = enrol(&a, "Person X", &[X1, X2]).await;
+    assert_eq!(r.status(), 201);
+    let x: serde_json::Value = r.json().await.unwrap();
+    let id = x["id"].as_str().unwrap().to_string();
+    let seen = wait_until(
+        "enrolment reaches B",
+        std::time::Duration::from_secs(1),
+        async || {
+            let v: serde_json::Value = client()
+                .get(b.admin_url(&format!("/admin/v1/identities/{id}")))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["id"] == id.as_str()
+        },
+    )
+    .await;
+    eprintln!("enrolment on A visible on B after {seen:?}");
+    assert_eq!(upload(&b, X_OTHER).await.status(), 451);
+
+    // A license granted on A lets acme through B; revoked on A, B blocks acme again.
+    let r = client()
+        .post(a.admin_url("/admin/v1/licenses"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"identity_id": id, "licensee": "acme", "obligations": ["tag"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let license: serde_json::Value = r.json().await.unwrap();
+    wait_until(
+        "license reaches B",
+        std::time::Duration::from_secs(1),
+        async || licenses_on(&b).await == 1,
+    )
+    .await;
+    let as_acme = |lg: &Likeguard| {
+        client()
+            .post(lg.url("/upload"))
+            .header("likeguard-licensee", "acme")
+            .multipart(Form::new().part("image", photo_part(X_OTHER)))
+            .send()
+    };
+    assert_eq!(as_acme(&b).await.unwrap().status(), 200);
+
+    let r = client()
+        .delete(a.admin_url(&format!(
+            "/admin/v1/licenses/{}",
+            license["id"].as_str().unwrap()
+        )))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let took = wait_until(
+        "revocation reaches B",
+        std::time::Duration::from_secs(1),
+        async || licenses_on(&b).await == 0,
+    )
+    .await;
+    eprintln!("revocation on A enforced on B after {took:?}");
+    assert_eq!(as_acme(&b).await.unwrap().status(), 451);
+
+    // Readiness names the shared store.
+    let ready: serde_json::Value = client()
+        .get(b.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["store"], "redis");
+
+    // Erasure on B removes X everywhere, Redis included.
+    let r = client()
+        .delete(b.admin_url(&format!("/admin/v1/identities/{id}")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let mut redis = redis::Client::open("redis://127.0.0.1:6379")
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query(&mut redis)
+        .unwrap();
+    assert!(left.iter().all(|k| !k.contains(&id)), "{left:?}");
+    wait_until(
+        "erasure reaches A",
+        std::time::Duration::from_secs(1),
+        async || upload(&a, X_OTHER).await.status() == 200,
+    )
+    .await;
+    let _: () = redis::cmd("DEL").arg(&left).query(&mut redis).unwrap_or(());
+}

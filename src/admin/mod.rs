@@ -157,8 +157,16 @@ async fn healthz() -> impl IntoResponse {
 
 async fn readyz(State(s): State<AdminState>) -> Response {
     let serving = s.ready.load(Ordering::Acquire);
+    let shared = s.faces.as_ref().and_then(|f| f.registry.shared_healthy());
+    // Redis down: still serving (last snapshot), but say so.
+    let status = match (serving, shared) {
+        (false, _) => "starting",
+        (true, Some(false)) => "degraded",
+        (true, _) => "ready",
+    };
     let body = serde_json::json!({
-        "status": if serving { "ready" } else { "starting" },
+        "status": status,
+        "store": match shared { None => "embedded", Some(true) => "redis", Some(false) => "redis unreachable" },
         "checks": {
             "proxy": serving,
             "known_media_entries": s.bank.len(),

@@ -10,15 +10,17 @@ use pingora::server::Server;
 use pingora::server::configuration::ServerConf;
 
 use crate::admin::{self, AdminState};
-use crate::config::Config;
+use crate::config::{Config, StoreConfig};
 use crate::inference::FaceEngine;
 use crate::inspect::Inspection;
 use crate::inspect::faces::{FaceInspector, FaceService};
 use crate::knownmedia::{Bank, KnownMediaInspector};
+use crate::license::Licenses;
 use crate::media::Decoder;
 use crate::policy::store::PolicyStore;
 use crate::proxy::Proxy;
 use crate::registry::Registry;
+use crate::store::redis::{Event, Kind, RedisStore};
 use crate::telemetry::Metrics;
 
 /// Logs a policy reload and moves the version gauge (a failed reload keeps the old policy).
@@ -33,6 +35,40 @@ pub fn note_reload(
         }
         Err(e) => {
             tracing::error!(error = %e, "policy reload refused; the previous policy stays in force")
+        }
+    }
+}
+
+/// The identity registry and licenses, embedded or shared through Redis (then following other
+/// instances' changes).
+fn open_registry(config: &Config) -> anyhow::Result<(Arc<Registry>, Arc<Licenses>)> {
+    match &config.store {
+        StoreConfig::Embedded => Ok((
+            Arc::new(Registry::open(&config.state_dir).context("opening the identity registry")?),
+            Arc::new(Licenses::open(&config.state_dir).context("opening the licenses")?),
+        )),
+        StoreConfig::Redis { url, prefix } => {
+            let store = Arc::new(
+                RedisStore::connect(url, prefix)
+                    .with_context(|| format!("connecting to redis at {url}"))?,
+            );
+            let registry = Arc::new(Registry::shared(store.clone())?);
+            let licenses = Arc::new(Licenses::shared(store.clone())?);
+            let (r, l) = (registry.clone(), licenses.clone());
+            store.subscribe(move |event| {
+                let outcome = match &event {
+                    Event::Resync => r
+                        .resync()
+                        .map_err(|e| e.to_string())
+                        .and_then(|()| l.resync().map_err(|e| e.to_string())),
+                    Event::Changed(Kind::Identity, id) => r.refresh(id).map_err(|e| e.to_string()),
+                    Event::Changed(Kind::License, id) => l.refresh(id).map_err(|e| e.to_string()),
+                };
+                if let Err(e) = outcome {
+                    tracing::error!(error = %e, ?event, "applying a shared change failed");
+                }
+            });
+            Ok((registry, licenses))
         }
     }
 }
@@ -69,17 +105,13 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         policy.watch(Duration::from_millis(500), move |outcome| {
             note_reload(&watched, outcome)
         });
+        let (registry, licenses) = open_registry(&config)?;
         let service = Arc::new(FaceService {
             decoder: Decoder::new(&config.media).context("starting media decoding")?,
             engine: FaceEngine::load(&config.inference)
                 .context("loading the face models (or set inference.enabled: false)")?,
-            registry: Arc::new(
-                Registry::open(&config.state_dir).context("opening the identity registry")?,
-            ),
-            licenses: Arc::new(
-                crate::license::Licenses::open(&config.state_dir)
-                    .context("opening the licenses")?,
-            ),
+            registry: registry.clone(),
+            licenses: licenses.clone(),
             policy,
             metrics: metrics.clone(),
         });

@@ -55,8 +55,30 @@ pub struct Config {
     pub licensing: LicensingConfig,
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// Where identities and licenses live.
+    #[serde(default)]
+    pub store: StoreConfig,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+}
+
+/// `embedded`: files in `state_dir` (one process). `redis`: shared by every instance.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StoreConfig {
+    #[default]
+    Embedded,
+    Redis {
+        /// e.g. `redis://127.0.0.1:6379/0`
+        url: String,
+        /// Key prefix, so several deployments can share one Redis.
+        #[serde(default = "default_store_prefix")]
+        prefix: String,
+    },
+}
+
+fn default_store_prefix() -> String {
+    "likeguard".into()
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

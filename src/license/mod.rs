@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
 use crate::extract::MediaKind;
+use crate::store::redis::{Kind, RedisStore};
 use crate::store::{StoreError, read_json, write_json_atomic};
 
 const FILE: &str = "licenses.json";
@@ -103,8 +104,19 @@ struct Stored {
     licenses: Vec<License>,
 }
 
+enum Storage {
+    File(PathBuf),
+    Shared(Arc<RedisStore>),
+}
+
+enum Change<'a> {
+    Put(&'a License),
+    Delete(&'a str),
+    DeleteMany(Vec<String>),
+}
+
 pub struct Licenses {
-    path: PathBuf,
+    storage: Storage,
     current: ArcSwap<Vec<License>>,
     write: Mutex<()>,
 }
@@ -114,10 +126,60 @@ impl Licenses {
         let path = state_dir.join(FILE);
         let stored: Stored = read_json(&path)?.unwrap_or_default();
         Ok(Self {
-            path,
+            storage: Storage::File(path),
             current: ArcSwap::from_pointee(stored.licenses),
             write: Mutex::new(()),
         })
+    }
+
+    /// Licenses shared through Redis (see `Registry::shared`).
+    pub fn shared(store: Arc<RedisStore>) -> Result<Self, LicenseError> {
+        let licenses = Self {
+            storage: Storage::Shared(store),
+            current: ArcSwap::from_pointee(Vec::new()),
+            write: Mutex::new(()),
+        };
+        licenses.resync()?;
+        Ok(licenses)
+    }
+
+    pub fn resync(&self) -> Result<(), LicenseError> {
+        let Storage::Shared(store) = &self.storage else {
+            return Ok(());
+        };
+        let all: Vec<License> = store
+            .load_all(Kind::License)?
+            .iter()
+            .filter_map(|json| serde_json::from_str(json).ok())
+            .collect();
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        self.current.store(Arc::new(all));
+        Ok(())
+    }
+
+    /// Applies another instance's change to one license.
+    pub fn refresh(&self, id: &str) -> Result<(), LicenseError> {
+        let Storage::Shared(store) = &self.storage else {
+            return Ok(());
+        };
+        let fresh: Option<License> = match store.get(Kind::License, id)? {
+            Some(json) => Some(
+                serde_json::from_str(&json)
+                    .map_err(|e| LicenseError::Invalid(format!("license {id} in redis: {e}")))?,
+            ),
+            None => None,
+        };
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<License> = self
+            .current
+            .load()
+            .iter()
+            .filter(|l| l.id != id)
+            .cloned()
+            .collect();
+        all.extend(fresh);
+        self.current.store(Arc::new(all));
+        Ok(())
     }
 
     pub fn list(&self) -> Vec<License> {
@@ -148,29 +210,34 @@ impl Licenses {
             valid_until: new.valid_until,
             obligations: new.obligations,
         };
-        self.change(|all| all.push(license.clone()))?;
+        self.change(Change::Put(&license), |all| all.push(license.clone()))?;
         Ok(license)
     }
 
     /// Revokes one license; `false` when there was none.
     pub fn revoke(&self, id: &str) -> Result<bool, LicenseError> {
-        let mut found = false;
-        self.change(|all| {
-            let n = all.len();
-            all.retain(|l| l.id != id);
-            found = all.len() != n;
-        })?;
-        Ok(found)
+        if !self.current.load().iter().any(|l| l.id == id) {
+            return Ok(false);
+        }
+        self.change(Change::Delete(id), |all| all.retain(|l| l.id != id))?;
+        Ok(true)
     }
 
     /// Removes every license of an identity (erasure).
     pub fn remove_identity(&self, identity_id: &str) -> Result<usize, LicenseError> {
-        let mut removed = 0;
-        self.change(|all| {
-            let n = all.len();
-            all.retain(|l| l.identity_id != identity_id);
-            removed = n - all.len();
-        })?;
+        let ids: Vec<String> = self
+            .current
+            .load()
+            .iter()
+            .filter(|l| l.identity_id == identity_id)
+            .map(|l| l.id.clone())
+            .collect();
+        let removed = ids.len();
+        if removed > 0 {
+            self.change(Change::DeleteMany(ids), |all| {
+                all.retain(|l| l.identity_id != identity_id)
+            })?;
+        }
         Ok(removed)
     }
 
@@ -189,16 +256,33 @@ impl Licenses {
             .cloned()
     }
 
-    fn change(&self, edit: impl FnOnce(&mut Vec<License>)) -> Result<(), LicenseError> {
+    fn change(
+        &self,
+        change: Change<'_>,
+        edit: impl FnOnce(&mut Vec<License>),
+    ) -> Result<(), LicenseError> {
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let mut all = self.current.load().as_ref().clone();
         edit(&mut all);
-        write_json_atomic(
-            &self.path,
-            &Stored {
-                licenses: all.clone(),
-            },
-        )?;
+        match (&self.storage, change) {
+            (Storage::File(path), _) => write_json_atomic(
+                path,
+                &Stored {
+                    licenses: all.clone(),
+                },
+            )?,
+            (Storage::Shared(store), Change::Put(l)) => {
+                let json =
+                    serde_json::to_string(l).map_err(|e| LicenseError::Invalid(e.to_string()))?;
+                store.put(Kind::License, &l.id, &json)?;
+            }
+            (Storage::Shared(store), Change::Delete(id)) => store.delete(Kind::License, id)?,
+            (Storage::Shared(store), Change::DeleteMany(ids)) => {
+                for id in ids {
+                    store.delete(Kind::License, &id)?;
+                }
+            }
+        }
         self.current.store(Arc::new(all));
         Ok(())
     }

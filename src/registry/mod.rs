@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
 use crate::inference::Embedding;
+use crate::store::redis::{Kind, RedisStore};
 use crate::store::{StoreError, read_json, write_json_atomic};
 
 const FILE: &str = "identities.json";
@@ -177,8 +178,22 @@ impl Snapshot {
     }
 }
 
+/// Where changes are kept.
+enum Storage {
+    /// `state_dir/identities.json`.
+    File(PathBuf),
+    /// Redis, shared with other instances (see `store::redis`).
+    Shared(Arc<RedisStore>),
+}
+
+/// What one change did (so a shared store writes only that entity).
+enum Change<'a> {
+    Put(&'a Identity),
+    Delete(&'a str),
+}
+
 pub struct Registry {
-    path: PathBuf,
+    storage: Storage,
     current: ArcSwap<Snapshot>,
     /// Serialises changes (read-modify-write of the file).
     write: Mutex<()>,
@@ -191,10 +206,73 @@ impl Registry {
         let stored: Stored = read_json(&path)?.unwrap_or_default();
         let identities = stored.identities.into_iter().map(Arc::new).collect();
         Ok(Self {
-            path,
+            storage: Storage::File(path),
             current: ArcSwap::from_pointee(Snapshot::build(identities, 0)),
             write: Mutex::new(()),
         })
+    }
+
+    /// A registry shared through Redis: loads everything now; call `on_event` with the store's
+    /// events to follow other instances' changes.
+    pub fn shared(store: Arc<RedisStore>) -> Result<Self, RegistryError> {
+        let registry = Self {
+            storage: Storage::Shared(store),
+            current: ArcSwap::from_pointee(Snapshot::default()),
+            write: Mutex::new(()),
+        };
+        registry.resync()?;
+        Ok(registry)
+    }
+
+    /// `Some(false)` while the shared store is unreachable; `None` for the embedded file.
+    pub fn shared_healthy(&self) -> Option<bool> {
+        match &self.storage {
+            Storage::File(_) => None,
+            Storage::Shared(s) => Some(s.healthy()),
+        }
+    }
+
+    /// Reloads every identity from the shared store.
+    pub fn resync(&self) -> Result<(), RegistryError> {
+        let Storage::Shared(store) = &self.storage else {
+            return Ok(());
+        };
+        let mut ids = Vec::new();
+        for json in store.load_all(Kind::Identity)? {
+            match serde_json::from_str::<Identity>(&json) {
+                Ok(i) => ids.push(Arc::new(i)),
+                Err(e) => tracing::error!(error = %e, "skipping an unreadable identity in redis"),
+            }
+        }
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let version = self.current.load().version + 1;
+        self.current.store(Arc::new(Snapshot::build(ids, version)));
+        Ok(())
+    }
+
+    /// Applies another instance's change to one identity (re-read from the shared store).
+    pub fn refresh(&self, id: &str) -> Result<(), RegistryError> {
+        let Storage::Shared(store) = &self.storage else {
+            return Ok(());
+        };
+        let fresh = match store.get(Kind::Identity, id)? {
+            Some(json) => Some(Arc::new(serde_json::from_str::<Identity>(&json).map_err(
+                |e| RegistryError::Invalid(format!("identity {id} in redis: {e}")),
+            )?)),
+            None => None,
+        };
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.current.load();
+        let mut ids: Vec<_> = current
+            .identities
+            .iter()
+            .filter(|i| i.id != id)
+            .cloned()
+            .collect();
+        ids.extend(fresh);
+        self.current
+            .store(Arc::new(Snapshot::build(ids, current.version + 1)));
+        Ok(())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -250,30 +328,42 @@ impl Registry {
                 .map(|e| e.as_slice().to_vec())
                 .collect(),
         });
-        self.change(|ids| ids.push(identity.clone()))?;
+        self.change(Change::Put(&identity), |ids| ids.push(identity.clone()))?;
         Ok(identity)
     }
 
     /// Erases an identity and all its embeddings. `false` when there was none.
     pub fn remove(&self, id: &str) -> Result<bool, RegistryError> {
-        let mut found = false;
-        self.change(|ids| {
-            let before = ids.len();
-            ids.retain(|i| i.id != id);
-            found = ids.len() != before;
-        })?;
-        Ok(found)
+        if self.get(id).is_none() {
+            return Ok(false);
+        }
+        self.change(Change::Delete(id), |ids| ids.retain(|i| i.id != id))?;
+        Ok(true)
     }
 
-    fn change(&self, edit: impl FnOnce(&mut Vec<Arc<Identity>>)) -> Result<(), RegistryError> {
+    fn change(
+        &self,
+        change: Change<'_>,
+        edit: impl FnOnce(&mut Vec<Arc<Identity>>),
+    ) -> Result<(), RegistryError> {
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.current.load();
         let mut ids = current.identities.clone();
         edit(&mut ids);
-        let stored = Stored {
-            identities: ids.iter().map(|i| (**i).clone()).collect(),
-        };
-        write_json_atomic(&self.path, &stored)?;
+        match (&self.storage, change) {
+            (Storage::File(path), _) => {
+                let stored = Stored {
+                    identities: ids.iter().map(|i| (**i).clone()).collect(),
+                };
+                write_json_atomic(path, &stored)?;
+            }
+            (Storage::Shared(store), Change::Put(identity)) => {
+                let json = serde_json::to_string(identity)
+                    .map_err(|e| RegistryError::Invalid(e.to_string()))?;
+                store.put(Kind::Identity, &identity.id, &json)?;
+            }
+            (Storage::Shared(store), Change::Delete(id)) => store.delete(Kind::Identity, id)?,
+        }
         self.current
             .store(Arc::new(Snapshot::build(ids, current.version + 1)));
         Ok(())

@@ -1,5 +1,8 @@
-//! Embedded state on local disk. Files are replaced atomically (write a temporary file, fsync,
-//! rename, fsync the directory) so a crash leaves either the old or the new version, never half.
+//! State: embedded on local disk (the default), or shared through Redis (`redis.rs`).
+//! Files are replaced atomically (write a temporary file, fsync, rename, fsync the directory) so
+//! a crash leaves either the old or the new version, never half.
+
+pub mod redis;
 
 use std::io::Write;
 use std::path::Path;
@@ -19,6 +22,8 @@ pub enum StoreError {
         path: String,
         source: serde_json::Error,
     },
+    #[error("redis: {0}")]
+    Redis(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {

@@ -12,7 +12,7 @@ use crate::actions::{Problem, ProblemKind};
 use crate::extract::sniff;
 use crate::inspect::faces::{FaceService, faces_in_media};
 use crate::license::{LicenseError, NewLicense};
-use crate::registry::{Consent, NewIdentity, Protection};
+use crate::registry::{Consent, NewIdentity, Protection, RegistryError};
 
 fn service(s: &AdminState) -> Result<Arc<FaceService>, Box<Response>> {
     s.faces.clone().ok_or_else(|| {
@@ -145,7 +145,16 @@ pub async fn enrol(State(s): State<AdminState>, mp: Multipart) -> Response {
             tracing::info!(target: "likeguard::audit", identity = %identity.id, protection = protection.as_str(), "identity enrolled");
             (StatusCode::CREATED, axum::Json(identity.view())).into_response()
         }
-        Ok(Err(e)) => problem(Problem::new(ProblemKind::Unprocessable, e.to_string())),
+        Ok(Err(RegistryError::Invalid(why))) => {
+            problem(Problem::new(ProblemKind::Unprocessable, why))
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "identity store failed");
+            problem(Problem::new(
+                ProblemKind::Unavailable,
+                "the identity store is unavailable; nothing was enrolled",
+            ))
+        }
         Err(e) => problem(Problem::new(ProblemKind::Internal, e.to_string())),
     }
 }
@@ -200,8 +209,8 @@ pub async fn erase(State(s): State<AdminState>, Path(id): Path<String>) -> Respo
         Ok(Err(e)) => {
             tracing::error!(error = %e, "identity store failed");
             problem(Problem::new(
-                ProblemKind::Internal,
-                "could not erase the identity",
+                ProblemKind::Unavailable,
+                "the identity store is unavailable; nothing was erased",
             ))
         }
         Err(e) => problem(Problem::new(ProblemKind::Internal, e.to_string())),
@@ -237,8 +246,8 @@ pub async fn grant(State(s): State<AdminState>, body: Bytes) -> Response {
         Ok(Err(e)) => {
             tracing::error!(error = %e, "license store failed");
             problem(Problem::new(
-                ProblemKind::Internal,
-                "could not store the license",
+                ProblemKind::Unavailable,
+                "the license store is unavailable; nothing was granted",
             ))
         }
         Err(e) => problem(Problem::new(ProblemKind::Internal, e.to_string())),
@@ -268,8 +277,8 @@ pub async fn revoke(State(s): State<AdminState>, Path(id): Path<String>) -> Resp
         Ok(Err(e)) => {
             tracing::error!(error = %e, "license store failed");
             problem(Problem::new(
-                ProblemKind::Internal,
-                "could not revoke the license",
+                ProblemKind::Unavailable,
+                "the license store is unavailable; nothing was revoked",
             ))
         }
         Err(e) => problem(Problem::new(ProblemKind::Internal, e.to_string())),

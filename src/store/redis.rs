@@ -152,10 +152,10 @@ impl RedisStore {
             .name("store-subscriber".into())
             .spawn(move || {
                 loop {
-                    if let Err(e) = store.listen(&on_event) {
-                        if store.healthy.swap(false, Ordering::AcqRel) {
-                            tracing::warn!(error = %e, "redis unreachable: serving from the last snapshot");
-                        }
+                    if let Err(e) = store.listen(&on_event)
+                        && store.healthy.swap(false, Ordering::AcqRel)
+                    {
+                        tracing::warn!(error = %e, "redis unreachable: serving from the last snapshot");
                     }
                     std::thread::sleep(Duration::from_millis(500));
                 }

@@ -593,7 +593,6 @@ async fn two_instances_sharing_redis_apply_each_others_changes_within_a_second()
 
 /// A private redis-server on a free port, killed on drop.
 struct PrivateRedis {
-    port: u16,
     child: std::process::Child,
 }
 
@@ -621,7 +620,7 @@ impl PrivateRedis {
             );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        Self { port, child }
+        Self { child }
     }
 }
 

@@ -227,13 +227,53 @@ impl FaceService {
 /// policy in force (`policies/default.yaml` unless configured).
 pub struct FaceInspector {
     service: Arc<FaceService>,
+    /// Findings by (content, registry, licenses, policy, request) — see `cache_key`.
+    cache: moka::sync::Cache<[u8; 32], Arc<Vec<Finding>>>,
+}
+
+/// Most cached decisions, and how long one lives at most.
+const CACHE_ENTRIES: u64 = 10_000;
+const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Everything a face finding depends on: the bytes, the registry, licenses and policy versions
+/// (any enrolment, erasure, grant, revocation or reload changes the key, so no hit outlives
+/// one) and the request fields the policy can see.
+fn cache_key(
+    service: &FaceService,
+    data: &[u8],
+    kind: MediaKind,
+    ctx: &super::Context,
+) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(Sha256::digest(data));
+    h.update(service.registry.version().to_le_bytes());
+    h.update(service.licenses.version().to_le_bytes());
+    h.update(service.policy.current().version.as_bytes());
+    for field in [
+        kind.as_str(),
+        ctx.licensee.as_deref().unwrap_or(""),
+        &ctx.method,
+        &ctx.path,
+        &ctx.route,
+    ] {
+        h.update((field.len() as u64).to_le_bytes());
+        h.update(field.as_bytes());
+    }
+    h.finalize().into()
 }
 
 pub const INSPECTOR: &str = "faces";
 
 impl FaceInspector {
     pub fn new(service: Arc<FaceService>) -> Self {
-        Self { service }
+        Self {
+            service,
+            cache: moka::sync::Cache::builder()
+                .max_capacity(CACHE_ENTRIES)
+                .time_to_live(CACHE_TTL)
+                .build(),
+        }
     }
 }
 
@@ -257,18 +297,29 @@ impl super::Inspector for FaceInspector {
             detail,
         };
         let service = self.service.clone();
+        let cache = self.cache.clone();
         let (data, kind, ctx) = (item.data.clone(), item.media.kind, ctx.clone());
         let index = item.index;
-        // Decode, inference and policy: CPU work, off the runtime.
-        tokio::task::spawn_blocking(move || {
+        // Hashing, decode, inference and policy: CPU work, off the runtime.
+        let found = tokio::task::spawn_blocking(move || {
+            let key = cache_key(&service, &data, kind, &ctx);
+            if let Some(hit) = cache.get(&key) {
+                return Ok(hit);
+            }
             let (summary, recognised) = service
                 .recognise(data, Some(kind))
                 .map_err(|e| e.to_string())?;
             let now = std::time::SystemTime::now();
-            recognised
+            // A license with an end date can lapse without any change: not cached.
+            let mut cacheable = true;
+            let findings = recognised
                 .iter()
                 .map(|r| {
                     let ruling = service.rule_on(r, &summary, kind, &ctx, now)?;
+                    cacheable &= ruling
+                        .license
+                        .as_ref()
+                        .is_none_or(|l| l.valid_until.is_none());
                     let [x, y, w, h] = r.face.face.bbox;
                     let licensed = ruling
                         .license
@@ -290,10 +341,24 @@ impl super::Inspector for FaceInspector {
                         ),
                     })
                 })
-                .collect::<Result<Vec<_>, String>>()
+                .collect::<Result<Vec<_>, String>>()?;
+            let findings = Arc::new(findings);
+            if cacheable {
+                cache.insert(key, findings.clone());
+            }
+            Ok(findings)
         })
         .await
         .map_err(|e| fail(format!("recognition task failed: {e}")))?
-        .map_err(fail)
+        .map_err(fail)?;
+        // Same bytes may sit at another position in this body.
+        Ok(found
+            .iter()
+            .cloned()
+            .map(|mut f| {
+                f.item = index;
+                f
+            })
+            .collect())
     }
 }

@@ -118,6 +118,9 @@ enum Change<'a> {
 pub struct Licenses {
     storage: Storage,
     current: ArcSwap<Vec<License>>,
+    /// Bumped on every change (local or from other instances): part of decision-cache keys,
+    /// so no cached decision outlives a revocation.
+    version: std::sync::atomic::AtomicU64,
     write: Mutex<()>,
 }
 
@@ -129,6 +132,7 @@ impl Licenses {
             storage: Storage::File(path),
             current: ArcSwap::from_pointee(stored.licenses),
             write: Mutex::new(()),
+            version: Default::default(),
         })
     }
 
@@ -138,6 +142,7 @@ impl Licenses {
             storage: Storage::Shared(store),
             current: ArcSwap::from_pointee(Vec::new()),
             write: Mutex::new(()),
+            version: Default::default(),
         };
         licenses.resync()?;
         Ok(licenses)
@@ -154,6 +159,7 @@ impl Licenses {
             .collect();
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
         self.current.store(Arc::new(all));
+        self.bump();
         Ok(())
     }
 
@@ -179,7 +185,18 @@ impl Licenses {
             .collect();
         all.extend(fresh);
         self.current.store(Arc::new(all));
+        self.bump();
         Ok(())
+    }
+
+    /// Changes seen so far.
+    pub fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn bump(&self) {
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     pub fn list(&self) -> Vec<License> {
@@ -284,6 +301,7 @@ impl Licenses {
             }
         }
         self.current.store(Arc::new(all));
+        self.bump();
         Ok(())
     }
 }

@@ -346,3 +346,30 @@ fn a_broken_policy_names_file_line_and_reason_and_failing_cases_fail() {
     assert!(out.contains("FAIL wrong on purpose"), "{out}");
     assert!(err.contains("1 of 1 case(s) failed"), "{err}");
 }
+
+#[test]
+fn the_openapi_document_covers_every_admin_route() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.yaml")).unwrap();
+    let doc: serde_json::Value = serde_yaml_ng::from_str(&text).unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    // The routes src/admin/mod.rs registers.
+    let routes =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/admin/mod.rs")).unwrap();
+    for line in routes.lines() {
+        let line = line.trim();
+        if let Some(rest) = line
+            .strip_prefix(".route(\"")
+            .or_else(|| line.strip_prefix("\"/"))
+            && let Some(path) = rest.split('"').next()
+        {
+            let path = if path.starts_with('/') {
+                path.to_string()
+            } else {
+                format!("/{path}")
+            };
+            assert!(paths.contains_key(&path), "docs/openapi.yaml lacks {path}");
+        }
+    }
+    assert!(paths.len() >= 13);
+}

@@ -373,3 +373,71 @@ fn the_openapi_document_covers_every_admin_route() {
     }
     assert!(paths.len() >= 13);
 }
+
+#[test]
+fn identity_and_license_commands_work_on_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("likeguard.yaml");
+    std::fs::write(&config, format!("state_dir: {}\n", dir.path().display())).unwrap();
+    let c = config.to_str().unwrap();
+    let photo = testdata().join("images/faces/deepface/img1.jpg");
+    let group = testdata().join("images/group/face_recognition/two_people.jpg");
+
+    let (ok, _, err) = likeguard(&[
+        "identity",
+        "-c",
+        c,
+        "add",
+        "--name",
+        "G",
+        group.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("2 faces"), "{err}");
+
+    let (ok, out, err) = likeguard(&[
+        "identity",
+        "-c",
+        c,
+        "add",
+        "--name",
+        "Person X",
+        "--consent-by",
+        "X",
+        photo.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let x: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let id = x["id"].as_str().unwrap();
+    assert_eq!(
+        (x["references"].as_u64(), x["protection"].as_str()),
+        (Some(1), Some("strict"))
+    );
+
+    let (ok, out, err) = likeguard(&[
+        "license",
+        "-c",
+        c,
+        "grant",
+        "--identity",
+        id,
+        "--licensee",
+        "acme",
+        "--usage",
+        "commercial",
+        "--obligation",
+        "tag",
+        "--until",
+        "2999-01-01T00:00:00Z",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("\"licensee\":\"acme\""), "{out}");
+    let (_, out, _) = likeguard(&["license", "-c", c, "list"]);
+    assert_eq!(out.lines().count(), 1);
+
+    let (ok, out, err) = likeguard(&["identity", "-c", c, "rm", id]);
+    assert!(ok && out.contains("1 license(s)"), "{out}{err}");
+    let (_, out, _) = likeguard(&["identity", "-c", c, "list"]);
+    assert!(out.trim().is_empty(), "{out}");
+    let (_, out, _) = likeguard(&["license", "-c", c, "list"]);
+    assert!(out.trim().is_empty(), "{out}");
+}

@@ -9,8 +9,7 @@ use bytes::Bytes;
 
 use super::{AdminState, problem};
 use crate::actions::{Problem, ProblemKind};
-use crate::extract::sniff;
-use crate::inspect::faces::{FaceService, faces_in_media};
+use crate::inspect::faces::{FaceService, reference_embeddings};
 use crate::license::{LicenseError, NewLicense};
 use crate::registry::{Consent, NewIdentity, Protection, RegistryError};
 
@@ -102,26 +101,7 @@ pub async fn enrol(State(s): State<AdminState>, mp: Multipart) -> Response {
     let svc = service.clone();
     // Decode + detect + embed every photo: CPU work, off the runtime.
     let embedded = tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
-        for (label, data) in photos {
-            let Some(media) = sniff(&data) else {
-                return Err(format!("{label}: not an image likeguard reads"));
-            };
-            let (_, faces) =
-                faces_in_media(&svc.decoder, &svc.engine, data, Some(media.kind), true)
-                    .map_err(|e| format!("{label}: {e}"))?;
-            match faces.as_slice() {
-                [one] => out.extend(one.embedding.clone()),
-                [] => return Err(format!("{label}: no face found")),
-                many => {
-                    return Err(format!(
-                        "{label}: {} faces found; a reference photo must show exactly one",
-                        many.len()
-                    ));
-                }
-            }
-        }
-        Ok(out)
+        reference_embeddings(&svc.decoder, &svc.engine, photos)
     })
     .await;
     let embeddings = match embedded {

@@ -3,6 +3,7 @@
 mod eval;
 mod models;
 mod policy;
+mod registry;
 mod scan;
 mod serve;
 
@@ -47,6 +48,20 @@ enum Command {
     Models {
         #[command(subcommand)]
         command: ModelsCommand,
+    },
+    /// Enrol, list or erase protected identities (on the configured store).
+    Identity {
+        #[command(subcommand)]
+        command: registry::IdentityCommand,
+        #[arg(long, short, env = "LIKEGUARD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Grant, list or revoke licenses (on the configured store).
+    License {
+        #[command(subcommand)]
+        command: registry::LicenseCommand,
+        #[arg(long, short, env = "LIKEGUARD_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Check policy rule files and run their test cases.
     Policy {
@@ -179,6 +194,12 @@ pub fn run() -> anyhow::Result<()> {
             command: ModelsCommand::Verify { dir, no_load },
         } => models::verify(&dir, !no_load),
         Command::Eval { command } => run_eval(command),
+        Command::Identity { command, config } => {
+            registry::identity(&load_or_default(config.as_deref())?, command)
+        }
+        Command::License { command, config } => {
+            registry::license(&load_or_default(config.as_deref())?, command)
+        }
         Command::Policy {
             command: PolicyCommand::Check { file },
         } => policy::check(&file),

@@ -39,9 +39,12 @@ pub fn note_reload(
     }
 }
 
-/// The identity registry and licenses, embedded or shared through Redis (then following other
-/// instances' changes).
-fn open_registry(config: &Config) -> anyhow::Result<(Arc<Registry>, Arc<Licenses>)> {
+/// The identity registry and licenses, embedded or shared through Redis (then, with `follow`,
+/// applying other instances' changes as they happen).
+pub(super) fn open_registry(
+    config: &Config,
+    follow: bool,
+) -> anyhow::Result<(Arc<Registry>, Arc<Licenses>)> {
     match &config.store {
         StoreConfig::Embedded => Ok((
             Arc::new(Registry::open(&config.state_dir).context("opening the identity registry")?),
@@ -54,6 +57,9 @@ fn open_registry(config: &Config) -> anyhow::Result<(Arc<Registry>, Arc<Licenses
             );
             let registry = Arc::new(Registry::shared(store.clone())?);
             let licenses = Arc::new(Licenses::shared(store.clone())?);
+            if !follow {
+                return Ok((registry, licenses));
+            }
             let (r, l) = (registry.clone(), licenses.clone());
             store.subscribe(move |event| {
                 let outcome = match &event {
@@ -105,7 +111,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         policy.watch(Duration::from_millis(500), move |outcome| {
             note_reload(&watched, outcome)
         });
-        let (registry, licenses) = open_registry(&config)?;
+        let (registry, licenses) = open_registry(&config, true)?;
         let service = Arc::new(FaceService {
             decoder: Decoder::new(&config.media).context("starting media decoding")?,
             engine: FaceEngine::load(&config.inference)

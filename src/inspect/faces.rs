@@ -97,6 +97,34 @@ pub fn faces_in_media(
     Ok((summary, found))
 }
 
+/// One embedding per reference photo, each required to show exactly one face (enrolment).
+/// Errors name the photo and the reason. Blocking.
+pub fn reference_embeddings(
+    decoder: &Decoder,
+    engine: &FaceEngine,
+    photos: Vec<(String, Bytes)>,
+) -> Result<Vec<Embedding>, String> {
+    let mut out = Vec::new();
+    for (label, data) in photos {
+        let Some(media) = crate::extract::sniff(&data) else {
+            return Err(format!("{label}: not an image likeguard reads"));
+        };
+        let (_, faces) = faces_in_media(decoder, engine, data, Some(media.kind), true)
+            .map_err(|e| format!("{label}: {e}"))?;
+        match faces.as_slice() {
+            [one] => out.extend(one.embedding.clone()),
+            [] => return Err(format!("{label}: no face found")),
+            many => {
+                return Err(format!(
+                    "{label}: {} faces found; a reference photo must show exactly one",
+                    many.len()
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The face a single-subject photo is about: confident and central (size alone picks
 /// bystanders in the foreground).
 pub fn main_face(faces: &[FoundFace], width: u32, height: u32) -> Option<&FoundFace> {

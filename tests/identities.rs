@@ -680,3 +680,63 @@ async fn with_redis_down_the_last_snapshot_serves_and_readiness_says_degraded() 
         "resync did not apply Redis's state"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_name_the_licensee_and_rules_can_read_exposed_headers() {
+    use sha2::Digest;
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    let mut rules = likeguard::policy::store::DEFAULT_POLICY.to_string();
+    rules.push_str(
+        "\n  - id: banned-tenant\n    when: '\"x-tenant\" in request.headers && request.headers[\"x-tenant\"] == \"banned\"'\n    action: block\n",
+    );
+    std::fs::write(&policy, rules).unwrap();
+    let digest = hex::encode(sha2::Sha256::digest(b"k-acme"));
+    let lg = Likeguard::start(&format!(
+        "licensing: {{trust_licensee_header: false, api_keys: {{'{digest}': acme}}}}\npolicy: {{file: '{}', expose_headers: [X-Tenant]}}\nroutes:\n  - name: uploads\n    upstream: {}\n    inspect: {{direction: request, max_body: 8MiB, time_budget: 20s}}\n",
+        policy.display(),
+        up.url()
+    ));
+    let x: serde_json::Value = enrol(&lg, "Person X", &[X1]).await.json().await.unwrap();
+    let r = client()
+        .post(lg.admin_url("/admin/v1/licenses"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"identity_id": x["id"], "licensee": "acme", "obligations": ["tag"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let send = |headers: &'static [(&'static str, &'static str)]| {
+        let mut req = client()
+            .post(lg.url("/upload"))
+            .multipart(Form::new().part("image", photo_part(X_OTHER)));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send()
+    };
+    // The plain header is not trusted here; the API key is.
+    assert_eq!(
+        send(&[("likeguard-licensee", "acme")])
+            .await
+            .unwrap()
+            .status(),
+        451
+    );
+    assert_eq!(
+        send(&[("x-api-key", "k-acme")]).await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        send(&[("x-api-key", "stolen")]).await.unwrap().status(),
+        451
+    );
+    // A rule on an exposed header.
+    let r = send(&[("x-api-key", "k-acme"), ("x-tenant", "banned")])
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 451);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["rule"], "banned-tenant");
+}

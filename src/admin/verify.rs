@@ -68,6 +68,7 @@ pub async fn verify(State(s): State<AdminState>, req: Request) -> Response {
         method: "POST".into(),
         path: "/v1/verify".into(),
         route: "verify".into(),
+        headers: Default::default(),
     };
     let kind = media.kind;
     // Decode, inference and policy: CPU work, off the runtime.

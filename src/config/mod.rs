@@ -87,22 +87,45 @@ pub struct PolicyConfig {
     /// Rule file (YAML + CEL). Unset: the built-in `policies/default.yaml`.
     #[serde(default)]
     pub file: Option<PathBuf>,
+    /// Request headers rules may read as `request.headers["name"]` (lower-case names).
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LicensingConfig {
-    /// Request header naming the licensee a request acts for.
+    /// Request header naming the licensee a request acts for (set by a trusted gateway).
     #[serde(default = "default_licensee_header")]
     pub licensee_header: String,
+    /// Honour `licensee_header` at all (false: only API keys name a licensee).
+    #[serde(default = "default_true")]
+    pub trust_licensee_header: bool,
+    /// Header carrying an API key.
+    #[serde(default = "default_api_key_header")]
+    pub api_key_header: String,
+    /// SHA-256 (hex) of each API key → the licensee it authenticates.
+    #[serde(default)]
+    pub api_keys: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for LicensingConfig {
     fn default() -> Self {
         Self {
             licensee_header: default_licensee_header(),
+            trust_licensee_header: true,
+            api_key_header: default_api_key_header(),
+            api_keys: Default::default(),
         }
     }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_api_key_header() -> String {
+    "x-api-key".into()
 }
 
 fn default_licensee_header() -> String {

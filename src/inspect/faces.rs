@@ -206,6 +206,7 @@ impl FaceService {
                 method: ctx.method.clone(),
                 path: ctx.path.clone(),
                 route: ctx.route.clone(),
+                headers: ctx.headers.clone(),
             },
             licensee: ctx.licensee.clone().unwrap_or_default(),
             media: MediaInfo {
@@ -287,6 +288,12 @@ fn cache_key(
     ] {
         h.update((field.len() as u64).to_le_bytes());
         h.update(field.as_bytes());
+    }
+    for (name, value) in &ctx.headers {
+        for field in [name, value] {
+            h.update((field.len() as u64).to_le_bytes());
+            h.update(field.as_bytes());
+        }
     }
     h.finalize().into()
 }

@@ -27,6 +27,8 @@ pub struct Context {
     pub method: String,
     pub path: String,
     pub route: String,
+    /// The request headers `policy.expose_headers` names (lower-case name → value).
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 #[async_trait]

@@ -2,6 +2,8 @@
 //! obligations. Stored like the registry (atomic JSON file, lock-free snapshots); a revocation
 //! is in effect for the next request once `revoke` returns.
 
+pub mod requester;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;

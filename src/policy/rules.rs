@@ -31,6 +31,8 @@ pub struct RequestInfo {
     pub method: String,
     pub path: String,
     pub route: String,
+    /// The headers listed in `policy.expose_headers` that the request carried.
+    pub headers: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -72,6 +74,7 @@ impl Input {
                 method: "POST".into(),
                 path: "/upload".into(),
                 route: "r".into(),
+                headers: BTreeMap::from([("x".into(), "y".into())]),
             },
             licensee: "l".into(),
             media: MediaInfo {

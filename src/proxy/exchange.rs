@@ -106,15 +106,18 @@ async fn exchange(p: &Proxy, session: &mut Session, route: &Route) -> Result<(),
         .map_err(|_| Problem::new(ProblemKind::BadRequest, "request target is not a valid URI"))?;
     let chunked = req.headers.contains_key(TRANSFER_ENCODING);
     let ctx = Context {
-        licensee: req
-            .headers
-            .get(&p.licensee_header)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty()),
+        licensee: p.requester.licensee(&req.headers),
         method: req.method.to_string(),
         path: req.uri.path().to_string(),
         route: route.name.clone(),
+        headers: p
+            .exposed_headers
+            .iter()
+            .filter_map(|name| {
+                let v = req.headers.get(name)?.to_str().ok()?;
+                Some((name.as_str().to_string(), v.to_string()))
+            })
+            .collect(),
     };
     let mut headers = copy_end_to_end(&req.headers);
     let content_length = headers

@@ -34,8 +34,19 @@ pub struct Proxy {
     client: upstream::UpClient,
     timeouts: Timeouts,
     watermarker: Option<Arc<dyn Watermarker>>,
-    /// Header naming the requesting licensee (`licensing.licensee_header`).
-    licensee_header: http::HeaderName,
+    /// Who a request acts for (`licensing`).
+    requester: crate::license::requester::Requester,
+    /// Request headers the policy may read (`policy.expose_headers`).
+    exposed_headers: Vec<http::HeaderName>,
+}
+
+/// A proxy that cannot be built from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error(transparent)]
+    Http(#[from] http::Error),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Per-request state.
@@ -50,7 +61,7 @@ impl Proxy {
         config: &Config,
         inspection: Inspection,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, http::Error> {
+    ) -> Result<Self, ProxyError> {
         Ok(Self {
             router: Router::new(&config.routes),
             inspection,
@@ -59,8 +70,20 @@ impl Proxy {
             client: upstream::client(config.timeouts.upstream_connect),
             timeouts: config.timeouts.clone(),
             watermarker: None,
-            licensee_header: http::HeaderName::try_from(config.licensing.licensee_header.as_str())
-                .map_err(http::Error::from)?,
+            requester: crate::license::requester::Requester::new(&config.licensing)
+                .map_err(ProxyError::Config)?,
+            exposed_headers: config
+                .policy
+                .expose_headers
+                .iter()
+                .map(|h| {
+                    http::HeaderName::try_from(h.to_ascii_lowercase()).map_err(|_| {
+                        ProxyError::Config(format!(
+                            "policy.expose_headers: {h:?} is not a header name"
+                        ))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
         })
     }
 

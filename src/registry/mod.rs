@@ -497,6 +497,16 @@ mod tests {
         assert!(reopened.search(&unit(&[1.0, 0.0, 0.0]), 0.5).is_none());
         let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
         assert!(!text.contains(&x.id), "erased identity still on disk");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join(FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "identity file readable by others: {mode:o}"
+        );
         assert!(!reopened.remove(&x.id).unwrap());
     }
 }

@@ -57,7 +57,17 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), Sto
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let tmp = path.with_extension("tmp");
     {
-        let mut file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+        // State holds biometric data (reference embeddings): owner-only.
+        let mut file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io(&tmp))?
+        };
         serde_json::to_writer_pretty(&mut file, value).map_err(|e| io(&tmp)(e.into()))?;
         file.write_all(b"\n").map_err(io(&tmp))?;
         file.sync_all().map_err(io(&tmp))?;

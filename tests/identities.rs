@@ -13,6 +13,19 @@ const X_OTHER: &str = "images/faces/deepface/img6.jpg";
 /// Someone else.
 const Y: &str = "images/faces/deepface/img20.jpg";
 
+/// GET an admin endpoint (with the token) as JSON.
+async fn admin_get(lg: &Likeguard, path: &str) -> serde_json::Value {
+    client()
+        .get(lg.admin_url(path))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 fn photo_part(rel: &str) -> Part {
     Part::bytes(media(rel))
         .file_name(rel.rsplit('/').next().unwrap().to_string())
@@ -185,26 +198,11 @@ async fn an_enrolled_strict_identity_is_blocked_until_erased() {
     let seen = up.received_on("/upload").len();
 
     // Listing and export.
-    let list: serde_json::Value = client()
-        .get(lg.admin_url("/admin/v1/identities"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: serde_json::Value = admin_get(&lg, "/admin/v1/identities").await;
     assert_eq!(list["identities"].as_array().unwrap().len(), 1);
     assert!(list.to_string().find("embeddings").is_none());
-    let export: serde_json::Value = client()
-        .get(lg.admin_url(&format!("/admin/v1/identities/{id}/export")))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let export: serde_json::Value =
+        admin_get(&lg, &format!("/admin/v1/identities/{id}/export")).await;
     assert_eq!(export["embeddings"].as_array().unwrap().len(), 2);
     assert_eq!(export["consent"]["by"], "the person");
 
@@ -249,15 +247,7 @@ async fn enrolment_needs_exactly_one_face_per_photo() {
     assert!(p["detail"].as_str().unwrap().contains("no face"), "{p}");
 
     // Nothing was enrolled by the failed attempts.
-    let list: serde_json::Value = client()
-        .get(lg.admin_url("/admin/v1/identities"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: serde_json::Value = admin_get(&lg, "/admin/v1/identities").await;
     assert!(list["identities"].as_array().unwrap().is_empty());
 
     let r = client()
@@ -368,15 +358,7 @@ async fn policy_files_reload_atomically_and_shadow_rules_only_record() {
         up.url()
     ));
     assert_eq!(enrol(&lg, "Person X", &[X1]).await.status(), 201);
-    let shown: serde_json::Value = client()
-        .get(lg.admin_url("/admin/v1/policy"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let shown: serde_json::Value = admin_get(&lg, "/admin/v1/policy").await;
     assert_eq!(shown["name"], "trial");
 
     // The shadow rule holds for every match but changes nothing; it is counted.
@@ -462,15 +444,7 @@ async fn wait_until(
 }
 
 async fn licenses_on(lg: &Likeguard) -> usize {
-    let v: serde_json::Value = client()
-        .get(lg.admin_url("/admin/v1/licenses"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: serde_json::Value = admin_get(lg, "/admin/v1/licenses").await;
     v["licenses"].as_array().unwrap().len()
 }
 
@@ -494,15 +468,7 @@ async fn two_instances_sharing_redis_apply_each_others_changes_within_a_second()
         "enrolment reaches B",
         std::time::Duration::from_secs(1),
         async || {
-            let v: serde_json::Value = client()
-                .get(b.admin_url(&format!("/admin/v1/identities/{id}")))
-                .bearer_auth(TOKEN)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let v: serde_json::Value = admin_get(&b, &format!("/admin/v1/identities/{id}")).await;
             v["id"] == id.as_str()
         },
     )

@@ -22,6 +22,15 @@ fn service(s: &AdminState) -> Result<Arc<FaceService>, Box<Response>> {
     })
 }
 
+/// A write the store refused (e.g. Redis unreachable): 503, with the cause in the log only.
+fn store_failed(store: &str, what: &str, e: &dyn std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "{store} store failed");
+    problem(Problem::new(
+        ProblemKind::Unavailable,
+        format!("the {store} store is unavailable; nothing was {what}"),
+    ))
+}
+
 #[derive(Default)]
 struct Form {
     name: Option<String>,
@@ -128,13 +137,7 @@ pub async fn enrol(State(s): State<AdminState>, mp: Multipart) -> Response {
         Ok(Err(RegistryError::Invalid(why))) => {
             problem(Problem::new(ProblemKind::Unprocessable, why))
         }
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "identity store failed");
-            problem(Problem::new(
-                ProblemKind::Unavailable,
-                "the identity store is unavailable; nothing was enrolled",
-            ))
-        }
+        Ok(Err(e)) => store_failed("identity", "enrolled", &e),
         Err(e) => problem(Problem::new(ProblemKind::Internal, e.to_string())),
     }
 }
@@ -186,13 +189,7 @@ pub async fn erase(State(s): State<AdminState>, Path(id): Path<String>) -> Respo
             StatusCode::NO_CONTENT.into_response()
         }
         Ok(Ok(None)) => problem(Problem::new(ProblemKind::NotFound, "no such identity")),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "identity store failed");
-            problem(Problem::new(
-                ProblemKind::Unavailable,
-                "the identity store is unavailable; nothing was erased",
-            ))
-        }
+        Ok(Err(e)) => store_failed("identity", "erased", &e),
         Err(e) => problem(Problem::new(ProblemKind::Internal, e.to_string())),
     }
 }
@@ -223,13 +220,7 @@ pub async fn grant(State(s): State<AdminState>, body: Bytes) -> Response {
         Ok(Err(LicenseError::Invalid(why))) => {
             problem(Problem::new(ProblemKind::Unprocessable, why))
         }
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "license store failed");
-            problem(Problem::new(
-                ProblemKind::Unavailable,
-                "the license store is unavailable; nothing was granted",
-            ))
-        }
+        Ok(Err(e)) => store_failed("license", "granted", &e),
         Err(e) => problem(Problem::new(ProblemKind::Internal, e.to_string())),
     }
 }
@@ -254,13 +245,7 @@ pub async fn revoke(State(s): State<AdminState>, Path(id): Path<String>) -> Resp
             StatusCode::NO_CONTENT.into_response()
         }
         Ok(Ok(false)) => problem(Problem::new(ProblemKind::NotFound, "no such license")),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "license store failed");
-            problem(Problem::new(
-                ProblemKind::Unavailable,
-                "the license store is unavailable; nothing was revoked",
-            ))
-        }
+        Ok(Err(e)) => store_failed("license", "revoked", &e),
         Err(e) => problem(Problem::new(ProblemKind::Internal, e.to_string())),
     }
 }

@@ -171,7 +171,7 @@ async fn readyz(State(s): State<AdminState>) -> Response {
             "proxy": serving,
             "known_media_entries": s.bank.len(),
             "face_recognition": s.faces.is_some(),
-            "identities": s.faces.as_ref().map(|f| f.registry.list().len()),
+            "identities": s.faces.as_ref().map(|f| f.registry.len()),
         }
     });
     let code = if serving {

@@ -42,13 +42,9 @@ pub async fn reload(State(s): State<AdminState>) -> Response {
             "face recognition (and so the policy) is not loaded",
         ));
     };
-    let store = f.policy.clone();
-    match tokio::task::spawn_blocking(move || store.reload()).await {
-        Ok(Ok(p)) => {
-            s.metrics.set_policy(&p.name, &p.version);
-            tracing::info!(target: "likeguard::audit", policy = %p.name, version = %p.version, "policy reloaded (admin)");
-            axum::Json(describe(&p, f.policy.path())).into_response()
-        }
+    let (store, metrics) = (f.policy.clone(), s.metrics.clone());
+    match tokio::task::spawn_blocking(move || store.reload(&metrics)).await {
+        Ok(Ok(p)) => axum::Json(describe(&p, f.policy.path())).into_response(),
         Ok(Err(e)) => problem(Problem::new(
             ProblemKind::Unprocessable,
             format!("{e} (the previous policy stays in force)"),

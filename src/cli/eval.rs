@@ -66,8 +66,7 @@ fn embed_photo(
     engine: &FaceEngine,
     path: &Path,
 ) -> anyhow::Result<Option<Embedding>> {
-    let (summary, faces) = faces_of(decoder, engine, path, true)?;
-    let (w, h) = (summary.0, summary.1);
+    let ((w, h), faces) = faces_of(decoder, engine, path, true)?;
     Ok(main_face(&faces, w, h).and_then(|f| f.embedding.clone()))
 }
 

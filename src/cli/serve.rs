@@ -23,22 +23,6 @@ use crate::registry::Registry;
 use crate::store::redis::{Event, Kind, RedisStore};
 use crate::telemetry::Metrics;
 
-/// Logs a policy reload and moves the version gauge (a failed reload keeps the old policy).
-pub fn note_reload(
-    metrics: &Metrics,
-    outcome: &Result<Arc<crate::policy::rules::Policy>, crate::policy::rules::PolicyError>,
-) {
-    match outcome {
-        Ok(p) => {
-            metrics.set_policy(&p.name, &p.version);
-            tracing::info!(target: "likeguard::audit", policy = %p.name, version = %p.version, "policy reloaded");
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "policy reload refused; the previous policy stays in force")
-        }
-    }
-}
-
 /// The identity registry and licenses, embedded or shared through Redis (then, with `follow`,
 /// applying other instances' changes as they happen).
 pub(super) fn open_registry(
@@ -107,10 +91,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         let shown = policy.current();
         metrics.set_policy(&shown.name, &shown.version);
         tracing::info!(policy = %shown.name, version = %shown.version, rules = shown.rules.len(), "policy loaded");
-        let watched = metrics.clone();
-        policy.watch(Duration::from_millis(500), move |outcome| {
-            note_reload(&watched, outcome)
-        });
+        policy.watch(Duration::from_millis(500), metrics.clone());
         let (registry, licenses) = open_registry(&config, true)?;
         let service = Arc::new(FaceService {
             decoder: Decoder::new(&config.media).context("starting media decoding")?,

@@ -40,7 +40,7 @@ struct Job<O> {
 }
 
 pub struct Batcher<O> {
-    name: String,
+    name: Arc<str>,
     tx: SyncSender<Job<O>>,
     pool: Arc<Pool>,
     item_len: usize,
@@ -49,7 +49,7 @@ pub struct Batcher<O> {
 /// Result of one submitted item.
 pub struct Pending<O> {
     rx: oneshot::Receiver<Result<O, InferenceError>>,
-    model: String,
+    model: Arc<str>,
 }
 
 impl<O: Send + 'static> Batcher<O> {
@@ -81,7 +81,7 @@ impl<O: Send + 'static> Batcher<O> {
                 reason: e.to_string(),
             })?;
         Ok(Self {
-            name: name.to_string(),
+            name: name.into(),
             tx,
             pool,
             item_len,
@@ -109,11 +109,11 @@ impl<O: Send + 'static> Batcher<O> {
             Err(TrySendError::Full(job)) => {
                 self.pool.give(job.input);
                 Err(InferenceError::Overloaded {
-                    model: self.name.clone(),
+                    model: self.name.to_string(),
                 })
             }
             Err(TrySendError::Disconnected(_)) => Err(InferenceError::Worker {
-                model: self.name.clone(),
+                model: self.name.to_string(),
                 reason: "worker stopped".into(),
             }),
         }
@@ -126,7 +126,7 @@ impl<O> Pending<O> {
         let model = self.model;
         self.rx.blocking_recv().unwrap_or_else(|_| {
             Err(InferenceError::Worker {
-                model,
+                model: model.to_string(),
                 reason: "worker stopped".into(),
             })
         })
@@ -137,7 +137,7 @@ impl<O> Pending<O> {
         let model = self.model;
         self.rx.await.unwrap_or_else(|_| {
             Err(InferenceError::Worker {
-                model,
+                model: model.to_string(),
                 reason: "worker stopped".into(),
             })
         })

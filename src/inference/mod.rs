@@ -341,10 +341,7 @@ impl FaceEngine {
     fn to_face(&self, d: &Detection, region: &Region) -> Face {
         let [cx, cy, w, h] = d.bbox;
         let [x, y] = region.to_source([cx - w / 2.0, cy - h / 2.0]);
-        let kp: Vec<[f32; 2]> = d.keypoints[..4]
-            .iter()
-            .map(|p| region.to_source(*p))
-            .collect();
+        let kp: [[f32; 2]; 4] = std::array::from_fn(|i| region.to_source(d.keypoints[i]));
         let template4 = align::fit_points(&self.template);
         // Mouth corners: the template's, mapped back through the fit of the four points found.
         let (left, right) = match Similarity::estimate(&kp, &template4) {

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 
 use super::rules::{Policy, PolicyError};
+use crate::telemetry::Metrics;
 
 /// `policies/default.yaml`, built in: what runs when no policy file is configured.
 pub const DEFAULT_POLICY: &str = include_str!("../../policies/default.yaml");
@@ -38,22 +39,29 @@ impl PolicyStore {
         self.path.as_deref()
     }
 
-    /// Re-reads the file. On error the policy in force stays; the error says why.
-    pub fn reload(&self) -> Result<Arc<Policy>, PolicyError> {
+    /// Re-reads the file. On error the policy in force stays; the error says why. Either way
+    /// the outcome is logged and the version gauge follows the policy in force.
+    pub fn reload(&self, metrics: &Metrics) -> Result<Arc<Policy>, PolicyError> {
         let Some(path) = &self.path else {
             return Ok(self.current());
         };
-        let policy = Arc::new(Policy::load(path)?);
-        self.current.store(policy.clone());
-        Ok(policy)
+        match Policy::load(path) {
+            Ok(policy) => {
+                let policy = Arc::new(policy);
+                self.current.store(policy.clone());
+                metrics.set_policy(&policy.name, &policy.version);
+                tracing::info!(target: "likeguard::audit", policy = %policy.name, version = %policy.version, "policy reloaded");
+                Ok(policy)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "policy reload refused; the previous policy stays in force");
+                Err(e)
+            }
+        }
     }
 
     /// Watches the file's modification time and reloads on change, until the store is dropped.
-    pub fn watch(
-        self: &Arc<Self>,
-        every: Duration,
-        on_reload: impl Fn(&Result<Arc<Policy>, PolicyError>) + Send + 'static,
-    ) {
+    pub fn watch(self: &Arc<Self>, every: Duration, metrics: Arc<Metrics>) {
         let Some(path) = self.path.clone() else {
             return;
         };
@@ -69,7 +77,7 @@ impl PolicyStore {
                     let now = mtime(&path);
                     if now != seen {
                         seen = now;
-                        on_reload(&store.reload());
+                        let _ = store.reload(&metrics);
                     }
                 }
             });

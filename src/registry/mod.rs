@@ -97,7 +97,26 @@ impl std::fmt::Debug for Identity {
     }
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 impl Identity {
+    fn new(n: NewIdentity, created_at: u64) -> Self {
+        Self {
+            id: uuid::Uuid::now_v7().to_string(),
+            name: n.name.trim().to_string(),
+            protection: n.protection,
+            owner: n.owner,
+            consent: n.consent,
+            created_at,
+            embeddings: n.embeddings.iter().map(|e| e.as_slice().to_vec()).collect(),
+        }
+    }
+
     pub fn view(&self) -> IdentityView {
         IdentityView {
             id: self.id.clone(),
@@ -281,6 +300,10 @@ impl Registry {
         self.current.load().identities.is_empty()
     }
 
+    pub fn len(&self) -> usize {
+        self.current.load().identities.len()
+    }
+
     /// Changes since start; part of cache keys and decisions.
     pub fn version(&self) -> u64 {
         self.current.load().version
@@ -314,22 +337,7 @@ impl Registry {
                 "at least one reference photo is needed".into(),
             ));
         }
-        let identity = Arc::new(Identity {
-            id: uuid::Uuid::now_v7().to_string(),
-            name: new.name.trim().to_string(),
-            protection: new.protection,
-            owner: new.owner,
-            consent: new.consent,
-            created_at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-            embeddings: new
-                .embeddings
-                .iter()
-                .map(|e| e.as_slice().to_vec())
-                .collect(),
-        });
+        let identity = Arc::new(Identity::new(new, unix_now()));
         self.change(Change::Put(&identity), |ids| ids.push(identity.clone()))?;
         Ok(identity)
     }
@@ -344,23 +352,10 @@ impl Registry {
                 "bulk enrolment is for the embedded store".into(),
             ));
         };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = unix_now();
         let added: Vec<Arc<Identity>> = new
             .into_iter()
-            .map(|n| {
-                Arc::new(Identity {
-                    id: uuid::Uuid::now_v7().to_string(),
-                    name: n.name,
-                    protection: n.protection,
-                    owner: n.owner,
-                    consent: n.consent,
-                    created_at: now,
-                    embeddings: n.embeddings.iter().map(|e| e.as_slice().to_vec()).collect(),
-                })
-            })
+            .map(|n| Arc::new(Identity::new(n, now)))
             .collect();
         let count = added.len();
         self.change(Change::Bulk, |ids| ids.extend(added))?;

@@ -3,6 +3,7 @@
 //! `LIKEGUARD_BENCH_SIZES=10000,100000` overrides the sizes (default 1000,10000,100000).
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use likeguard::config::SearchConfig;
 use likeguard::inference::Embedding;
 use likeguard::registry::{NewIdentity, Protection, Registry};
 
@@ -35,7 +36,7 @@ fn search(c: &mut Criterion) {
     let mut g = c.benchmark_group("registry_exact_search");
     for n in sizes {
         let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::open(dir.path()).unwrap();
+        let registry = Registry::open(dir.path(), &SearchConfig::default()).unwrap();
         // One batch write: enrolling one by one rewrites the file each time.
         registry
             .add_many((0..n as u64).map(|i| NewIdentity {

@@ -648,19 +648,29 @@ async fn with_redis_down_the_last_snapshot_serves_and_readiness_says_degraded() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn api_keys_name_the_licensee_and_rules_can_read_exposed_headers() {
+async fn api_keys_and_jwts_name_the_licensee_and_rules_read_headers_and_add_their_own() {
     use sha2::Digest;
     let up = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.yaml");
-    let mut rules = likeguard::policy::store::DEFAULT_POLICY.to_string();
+    // A first tag rule with its own header (first among equals decides), and a block on an
+    // exposed request header.
+    let mut rules = likeguard::policy::store::DEFAULT_POLICY.replacen(
+        "rules:\n",
+        "rules:\n  - id: acme-usage\n    when: licensee == 'acme' && license.active\n    action: tag\n    headers: {likeguard-usage: acme-licensed}\n",
+        1,
+    );
     rules.push_str(
         "\n  - id: banned-tenant\n    when: '\"x-tenant\" in request.headers && request.headers[\"x-tenant\"] == \"banned\"'\n    action: block\n",
     );
     std::fs::write(&policy, rules).unwrap();
     let digest = hex::encode(sha2::Sha256::digest(b"k-acme"));
+    // An ES256 issuer key pair made with openssl, as an operator would.
+    let (issuer_private, issuer_public) = es256_pair(dir.path(), "issuer");
+    let (forger_private, _) = es256_pair(dir.path(), "forger");
     let lg = Likeguard::start(&format!(
-        "licensing: {{trust_licensee_header: false, api_keys: {{'{digest}': acme}}}}\npolicy: {{file: '{}', expose_headers: [X-Tenant]}}\nroutes:\n  - name: uploads\n    upstream: {}\n    inspect: {{direction: request, max_body: 8MiB, time_budget: 20s}}\n",
+        "licensing: {{trust_licensee_header: false, api_keys: {{'{digest}': acme}}, jwt: {{algorithm: ES256, public_key_file: '{}', claim: tenant, issuer: idp}}}}\npolicy: {{file: '{}', expose_headers: [X-Tenant]}}\nroutes:\n  - name: uploads\n    upstream: {}\n    inspect: {{direction: request, max_body: 8MiB, time_budget: 20s}}\n",
+        issuer_public.display(),
         policy.display(),
         up.url()
     ));
@@ -705,4 +715,85 @@ async fn api_keys_name_the_licensee_and_rules_can_read_exposed_headers() {
     assert_eq!(r.status(), 451);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["rule"], "banned-tenant");
+
+    // The deciding rule's own header reached the upstream with the tag headers.
+    let last = up.received_on("/upload").pop().unwrap();
+    assert_eq!(last.headers["likeguard-rule"], "acme-usage");
+    assert_eq!(last.headers["likeguard-usage"], "acme-licensed");
+
+    // JWT: a token from the configured issuer names the licensee; a forged or foreign one
+    // names nobody.
+    let jwt = |key: &std::path::Path, tenant: &str| {
+        let claims = serde_json::json!({"tenant": tenant, "iss": "idp", "exp": jsonwebtoken::get_current_timestamp() + 300});
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(&std::fs::read(key).unwrap()).unwrap();
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+            &claims,
+            &key,
+        )
+        .unwrap();
+        format!("Bearer {token}")
+    };
+    let with_token = |token: String| {
+        client()
+            .post(lg.url("/upload"))
+            .header("authorization", token)
+            .multipart(Form::new().part("image", photo_part(X_OTHER)))
+            .send()
+    };
+    assert_eq!(
+        with_token(jwt(&issuer_private, "acme"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        with_token(jwt(&issuer_private, "globex"))
+            .await
+            .unwrap()
+            .status(),
+        451
+    );
+    assert_eq!(
+        with_token(jwt(&forger_private, "acme"))
+            .await
+            .unwrap()
+            .status(),
+        451
+    );
+}
+
+/// `openssl` makes a P-256 key pair: (PKCS#8 private PEM, public PEM).
+fn es256_pair(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (private, public) = (
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}.pub")),
+    );
+    let run = |args: &[&str]| {
+        let ok = std::process::Command::new("openssl")
+            .args(args)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "openssl {args:?}");
+    };
+    run(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        private.to_str().unwrap(),
+    ]);
+    run(&[
+        "pkey",
+        "-in",
+        private.to_str().unwrap(),
+        "-pubout",
+        "-out",
+        public.to_str().unwrap(),
+    ]);
+    (private, public)
 }

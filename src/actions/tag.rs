@@ -39,6 +39,13 @@ impl TagHeaders {
             (self.rule.clone(), value(&d.rule)),
         ];
         out.extend(self.extra.iter().cloned());
+        // The deciding rule's own headers (names and values checked when the policy loaded).
+        out.extend(d.headers.iter().filter_map(|(k, v)| {
+            Some((
+                HeaderName::try_from(k).ok()?,
+                HeaderValue::try_from(v).ok()?,
+            ))
+        }));
         out
     }
 

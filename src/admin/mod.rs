@@ -26,6 +26,7 @@ use crate::actions::{PROBLEM_CONTENT_TYPE, Problem, ProblemKind};
 use crate::extract::sniff;
 use crate::inspect::faces::FaceService;
 use crate::knownmedia::{Bank, BankError, KnownAction};
+use crate::license::requester::Requester;
 use crate::telemetry::Metrics;
 
 /// Largest media file accepted by the known-media endpoint.
@@ -37,8 +38,8 @@ pub struct AdminState {
     pub bank: Arc<Bank>,
     /// Face recognition (enrolment); `None` when inference is disabled.
     pub faces: Option<Arc<FaceService>>,
-    /// Header naming the requesting licensee (`/v1/verify`).
-    pub licensee_header: String,
+    /// Who a `/v1/verify` call acts for (API key, JWT or licensee header, as on the proxy).
+    pub requester: Arc<Requester>,
     /// SHA-256 of the token: comparing digests keeps the comparison constant-time whatever the
     /// length of the presented token.
     token_digest: Option<[u8; 32]>,
@@ -51,7 +52,7 @@ impl AdminState {
         metrics: Arc<Metrics>,
         bank: Arc<Bank>,
         faces: Option<Arc<FaceService>>,
-        licensee_header: String,
+        requester: Arc<Requester>,
         token: Option<String>,
         metrics_public: bool,
     ) -> Self {
@@ -59,7 +60,7 @@ impl AdminState {
             metrics,
             bank,
             faces,
-            licensee_header,
+            requester,
             token_digest: token.map(|t| Sha256::digest(t.as_bytes()).into()),
             metrics_public,
             ready: Arc::new(AtomicBool::new(false)),

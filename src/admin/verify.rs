@@ -35,11 +35,7 @@ pub async fn verify(State(s): State<AdminState>, req: Request) -> Response {
             "face recognition is not loaded",
         ));
     };
-    let licensee = req
-        .headers()
-        .get(s.licensee_header.as_str())
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let licensee = s.requester.licensee(req.headers());
     let is_multipart = req
         .headers()
         .get(header::CONTENT_TYPE)

@@ -16,6 +16,7 @@ use crate::inspect::Inspection;
 use crate::inspect::faces::{FaceInspector, FaceService};
 use crate::knownmedia::{Bank, KnownMediaInspector};
 use crate::license::Licenses;
+use crate::license::requester::Requester;
 use crate::media::Decoder;
 use crate::policy::store::PolicyStore;
 use crate::proxy::Proxy;
@@ -31,7 +32,10 @@ pub(super) fn open_registry(
 ) -> anyhow::Result<(Arc<Registry>, Arc<Licenses>)> {
     match &config.store {
         StoreConfig::Embedded => Ok((
-            Arc::new(Registry::open(&config.state_dir).context("opening the identity registry")?),
+            Arc::new(
+                Registry::open(&config.state_dir, &config.search)
+                    .context("opening the identity registry")?,
+            ),
             Arc::new(Licenses::open(&config.state_dir).context("opening the licenses")?),
         )),
         StoreConfig::Redis { url, prefix } => {
@@ -39,7 +43,7 @@ pub(super) fn open_registry(
                 RedisStore::connect(url, prefix)
                     .with_context(|| format!("connecting to redis at {url}"))?,
             );
-            let registry = Arc::new(Registry::shared(store.clone())?);
+            let registry = Arc::new(Registry::shared(store.clone(), &config.search)?);
             let licenses = Arc::new(Licenses::shared(store.clone())?);
             if !follow {
                 return Ok((registry, licenses));
@@ -118,7 +122,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         metrics,
         bank,
         faces,
-        config.licensing.licensee_header.clone(),
+        Arc::new(Requester::new(&config.licensing).map_err(anyhow::Error::msg)?),
         token,
         config.admin.metrics_public,
     );

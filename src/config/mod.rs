@@ -7,6 +7,7 @@
 mod inference;
 mod media;
 mod route;
+mod search;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ pub use route::{
     Direction, ExtractConfig, FailureMode, InspectConfig, Mode, RouteConfig, RouteMatch,
     UnsupportedMedia, Upstream,
 };
+pub use search::{Quantization, SearchConfig};
 
 /// The commented example printed by `likeguard config example`.
 pub const EXAMPLE: &str = include_str!("example.yaml");
@@ -58,6 +60,9 @@ pub struct Config {
     /// Where identities and licenses live.
     #[serde(default)]
     pub store: StoreConfig,
+    /// How faces are looked up among enrolled identities (exact / ANN).
+    #[serde(default)]
+    pub search: SearchConfig,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
 }
@@ -107,6 +112,43 @@ pub struct LicensingConfig {
     /// SHA-256 (hex) of each API key → the licensee it authenticates.
     #[serde(default)]
     pub api_keys: std::collections::BTreeMap<String, String>,
+    /// Licensee from a claim of a signed JWT (checked after API keys, before the header).
+    #[serde(default)]
+    pub jwt: Option<JwtConfig>,
+}
+
+/// `licensing.jwt`: a bearer JWT whose signature, expiry, issuer and audience are checked; one
+/// of its claims names the licensee.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Header carrying `Bearer <token>`.
+    #[serde(default = "default_jwt_header")]
+    pub header: String,
+    /// The only accepted algorithm (e.g. `RS256`, `ES256`, `EdDSA`, `HS256`): pinning one
+    /// rules out algorithm-confusion attacks.
+    pub algorithm: String,
+    /// PEM public key for RS*/PS*/ES*/EdDSA.
+    #[serde(default)]
+    pub public_key_file: Option<PathBuf>,
+    /// Environment variable holding the shared secret for HS* (never in the file).
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// Claim naming the licensee (a string).
+    #[serde(default = "default_jwt_claim")]
+    pub claim: String,
+    #[serde(default)]
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub audience: Option<String>,
+}
+
+fn default_jwt_header() -> String {
+    "authorization".into()
+}
+
+fn default_jwt_claim() -> String {
+    "sub".into()
 }
 
 impl Default for LicensingConfig {
@@ -116,6 +158,7 @@ impl Default for LicensingConfig {
             trust_licensee_header: true,
             api_key_header: default_api_key_header(),
             api_keys: Default::default(),
+            jwt: None,
         }
     }
 }

@@ -165,6 +165,8 @@ pub struct Ruling {
     pub license: Option<License>,
     /// Shadow rules whose condition held.
     pub shadow: Vec<String>,
+    /// The deciding rule's extra headers.
+    pub headers: Vec<(String, String)>,
 }
 
 impl FaceService {
@@ -248,6 +250,7 @@ impl FaceService {
             policy_version: policy.version.clone(),
             license,
             shadow: outcome.shadow,
+            headers: outcome.headers,
         })
     }
 }
@@ -365,6 +368,7 @@ impl super::Inspector for FaceInspector {
                         inspector: INSPECTOR,
                         action: ruling.action,
                         rule: ruling.rule,
+                        headers: ruling.headers,
                         // The identity's id, never its name: decisions may reach clients.
                         detail: format!(
                             "face matches identity {} ({}) with similarity {:.3} in frame {} at [{x:.0}, {y:.0}, {w:.0}, {h:.0}]{licensed}, policy {}",

@@ -356,6 +356,7 @@ impl Inspector for KnownMediaInspector {
                     action: m.entry.action.into(),
                     rule: RULE.into(),
                     detail: format!("matches known media {} by {how}", m.entry.id),
+                    headers: Vec::new(),
                 }
             })
             .into_iter()

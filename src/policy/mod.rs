@@ -50,6 +50,9 @@ pub struct Finding {
     pub rule: String,
     /// Why, for the audit log. Never personal data or embeddings.
     pub detail: String,
+    /// Extra headers the deciding policy rule asks for (validated when the policy loaded).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, String)>,
 }
 
 /// The decision on one body, with what produced it.
@@ -60,6 +63,9 @@ pub struct Decision {
     pub rule: String,
     pub explanation: String,
     pub findings: Vec<Finding>,
+    /// The winning finding's extra headers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, String)>,
 }
 
 /// Rule id of the decision when nothing matched.
@@ -81,6 +87,7 @@ impl Decision {
                 action: f.action,
                 rule: f.rule.clone(),
                 explanation: format!("item {}: {}", f.item, f.detail),
+                headers: f.headers.clone(),
                 findings,
             },
             None => Self {
@@ -89,6 +96,7 @@ impl Decision {
                 rule: DEFAULT_RULE.into(),
                 explanation: "no inspector reported a finding".into(),
                 findings,
+                headers: Vec::new(),
             },
         }
     }
@@ -105,6 +113,7 @@ mod tests {
             action,
             rule: rule.into(),
             detail: rule.into(),
+            headers: Vec::new(),
         }
     }
 

@@ -151,6 +151,9 @@ struct RuleSpec {
     action: Action,
     #[serde(default)]
     shadow: bool,
+    /// Extra headers sent when this rule decides (with the tag headers).
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
 }
 
 pub struct Rule {
@@ -159,6 +162,8 @@ pub struct Rule {
     pub when: String,
     pub action: Action,
     pub shadow: bool,
+    /// Validated header names (lower case) and values.
+    pub headers: Vec<(String, String)>,
     program: cel::Program,
 }
 
@@ -188,6 +193,8 @@ pub struct Outcome {
     pub rule: String,
     /// Shadow rules whose condition held (recorded, not enforced).
     pub shadow: Vec<String>,
+    /// The deciding rule's extra headers.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Policy {
@@ -239,8 +246,29 @@ impl Policy {
                 }
                 Err(e) => return Err(err(line, format!("rule {:?}: {e}", r.id))),
             }
+            let mut headers = Vec::with_capacity(r.headers.len());
+            for (name, value) in r.headers {
+                let name = name.to_ascii_lowercase();
+                if http::HeaderName::try_from(&name).is_err() {
+                    return Err(err(
+                        line,
+                        format!("rule {:?}: {name:?} is not a header name", r.id),
+                    ));
+                }
+                if http::HeaderValue::try_from(&value).is_err() {
+                    return Err(err(
+                        line,
+                        format!(
+                            "rule {:?}: header {name}: value is not a valid header value",
+                            r.id
+                        ),
+                    ));
+                }
+                headers.push((name, value));
+            }
             rules.push(Rule {
                 id: r.id,
+                headers,
                 description: r.description,
                 when: r.when,
                 action: r.action,
@@ -283,11 +311,13 @@ impl Policy {
                 action: r.action,
                 rule: r.id.clone(),
                 shadow,
+                headers: r.headers.clone(),
             },
             None => Outcome {
                 action: self.default,
                 rule: super::DEFAULT_RULE.into(),
                 shadow,
+                headers: Vec::new(),
             },
         })
     }
@@ -367,6 +397,28 @@ mod tests {
         .err()
         .unwrap();
         assert!(e.line > 0, "{e}");
+    }
+
+    #[test]
+    fn a_deciding_rule_brings_its_headers_and_bad_ones_are_refused() {
+        let p = Policy::parse(
+            "rules:\n  - id: ed\n    when: 'true'\n    action: tag\n    headers:\n      X-Usage: editorial\n",
+            "p.yaml",
+        )
+        .unwrap();
+        let o = p.evaluate(&Input::sample()).unwrap();
+        assert_eq!(
+            o.headers,
+            vec![("x-usage".to_string(), "editorial".to_string())]
+        );
+        let e = Policy::parse(
+            "rules:\n  - id: ed\n    when: 'true'\n    action: tag\n    headers:\n      'bad name': x\n",
+            "p.yaml",
+        )
+        .err()
+        .unwrap();
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.reason.contains("not a header name"), "{e}");
     }
 
     #[test]

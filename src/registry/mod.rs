@@ -1,16 +1,22 @@
 //! Protected identities: who is enrolled, at what protection level, with which reference
-//! embeddings; exact cosine search over them.
+//! embeddings; nearest-neighbour search over them (`index`: exact, or HNSW when large).
 //!
-//! Reads are lock-free snapshots (`ArcSwap`); changes are serialised, written to
-//! `state_dir/identities.json` atomically, then published. Erasure removes the identity and
+//! Changes are serialised, written to `state_dir/identities.json` atomically (or to Redis),
+//! then applied in place under a short write lock: no change rebuilds the search index. Erasure removes the identity and
 //! every embedding from memory and from the file before it returns (GDPR Art. 17).
 //! Embeddings never appear in logs, listings or errors; only `export` returns them (Art. 20).
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+mod index;
 
-use arc_swap::ArcSwap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
 use serde::{Deserialize, Serialize};
+
+pub use index::{IndexError, Key, VectorIndex};
+
+use crate::config::SearchConfig;
 
 use crate::inference::Embedding;
 use crate::store::redis::{Kind, RedisStore};
@@ -154,46 +160,84 @@ pub enum RegistryError {
     Invalid(String),
 }
 
-#[derive(Default, Serialize, Deserialize)]
+#[derive(Default, Deserialize)]
 struct Stored {
     identities: Vec<Identity>,
 }
 
-/// One published state: identities plus a flat row-major matrix of every reference embedding.
-#[derive(Default)]
-struct Snapshot {
-    identities: Vec<Arc<Identity>>,
-    /// `rows × dim` unit vectors.
-    matrix: Vec<f32>,
-    /// Identity index of each row.
-    owner: Vec<usize>,
-    dim: usize,
+/// What the embedded file holds (written from references, without cloning embeddings).
+#[derive(Serialize)]
+struct StoredRef<'a> {
+    identities: Vec<&'a Identity>,
+}
+
+/// The identities and the search index over their reference embeddings, changed in place.
+struct State {
+    /// By id; uuid v7 ids sort by enrolment time.
+    identities: BTreeMap<String, Arc<Identity>>,
+    /// Index key → the identity that reference belongs to.
+    owner_of: HashMap<Key, Arc<Identity>>,
+    /// Identity id → its references' keys (erasure finds them without a scan).
+    keys_of: HashMap<String, Vec<Key>>,
+    index: VectorIndex,
+    next_key: Key,
     version: u64,
 }
 
-impl Snapshot {
-    fn build(identities: Vec<Arc<Identity>>, version: u64) -> Self {
-        let dim = identities
-            .iter()
-            .flat_map(|i| i.embeddings.first())
-            .map(Vec::len)
-            .next()
-            .unwrap_or(0);
-        let mut matrix = Vec::new();
-        let mut owner = Vec::new();
-        for (k, identity) in identities.iter().enumerate() {
-            for e in identity.embeddings.iter().filter(|e| e.len() == dim) {
-                matrix.extend_from_slice(e);
-                owner.push(k);
-            }
-        }
+impl State {
+    fn new(config: &SearchConfig, version: u64) -> Self {
         Self {
-            identities,
-            matrix,
-            owner,
-            dim,
+            identities: BTreeMap::new(),
+            owner_of: HashMap::new(),
+            keys_of: HashMap::new(),
+            index: VectorIndex::new(config),
+            next_key: 0,
             version,
         }
+    }
+
+    /// A whole state at once (start-up, resync): one parallel index build.
+    fn build(config: &SearchConfig, identities: Vec<Arc<Identity>>, version: u64) -> Self {
+        let mut state = Self::new(config, version);
+        state.put_many(identities);
+        state
+    }
+
+    /// Adds identities (replacing any with the same id) and indexes their references.
+    fn put_many(&mut self, identities: Vec<Arc<Identity>>) {
+        for identity in &identities {
+            self.remove(&identity.id);
+        }
+        let mut items: Vec<(Key, &[f32])> = Vec::new();
+        for identity in &identities {
+            let mut keys = Vec::with_capacity(identity.embeddings.len());
+            for e in &identity.embeddings {
+                let key = self.next_key;
+                self.next_key += 1;
+                self.owner_of.insert(key, identity.clone());
+                keys.push(key);
+                items.push((key, e.as_slice()));
+            }
+            self.keys_of.insert(identity.id.clone(), keys);
+        }
+        if let Err(e) = self.index.insert_many(&items) {
+            // Only a dimension mismatch (a changed embedder): those references cannot match.
+            tracing::error!(error = %e, "reference embeddings not indexed");
+        }
+        for identity in identities {
+            self.identities.insert(identity.id.clone(), identity);
+        }
+    }
+
+    fn remove(&mut self, id: &str) -> bool {
+        if self.identities.remove(id).is_none() {
+            return false;
+        }
+        for key in self.keys_of.remove(id).unwrap_or_default() {
+            self.owner_of.remove(&key);
+            self.index.remove(key);
+        }
+        true
     }
 }
 
@@ -205,40 +249,49 @@ enum Storage {
     Shared(Arc<RedisStore>),
 }
 
-/// What one change did (so a shared store writes only that entity).
-enum Change<'a> {
-    Put(&'a Identity),
-    Delete(&'a str),
-    /// Many at once (embedded store only).
-    Bulk,
+/// What one change does.
+enum Change {
+    Put(Vec<Arc<Identity>>),
+    Delete(String),
 }
 
 pub struct Registry {
     storage: Storage,
-    current: ArcSwap<Snapshot>,
-    /// Serialises changes (read-modify-write of the file).
+    state: RwLock<State>,
+    search: SearchConfig,
+    /// Serialises changes: storage write, then the in-memory update, in one order.
     write: Mutex<()>,
+}
+
+fn read(lock: &RwLock<State>) -> std::sync::RwLockReadGuard<'_, State> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write(lock: &RwLock<State>) -> std::sync::RwLockWriteGuard<'_, State> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Registry {
     /// Opens (or starts) the registry kept in `state_dir`.
-    pub fn open(state_dir: &Path) -> Result<Self, RegistryError> {
+    pub fn open(state_dir: &Path, search: &SearchConfig) -> Result<Self, RegistryError> {
         let path = state_dir.join(FILE);
         let stored: Stored = read_json(&path)?.unwrap_or_default();
         let identities = stored.identities.into_iter().map(Arc::new).collect();
         Ok(Self {
             storage: Storage::File(path),
-            current: ArcSwap::from_pointee(Snapshot::build(identities, 0)),
+            state: RwLock::new(State::build(search, identities, 0)),
+            search: search.clone(),
             write: Mutex::new(()),
         })
     }
 
-    /// A registry shared through Redis: loads everything now; call `on_event` with the store's
-    /// events to follow other instances' changes.
-    pub fn shared(store: Arc<RedisStore>) -> Result<Self, RegistryError> {
+    /// A registry shared through Redis: loads everything now; call `refresh`/`resync` with the
+    /// store's events to follow other instances' changes.
+    pub fn shared(store: Arc<RedisStore>, search: &SearchConfig) -> Result<Self, RegistryError> {
         let registry = Self {
             storage: Storage::Shared(store),
-            current: ArcSwap::from_pointee(Snapshot::default()),
+            state: RwLock::new(State::new(search, 0)),
+            search: search.clone(),
             write: Mutex::new(()),
         };
         registry.resync()?;
@@ -253,7 +306,8 @@ impl Registry {
         }
     }
 
-    /// Reloads every identity from the shared store.
+    /// Reloads every identity from the shared store. The new state (and its index) is built
+    /// aside and swapped in: searches keep using the old one meanwhile.
     pub fn resync(&self) -> Result<(), RegistryError> {
         let Storage::Shared(store) = &self.storage else {
             return Ok(());
@@ -266,8 +320,9 @@ impl Registry {
             }
         }
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
-        let version = self.current.load().version + 1;
-        self.current.store(Arc::new(Snapshot::build(ids, version)));
+        let version = read(&self.state).version + 1;
+        let fresh = State::build(&self.search, ids, version);
+        *write(&self.state) = fresh;
         Ok(())
     }
 
@@ -283,51 +338,39 @@ impl Registry {
             None => None,
         };
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
-        let current = self.current.load();
-        let mut ids: Vec<_> = current
-            .identities
-            .iter()
-            .filter(|i| i.id != id)
-            .cloned()
-            .collect();
-        ids.extend(fresh);
-        self.current
-            .store(Arc::new(Snapshot::build(ids, current.version + 1)));
+        let mut state = write(&self.state);
+        state.remove(id);
+        state.put_many(fresh.into_iter().collect());
+        state.version += 1;
         Ok(())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.current.load().identities.is_empty()
+        read(&self.state).identities.is_empty()
     }
 
     pub fn len(&self) -> usize {
-        self.current.load().identities.len()
+        read(&self.state).identities.len()
     }
 
     /// Changes since start; part of cache keys and decisions.
     pub fn version(&self) -> u64 {
-        self.current.load().version
+        read(&self.state).version
     }
 
     pub fn list(&self) -> Vec<IdentityView> {
-        self.current
-            .load()
+        read(&self.state)
             .identities
-            .iter()
+            .values()
             .map(|i| i.view())
             .collect()
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Identity>> {
-        self.current
-            .load()
-            .identities
-            .iter()
-            .find(|i| i.id == id)
-            .cloned()
+        read(&self.state).identities.get(id).cloned()
     }
 
-    /// Enrols a new identity; returns it once it is on disk and visible to searches.
+    /// Enrols a new identity; returns it once it is stored and visible to searches.
     pub fn add(&self, new: NewIdentity) -> Result<Arc<Identity>, RegistryError> {
         if new.name.trim().is_empty() {
             return Err(RegistryError::Invalid("name must not be empty".into()));
@@ -338,7 +381,7 @@ impl Registry {
             ));
         }
         let identity = Arc::new(Identity::new(new, unix_now()));
-        self.change(Change::Put(&identity), |ids| ids.push(identity.clone()))?;
+        self.change(Change::Put(vec![identity.clone()]))?;
         Ok(identity)
     }
 
@@ -358,7 +401,7 @@ impl Registry {
             .map(|n| Arc::new(Identity::new(n, now)))
             .collect();
         let count = added.len();
-        self.change(Change::Bulk, |ids| ids.extend(added))?;
+        self.change(Change::Put(added))?;
         Ok(count)
     }
 
@@ -367,82 +410,88 @@ impl Registry {
         if self.get(id).is_none() {
             return Ok(false);
         }
-        self.change(Change::Delete(id), |ids| ids.retain(|i| i.id != id))?;
+        self.change(Change::Delete(id.to_string()))?;
         Ok(true)
     }
 
-    fn change(
-        &self,
-        change: Change<'_>,
-        edit: impl FnOnce(&mut Vec<Arc<Identity>>),
-    ) -> Result<(), RegistryError> {
+    /// Stores a change, then applies it in memory (so memory never shows what storage lacks).
+    fn change(&self, change: Change) -> Result<(), RegistryError> {
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
-        let current = self.current.load();
-        let mut ids = current.identities.clone();
-        edit(&mut ids);
-        match (&self.storage, change) {
+        match (&self.storage, &change) {
             (Storage::File(path), _) => {
-                let stored = Stored {
-                    identities: ids.iter().map(|i| (**i).clone()).collect(),
+                let state = read(&self.state);
+                let mut identities: Vec<&Identity> = match &change {
+                    // New first: after the stable sort, `dedup` keeps them over older copies.
+                    Change::Put(new) => new
+                        .iter()
+                        .map(|i| &**i)
+                        .chain(state.identities.values().map(|i| &**i))
+                        .collect(),
+                    Change::Delete(id) => state
+                        .identities
+                        .values()
+                        .filter(|i| &i.id != id)
+                        .map(|i| &**i)
+                        .collect(),
                 };
-                write_json_atomic(path, &stored)?;
+                identities.sort_by(|a, b| a.id.cmp(&b.id));
+                identities.dedup_by(|a, b| a.id == b.id);
+                write_json_atomic(path, &StoredRef { identities })?;
             }
-            (Storage::Shared(store), Change::Put(identity)) => {
-                let json = serde_json::to_string(identity)
+            (Storage::Shared(store), Change::Put(new)) => {
+                let [identity] = new.as_slice() else {
+                    return Err(RegistryError::Invalid(
+                        "bulk enrolment is for the embedded store".into(),
+                    ));
+                };
+                let json = serde_json::to_string(&**identity)
                     .map_err(|e| RegistryError::Invalid(e.to_string()))?;
                 store.put(Kind::Identity, &identity.id, &json)?;
             }
             (Storage::Shared(store), Change::Delete(id)) => store.delete(Kind::Identity, id)?,
-            (Storage::Shared(_), Change::Bulk) => {
-                return Err(RegistryError::Invalid(
-                    "bulk enrolment is for the embedded store".into(),
-                ));
+        }
+        let mut state = write(&self.state);
+        match change {
+            Change::Put(new) => state.put_many(new),
+            Change::Delete(id) => {
+                state.remove(&id);
             }
         }
-        self.current
-            .store(Arc::new(Snapshot::build(ids, current.version + 1)));
+        state.version += 1;
         Ok(())
     }
 
     /// The identity whose closest reference embedding is most similar to `face`, when that
-    /// similarity reaches `threshold`. Exact search over every reference.
+    /// similarity reaches `threshold`.
     pub fn search(&self, face: &Embedding, threshold: f32) -> Option<Match> {
-        let snap = self.current.load();
-        let v = face.as_slice();
-        if snap.dim == 0 || v.len() != snap.dim {
-            return None;
-        }
-        let mut best: Option<(usize, f32)> = None;
-        for (row, owner) in snap.matrix.chunks_exact(snap.dim).zip(&snap.owner) {
-            let s = dot(row, v);
-            if s >= threshold && best.is_none_or(|(_, b)| s > b) {
-                best = Some((*owner, s));
+        self.search_top(face, 1, threshold).into_iter().next()
+    }
+
+    /// Up to `k` distinct identities whose references reach `threshold`, most similar first.
+    /// Exact below `search.ann_min_references` references, ANN (re-scored) above.
+    pub fn search_top(&self, face: &Embedding, k: usize, threshold: f32) -> Vec<Match> {
+        let state = read(&self.state);
+        // Several references per identity: ask for more rows than identities wanted.
+        let rows = state
+            .index
+            .search(face.as_slice(), k.saturating_mul(4).max(1));
+        let mut out: Vec<Match> = Vec::with_capacity(k);
+        for (key, similarity) in rows {
+            if similarity < threshold || out.len() == k {
+                break;
+            }
+            let Some(identity) = state.owner_of.get(&key) else {
+                continue;
+            };
+            if out.iter().all(|m| m.identity.id != identity.id) {
+                out.push(Match {
+                    identity: identity.clone(),
+                    similarity,
+                });
             }
         }
-        best.map(|(k, similarity)| Match {
-            identity: snap.identities[k].clone(),
-            similarity,
-        })
+        out
     }
-}
-
-/// Dot product with eight independent accumulators: the compiler turns it into SIMD
-/// multiply-adds (a single running sum would serialise on its dependency chain).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for k in 0..8 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 #[cfg(test)]
@@ -454,17 +503,9 @@ mod tests {
     }
 
     #[test]
-    fn dot_matches_the_plain_sum() {
-        let a: Vec<f32> = (0..197).map(|i| (i as f32 * 0.37).sin()).collect();
-        let b: Vec<f32> = (0..197).map(|i| (i as f32 * 0.11).cos()).collect();
-        let plain: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-        assert!((dot(&a, &b) - plain).abs() < 1e-4);
-    }
-
-    #[test]
     fn enrol_search_erase_and_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let reg = Registry::open(dir.path()).unwrap();
+        let reg = Registry::open(dir.path(), &SearchConfig::default()).unwrap();
         let x = reg
             .add(NewIdentity {
                 name: "X".into(),
@@ -486,7 +527,7 @@ mod tests {
         assert_eq!(m.identity.id, x.id);
         assert!(reg.search(&unit(&[0.0, 0.0, 1.0]), 0.5).is_none());
 
-        let reopened = Registry::open(dir.path()).unwrap();
+        let reopened = Registry::open(dir.path(), &SearchConfig::default()).unwrap();
         assert_eq!(reopened.list().len(), 2);
         assert!(reopened.remove(&x.id).unwrap());
         assert!(reopened.search(&unit(&[1.0, 0.0, 0.0]), 0.5).is_none());

@@ -2,6 +2,7 @@
 
 mod problem;
 mod tag;
+pub mod watermark;
 
 pub use problem::{CONTENT_TYPE as PROBLEM_CONTENT_TYPE, Problem, ProblemKind};
 pub use tag::TagHeaders;

@@ -6,6 +6,7 @@ mod policy;
 mod registry;
 mod scan;
 mod serve;
+mod watermark;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -72,6 +73,14 @@ enum Command {
     Eval {
         #[command(subcommand)]
         command: EvalCommand,
+    },
+    /// Mark images invisibly, read marks back, measure robustness.
+    Watermark {
+        #[command(subcommand)]
+        command: WatermarkCommand,
+        /// Config file whose `watermark` section (key, strength) to use.
+        #[arg(long, short, env = "LIKEGUARD_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Print or check configuration files.
     Config {
@@ -155,6 +164,35 @@ enum EvalCommand {
 }
 
 #[derive(Subcommand)]
+enum WatermarkCommand {
+    /// Mark an image (JPEG stays JPEG at its quality, PNG stays PNG).
+    Embed {
+        input: PathBuf,
+        output: PathBuf,
+        /// 32-bit payload, hex (e.g. 1a2b3c4d).
+        #[arg(long)]
+        payload: String,
+    },
+    /// Read the mark of one or more images.
+    Detect {
+        files: Vec<PathBuf>,
+        /// One JSON object per file: `marked`, `payload` (hex), `confidence`, ...
+        #[arg(long)]
+        json: bool,
+    },
+    /// Robustness table: mark every photo under FOLDER (long side >= 384 px), attack, read back;
+    /// and read every unmarked image for false positives.
+    Eval {
+        folder: PathBuf,
+        /// At most this many photos are marked.
+        #[arg(long, default_value_t = 200)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum ConfigCommand {
     /// Print a complete, commented example configuration.
     Example,
@@ -206,6 +244,34 @@ pub fn run() -> anyhow::Result<()> {
         Command::Policy {
             command: PolicyCommand::Test { file, cases },
         } => policy::test(&file, &cases),
+        Command::Watermark { command, config } => {
+            let config = load_or_default(config.as_deref())?;
+            let w = crate::actions::watermark::ImageWatermarker::new(&config.watermark);
+            match command {
+                WatermarkCommand::Embed {
+                    input,
+                    output,
+                    payload,
+                } => watermark::embed(&w, &input, &output, &payload),
+                WatermarkCommand::Detect { files, json } => {
+                    anyhow::ensure!(!files.is_empty(), "give one or more images");
+                    watermark::detect(&w, &files, json)
+                }
+                WatermarkCommand::Eval {
+                    folder,
+                    limit,
+                    json,
+                } => {
+                    let r = watermark::eval(&config.watermark, &folder, limit)?;
+                    if json {
+                        println!("{}", serde_json::to_string(&r)?);
+                    } else {
+                        watermark::print_report(&r);
+                    }
+                    Ok(())
+                }
+            }
+        }
         Command::Config {
             command: ConfigCommand::Example,
         } => {

@@ -112,7 +112,12 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         None
     };
     let inspection = Inspection::new(inspectors);
-    let proxy = Proxy::new(&config, inspection, metrics.clone())?;
+    let mut proxy = Proxy::new(&config, inspection, metrics.clone())?;
+    if config.watermark.enabled {
+        proxy = proxy.with_watermarker(Arc::new(crate::actions::watermark::ImageWatermarker::new(
+            &config.watermark,
+        )));
+    }
 
     let token = config.admin_token();
     if token.is_none() {

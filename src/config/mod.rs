@@ -8,6 +8,7 @@ mod inference;
 mod media;
 mod route;
 mod search;
+mod watermark;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ pub use route::{
     UnsupportedMedia, Upstream,
 };
 pub use search::{Quantization, SearchConfig};
+pub use watermark::{WATERMARK_KEY_ENV, WatermarkConfig};
 
 /// The commented example printed by `likeguard config example`.
 pub const EXAMPLE: &str = include_str!("example.yaml");
@@ -63,6 +65,9 @@ pub struct Config {
     /// How faces are looked up among enrolled identities (exact / ANN).
     #[serde(default)]
     pub search: SearchConfig,
+    /// The invisible mark of the `watermark` action.
+    #[serde(default)]
+    pub watermark: WatermarkConfig,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
 }

@@ -1,0 +1,225 @@
+//! Invisible image watermark: a keyed, tiled spread-spectrum pattern in the luminance, carrying
+//! a 32-bit payload with CRC-16 and a rate-1/3 convolutional code. Survives JPEG re-encoding,
+//! resizing, moderate crops and brightness changes; read back without the original.
+//! Design and measured robustness: docs/watermark.md.
+
+pub mod attack;
+mod code;
+mod mark;
+mod pattern;
+
+use std::io::Cursor;
+
+use bytes::Bytes;
+use image::{DynamicImage, ImageDecoder, ImageEncoder, ImageFormat, RgbImage};
+use sha2::{Digest, Sha256};
+
+pub use code::PAYLOAD_BITS;
+pub use mark::{Detection, MIN_SIDE};
+use pattern::Pattern;
+
+use super::{WatermarkError, Watermarker};
+use crate::config::WatermarkConfig;
+use crate::extract::MediaItem;
+use crate::policy::Decision;
+
+/// JPEG quality used when the source's tables cannot be read.
+const DEFAULT_JPEG_QUALITY: u8 = 90;
+
+/// The payload a decision's mark carries: the first 32 bits of SHA-256(decision id). The audit
+/// log records it with the decision, so a mark found later leads back to the decision.
+pub fn payload_for(decision_id: &str) -> u32 {
+    let d = Sha256::digest(decision_id.as_bytes());
+    u32::from_be_bytes([d[0], d[1], d[2], d[3]])
+}
+
+/// Marks and reads images with one key.
+pub struct ImageWatermarker {
+    pattern: Pattern,
+    strength: f32,
+}
+
+impl ImageWatermarker {
+    pub fn new(config: &WatermarkConfig) -> Self {
+        Self {
+            pattern: Pattern::new(&config.key()),
+            strength: config.strength,
+        }
+    }
+
+    /// Marks pixels in place.
+    pub fn embed(&self, img: &mut RgbImage, payload: u32) -> Result<(), WatermarkError> {
+        let long = img.width().max(img.height());
+        if long < MIN_SIDE {
+            return Err(WatermarkError::Unsupported(format!(
+                "an image whose long side is {long} px (needs at least {MIN_SIDE})"
+            )));
+        }
+        mark::embed(img, payload, &self.pattern, self.strength);
+        Ok(())
+    }
+
+    pub fn detect(&self, img: &RgbImage) -> Detection {
+        mark::detect(img, &self.pattern)
+    }
+
+    /// Marks an encoded image and re-encodes it in the same format: JPEG at the source's
+    /// estimated quality, PNG losslessly (alpha kept). EXIF orientation is applied to the
+    /// pixels; other metadata (EXIF, XMP) is dropped — it can carry location — while the ICC
+    /// colour profile is kept.
+    pub fn embed_file(&self, data: &[u8], payload: u32) -> Result<Vec<u8>, WatermarkError> {
+        let format = image::guess_format(data)
+            .map_err(|_| WatermarkError::Unsupported("data that is not an image".into()))?;
+        if !matches!(format, ImageFormat::Jpeg | ImageFormat::Png) {
+            return Err(WatermarkError::Unsupported(format!(
+                "{format:?} images (JPEG and PNG are supported)"
+            )));
+        }
+        let (img, icc) = decode(data, format)?;
+        let alpha = img.color().has_alpha().then(|| img.to_rgba8());
+        let mut rgb = img.to_rgb8();
+        self.embed(&mut rgb, payload)?;
+        let mut out = Vec::with_capacity(data.len() + data.len() / 8);
+        let failed = |e: image::ImageError| WatermarkError::Failed(format!("encoding: {e}"));
+        match format {
+            ImageFormat::Jpeg => {
+                let quality = jpeg_quality(data).unwrap_or(DEFAULT_JPEG_QUALITY);
+                let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality);
+                if let Some(icc) = icc {
+                    let _ = enc.set_icc_profile(icc);
+                }
+                enc.write_image(
+                    rgb.as_raw(),
+                    rgb.width(),
+                    rgb.height(),
+                    image::ExtendedColorType::Rgb8,
+                )
+                .map_err(failed)?;
+            }
+            _ => {
+                let mut enc = image::codecs::png::PngEncoder::new(&mut out);
+                if let Some(icc) = icc {
+                    let _ = enc.set_icc_profile(icc);
+                }
+                match alpha {
+                    Some(mut rgba) => {
+                        for (dst, src) in rgba.pixels_mut().zip(rgb.pixels()) {
+                            dst.0[..3].copy_from_slice(&src.0);
+                        }
+                        enc.write_image(
+                            rgba.as_raw(),
+                            rgba.width(),
+                            rgba.height(),
+                            image::ExtendedColorType::Rgba8,
+                        )
+                    }
+                    None => enc.write_image(
+                        rgb.as_raw(),
+                        rgb.width(),
+                        rgb.height(),
+                        image::ExtendedColorType::Rgb8,
+                    ),
+                }
+                .map_err(failed)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads the mark of an encoded image (any format the decoder knows).
+    pub fn detect_file(&self, data: &[u8]) -> Result<Detection, WatermarkError> {
+        let format = image::guess_format(data)
+            .map_err(|_| WatermarkError::Unsupported("data that is not an image".into()))?;
+        let (img, _) = decode(data, format)?;
+        Ok(self.detect(&img.to_rgb8()))
+    }
+}
+
+impl Watermarker for ImageWatermarker {
+    fn mark(&self, item: &MediaItem, decision: &Decision) -> Result<Bytes, WatermarkError> {
+        if item.media.kind != crate::extract::MediaKind::Image {
+            return Err(WatermarkError::Unsupported(format!(
+                "{} (images only so far)",
+                item.media.mime
+            )));
+        }
+        self.embed_file(&item.data, payload_for(&decision.id))
+            .map(Bytes::from)
+    }
+}
+
+/// Decodes with orientation applied; returns the ICC profile too. Bounded by the decoder's
+/// default limits (no decompression bombs).
+fn decode(
+    data: &[u8],
+    format: ImageFormat,
+) -> Result<(DynamicImage, Option<Vec<u8>>), WatermarkError> {
+    let bad = |e: image::ImageError| WatermarkError::Unsupported(format!("this image: {e}"));
+    let mut reader = image::ImageReader::with_format(Cursor::new(data), format);
+    reader.limits(image::Limits::default());
+    let mut decoder = reader.into_decoder().map_err(bad)?;
+    let icc = decoder.icc_profile().ok().flatten();
+    let orientation = decoder.orientation().ok();
+    let mut img = DynamicImage::from_decoder(decoder).map_err(bad)?;
+    if let Some(o) = orientation {
+        img.apply_orientation(o);
+    }
+    Ok((img, icc))
+}
+
+/// Estimates a JPEG's quality from its first (luminance) quantisation table, by the IJG
+/// scaling rule against the standard table.
+fn jpeg_quality(data: &[u8]) -> Option<u8> {
+    const STD_LUMA_SUM: u32 = 3688; // sum of the IJG standard luminance table (quality 50)
+    let mut i = 2;
+    while i + 4 <= data.len() && data[i] == 0xFF {
+        let marker = data[i + 1];
+        let len = u16::from_be_bytes([data[i + 2], data[i + 3]]) as usize;
+        if marker == 0xDB {
+            let table = data.get(i + 4..i + 2 + len)?;
+            let (precision, values) = (table.first()? >> 4, table.get(1..)?);
+            let sum: u32 = if precision == 0 {
+                values.get(..64)?.iter().map(|v| u32::from(*v)).sum()
+            } else {
+                values
+                    .get(..128)?
+                    .chunks(2)
+                    .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+                    .sum()
+            };
+            let scale = sum as f32 * 100.0 / STD_LUMA_SUM as f32;
+            let q = if scale <= 100.0 {
+                (200.0 - scale) / 2.0
+            } else {
+                5000.0 / scale
+            };
+            return Some(q.round().clamp(1.0, 100.0) as u8);
+        }
+        if marker == 0xDA {
+            return None;
+        }
+        i += 2 + len;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jpeg_quality_is_read_back_from_the_tables() {
+        let img = RgbImage::from_fn(64, 64, |x, y| {
+            image::Rgb([(x * 4) as u8, (y * 4) as u8, 90])
+        });
+        for q in [50u8, 75, 90] {
+            let mut out = Vec::new();
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, q)
+                .write_image(img.as_raw(), 64, 64, image::ExtendedColorType::Rgb8)
+                .unwrap();
+            let got = jpeg_quality(&out).unwrap();
+            assert!(got.abs_diff(q) <= 2, "quality {q} read as {got}");
+        }
+        assert_eq!(jpeg_quality(b"\xFF\xD8\xFF\xDA"), None);
+    }
+}

@@ -79,7 +79,7 @@ enum Command {
         #[command(subcommand)]
         command: WatermarkCommand,
         /// Config file whose `watermark` section (key, strength) to use.
-        #[arg(long, short, env = "LIKEGUARD_CONFIG")]
+        #[arg(long, short, env = "LIKEGUARD_CONFIG", global = true)]
         config: Option<PathBuf>,
     },
     /// Print or check configuration files.

@@ -14,7 +14,7 @@ pub struct WatermarkConfig {
     /// Secret that derives the pattern: only holders of the key can read (or forge) marks.
     /// Prefer the environment variable; the built-in default is public.
     pub key: Option<String>,
-    /// Amplitude in 8-bit luminance levels (3.0 keeps PSNR above 40 dB).
+    /// Amplitude in 8-bit luminance levels (3.4 keeps PSNR above 40 dB on the testdata photos).
     pub strength: f32,
 }
 
@@ -23,7 +23,7 @@ impl Default for WatermarkConfig {
         Self {
             enabled: true,
             key: None,
-            strength: 3.0,
+            strength: 3.4,
         }
     }
 }

@@ -131,13 +131,10 @@ impl VectorIndex {
         let chunk = items.len().div_ceil(threads);
         std::thread::scope(|s| {
             let handles: Vec<_> = items.chunks(chunk).map(|c| s.spawn(|| add(c))).collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(IndexError::Ann("insert panicked".into())))
-                })
-                .collect::<Result<(), _>>()
+            handles.into_iter().try_for_each(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(IndexError::Ann("insert panicked".into())))
+            })
         })
     }
 

@@ -25,7 +25,7 @@ const SCALE_STEP: f32 = 0.002;
 /// Box-blur radius (working px) whose output is subtracted to leave the mark's band.
 const BLUR: usize = 4;
 /// Sync z-score from which a CRC-valid payload is reported as a mark.
-const Z_MIN: f32 = 5.0;
+const Z_MIN: f32 = 4.5;
 /// Activity floor (8-bit levels) and clip (in local standard deviations) of the whitened
 /// residual.
 const FLOOR: f32 = 1.5;

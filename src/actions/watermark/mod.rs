@@ -75,6 +75,13 @@ impl ImageWatermarker {
                 "{format:?} images (JPEG and PNG are supported)"
             )));
         }
+        if format == ImageFormat::Jpeg && !has_jpeg_end(data) {
+            // The decoder would fill the missing part with grey: refuse rather than pass on
+            // a repaired picture.
+            return Err(WatermarkError::Unsupported(
+                "a truncated JPEG (no end-of-image marker)".into(),
+            ));
+        }
         let (img, icc) = decode(data, format)?;
         let alpha = img.color().has_alpha().then(|| img.to_rgba8());
         let mut rgb = img.to_rgb8();
@@ -165,6 +172,12 @@ fn decode(
         img.apply_orientation(o);
     }
     Ok((img, icc))
+}
+
+/// Whether a JPEG ends with its EOI marker (trailing padding allowed).
+fn has_jpeg_end(data: &[u8]) -> bool {
+    let tail = &data[data.len().saturating_sub(64)..];
+    tail.windows(2).any(|w| w == [0xFF, 0xD9])
 }
 
 /// Estimates a JPEG's quality from its first (luminance) quantisation table, by the IJG

@@ -1,0 +1,246 @@
+//! The invisible watermark on real photos: round trips under ordinary handling, format-keeping
+//! files, the operator CLI, and the proxy's `watermark` action end to end.
+
+mod support;
+
+use likeguard::actions::watermark::attack::{Attack, psnr, ssim};
+use likeguard::actions::watermark::{ImageWatermarker, payload_for};
+use likeguard::config::WatermarkConfig;
+use support::*;
+
+const KEY: &str = "test-watermark-key";
+/// Real photos of different sizes and content (long side 465 to 2173 px).
+const PHOTOS: [&str; 5] = [
+    "images/faces/deepface/img11.jpg",
+    "images/faces/deepface/img26.jpg",
+    "images/faces/deepface/img27.jpg",
+    "images/faces/openface/clapton-1.jpg",
+    "images/group/ultralytics/zidane.jpg",
+];
+const PNG: &str = "images/faces/misc/skimage_astronaut.png";
+
+fn watermarker() -> ImageWatermarker {
+    ImageWatermarker::new(&WatermarkConfig {
+        key: Some(KEY.into()),
+        ..Default::default()
+    })
+}
+
+fn rgb(rel: &str) -> image::RgbImage {
+    image::load_from_memory(&media(rel)).unwrap().to_rgb8()
+}
+
+#[test]
+fn marks_survive_ordinary_handling_on_real_photos() {
+    let w = watermarker();
+    for (n, rel) in PHOTOS.iter().enumerate() {
+        let original = rgb(rel);
+        assert!(
+            !w.detect(&original).marked,
+            "{rel} reads as marked before marking"
+        );
+        let payload = 0x5EED_0000 + n as u32;
+        let mut marked = original.clone();
+        w.embed(&mut marked, payload).unwrap();
+        let (p, s) = (psnr(&original, &marked), ssim(&original, &marked));
+        assert!(p >= 40.0, "{rel}: PSNR {p:.2} dB");
+        assert!(s >= 0.97, "{rel}: SSIM {s:.4}");
+        for attack in Attack::TABLE {
+            let d = w.detect(&attack.apply(&marked));
+            assert_eq!(
+                d.payload,
+                Some(payload),
+                "{rel} after {}: sync z {:.1}, scale {:.3}",
+                attack.name(),
+                d.sync_z,
+                d.scale
+            );
+            assert!(d.confidence > 0.99);
+        }
+        // Another key sees nothing.
+        let other = ImageWatermarker::new(&WatermarkConfig {
+            key: Some("another key".into()),
+            ..Default::default()
+        });
+        assert!(
+            !other.detect(&marked).marked,
+            "{rel}: read with the wrong key"
+        );
+    }
+}
+
+#[test]
+fn files_keep_their_format_and_bad_input_is_refused() {
+    let w = watermarker();
+    let jpeg = media(PHOTOS[0]);
+    let marked = w.embed_file(&jpeg, 0xCAFE_F00D).unwrap();
+    assert_eq!(
+        image::guess_format(&marked).unwrap(),
+        image::ImageFormat::Jpeg
+    );
+    // Similar quality: the size stays within a third of the original's.
+    let ratio = marked.len() as f64 / jpeg.len() as f64;
+    assert!((0.67..1.5).contains(&ratio), "size ratio {ratio:.2}");
+    assert_eq!(w.detect_file(&marked).unwrap().payload, Some(0xCAFE_F00D));
+
+    let png = media(PNG);
+    let marked = w.embed_file(&png, 7).unwrap();
+    assert_eq!(
+        image::guess_format(&marked).unwrap(),
+        image::ImageFormat::Png
+    );
+    let (a, b) = (
+        image::load_from_memory(&png).unwrap(),
+        image::load_from_memory(&marked).unwrap(),
+    );
+    assert_eq!(
+        (a.width(), a.height(), a.color()),
+        (b.width(), b.height(), b.color())
+    );
+    assert_eq!(w.detect_file(&marked).unwrap().payload, Some(7));
+
+    // Refusals, never panics: not an image, truncated, too small, unsupported format.
+    assert!(w.embed_file(b"hello", 1).is_err());
+    assert!(w.embed_file(&jpeg[..jpeg.len() / 3], 1).is_err());
+    assert!(w.detect_file(&jpeg[..200]).is_err());
+    let mut small = Vec::new();
+    image::RgbImage::new(200, 150)
+        .write_to(
+            &mut std::io::Cursor::new(&mut small),
+            image::ImageFormat::Png,
+        )
+        .unwrap();
+    let e = w.embed_file(&small, 1).unwrap_err().to_string();
+    assert!(e.contains("at least 384"), "{e}");
+    let mut gif = Vec::new();
+    image::DynamicImage::ImageRgb8(rgb(PHOTOS[0]))
+        .write_to(&mut std::io::Cursor::new(&mut gif), image::ImageFormat::Gif)
+        .unwrap();
+    assert!(
+        w.embed_file(&gif, 1)
+            .unwrap_err()
+            .to_string()
+            .contains("Gif")
+    );
+}
+
+#[test]
+fn cli_embeds_and_detects_with_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("marked.jpg");
+    let bin = env!("CARGO_BIN_EXE_likeguard");
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(bin)
+            .args(args)
+            .env("LIKEGUARD_WATERMARK_KEY", KEY)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let src = testdata().join(PHOTOS[3]);
+    run(&[
+        "watermark",
+        "embed",
+        src.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--payload",
+        "1a2b3c4d",
+    ]);
+    let lines = run(&[
+        "watermark",
+        "detect",
+        "--json",
+        out.to_str().unwrap(),
+        src.to_str().unwrap(),
+    ]);
+    let v: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(v[0]["marked"], true);
+    assert_eq!(v[0]["payload"], "1a2b3c4d");
+    assert!(v[0]["confidence"].as_f64().unwrap() > 0.99);
+    assert_eq!(v[1]["marked"], false);
+    assert!(v[1]["payload"].is_null());
+    // A bad payload is a clear error.
+    let o = std::process::Command::new(bin)
+        .args([
+            "watermark",
+            "embed",
+            src.to_str().unwrap(),
+            out.to_str().unwrap(),
+            "--payload",
+            "xyz",
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not hex"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watermark_decision_marks_the_image_on_both_sides() {
+    let up = Upstream::start().await;
+    let lg = Likeguard::start(&format!(
+        "watermark: {{key: {KEY}}}\ninference: {{enabled: false}}\nroutes:\n  - name: all\n    upstream: {}\n    inspect: {{direction: both, max_body: 16MiB, on_failure: fail_closed}}\n",
+        up.url()
+    ));
+    let original = media(PHOTOS[0]);
+    lg.register(original.clone(), "watermark").await;
+    let w = watermarker();
+
+    // Response side: a generation service returns the image; the client gets it marked.
+    up.serve(
+        "/v1/images/1",
+        Canned {
+            status: 200,
+            content_type: "image/jpeg".into(),
+            body: original.clone().into(),
+            chunks: Some(5),
+        },
+    );
+    let r = client().get(lg.url("/v1/images/1")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "image/jpeg");
+    assert_eq!(r.headers()["likeguard-decision"], "watermark");
+    let decision = r.headers()["likeguard-decision-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let length: usize = r.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let body = r.bytes().await.unwrap();
+    assert_eq!(body.len(), length);
+    assert_ne!(body.as_ref(), original.as_slice());
+    let d = w.detect_file(&body).unwrap();
+    assert_eq!(
+        d.payload,
+        Some(payload_for(&decision)),
+        "the mark names the decision"
+    );
+
+    // Request side: an upload reaches the upstream marked.
+    let r = client()
+        .post(lg.url("/upload"))
+        .header("content-type", "image/jpeg")
+        .body(original.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got = up.received_on("/upload").pop().unwrap();
+    let decision = got.headers["likeguard-decision-id"].to_str().unwrap();
+    assert_eq!(got.headers["content-length"], got.body.len().to_string());
+    assert_eq!(
+        w.detect_file(&got.body).unwrap().payload,
+        Some(payload_for(decision))
+    );
+}

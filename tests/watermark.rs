@@ -244,3 +244,30 @@ async fn a_watermark_decision_marks_the_image_on_both_sides() {
         Some(payload_for(decision))
     );
 }
+
+#[test]
+fn eval_reports_the_robustness_table_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    for rel in [PHOTOS[2], PHOTOS[3]] {
+        std::fs::copy(
+            testdata().join(rel),
+            dir.path().join(rel.rsplit('/').next().unwrap()),
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.path().join("notes.txt"), "not an image").unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_likeguard"))
+        .args(["watermark", "eval", "--json", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["photos"], 2);
+    assert!(r["psnr_min"].as_f64().unwrap() >= 40.0);
+    assert_eq!(r["attacks"].as_array().unwrap().len(), 7);
+    for row in r["attacks"].as_array().unwrap() {
+        assert_eq!(row["recovered"], 2, "{row}");
+    }
+    assert_eq!(r["unmarked_checked"], 6);
+    assert_eq!(r["false_positives"], 0);
+}

@@ -130,48 +130,13 @@ pub fn eval(config: &WatermarkConfig, root: &Path, limit: usize) -> anyhow::Resu
         root.display()
     );
 
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let results: Vec<PhotoResult> = std::thread::scope(|s| {
-        let chunks: Vec<_> = marked_set
-            .chunks(marked_set.len().div_ceil(threads))
-            .collect();
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|chunk| {
-                s.spawn(|| {
-                    chunk
-                        .iter()
-                        .map(|(path, img)| one_photo(&w, path, img))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("eval thread"))
-            .collect()
-    });
-    let unmarked: Vec<bool> = std::thread::scope(|s| {
-        let chunks: Vec<_> = images.chunks(images.len().div_ceil(threads)).collect();
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|chunk| {
-                s.spawn(|| {
-                    chunk
-                        .iter()
-                        .flat_map(|(_, img)| {
-                            [Attack::None, Attack::Jpeg(75), Attack::Crop(0.9)]
-                                .map(|a| w.detect(&a.apply(img)).marked)
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("eval thread"))
-            .collect()
-    });
+    let results: Vec<PhotoResult> = par_map(&marked_set, |(path, img)| one_photo(&w, path, img));
+    let unmarked: Vec<bool> = par_map(&images, |(_, img)| {
+        [Attack::None, Attack::Jpeg(75), Attack::Crop(0.9)].map(|a| w.detect(&a.apply(img)).marked)
+    })
+    .into_iter()
+    .flatten()
+    .collect();
 
     let n = results.len() as f64;
     let attacks = Attack::TABLE
@@ -199,6 +164,22 @@ pub fn eval(config: &WatermarkConfig, root: &Path, limit: usize) -> anyhow::Resu
             .iter()
             .flat_map(|r| r.misses.iter().cloned())
             .collect(),
+    })
+}
+
+/// `f` over `items` on every core, results in order.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(items.len().div_ceil(threads).max(1))
+            .map(|chunk| s.spawn(move || chunk.iter().map(f).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("eval thread"))
+            .collect()
     })
 }
 

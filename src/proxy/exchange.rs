@@ -163,7 +163,7 @@ async fn exchange(p: &Proxy, session: &mut Session, route: &Route) -> Result<(),
         let verdict = p
             .judge(route, Side::Request, &class, held.clone(), &ctx)
             .await;
-        let enforced = p.enforce(route, Side::Request, &class, verdict)?;
+        let enforced = p.enforce(route, Side::Request, &class, verdict).await?;
         for (k, v) in enforced.headers {
             headers.insert(k, v);
         }
@@ -316,7 +316,7 @@ async fn respond(
     let verdict = p
         .judge(route, Side::Response, &class, held.clone(), ctx)
         .await;
-    let enforced = p.enforce(route, Side::Response, &class, verdict)?;
+    let enforced = p.enforce(route, Side::Response, &class, verdict).await?;
     for (k, v) in enforced.headers {
         headers.insert(k, v);
     }
@@ -453,7 +453,7 @@ impl Proxy {
     }
 
     /// Turn a verdict into what happens next: a problem response, or headers/body to apply.
-    fn enforce(
+    async fn enforce(
         &self,
         route: &Route,
         side: Side,
@@ -468,7 +468,7 @@ impl Proxy {
                     headers: self.tags.for_decision(&d),
                     body: None,
                 }),
-                Action::Watermark => match self.watermark(class, &items, &d) {
+                Action::Watermark => match self.watermark(class, &items, &d).await {
                     Ok(body) => Ok(Enforced {
                         headers: self.tags.for_decision(&d),
                         body: Some(body),
@@ -517,7 +517,7 @@ impl Proxy {
         }
     }
 
-    fn watermark(
+    async fn watermark(
         &self,
         class: &BodyClass,
         items: &[MediaItem],
@@ -525,13 +525,18 @@ impl Proxy {
     ) -> Result<Bytes, String> {
         let w = self
             .watermarker
-            .as_ref()
+            .clone()
             .ok_or_else(|| "no watermarker is configured".to_string())?;
         match (class, items) {
             (BodyClass::Raw { .. } | BodyClass::Sniff, [item])
                 if matches!(item.source, ItemSource::Body) =>
             {
-                w.mark(item, d).map_err(|e| e.to_string())
+                let (item, d) = (item.clone(), d.clone());
+                // Decode, mark, encode: tens of milliseconds of CPU, off the async workers.
+                tokio::task::spawn_blocking(move || w.mark(&item, &d))
+                    .await
+                    .map_err(|e| format!("watermark task: {e}"))?
+                    .map_err(|e| e.to_string())
             }
             _ => Err("watermarking media inside multipart or JSON bodies is not built yet".into()),
         }

@@ -16,7 +16,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use likeguard::config::{InferenceConfig, SearchConfig};
+use likeguard::config::{InferenceConfig, Quantization, SearchConfig};
 use likeguard::inference::{FaceEngine, Image};
 use likeguard::registry::{Key, VectorIndex};
 
@@ -235,9 +235,20 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
 
+    // `LIKEGUARD_BENCH_M=32` and `LIKEGUARD_BENCH_QUANT=f16` try other index builds.
+    let env = |k: &str| std::env::var(k).ok();
+    let defaults = SearchConfig::default();
     let config = SearchConfig {
         ann_min_references: 0,
-        ..Default::default()
+        connectivity: env("LIKEGUARD_BENCH_M")
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(defaults.connectivity),
+        quantization: match env("LIKEGUARD_BENCH_QUANT").as_deref() {
+            Some("f16") => Quantization::F16,
+            Some("f32") => Quantization::F32,
+            _ => defaults.quantization,
+        },
+        ..defaults
     };
     println!(
         "config: M={} ef_add={} ef={} candidates={} {:?}",
@@ -247,10 +258,23 @@ fn main() {
         config.candidates,
         config.quantization
     );
+    // `LIKEGUARD_BENCH_SWEEP=64:8,128:8,256:16` measures several ef:candidates settings on
+    // one build (default: the configured ones).
+    let settings: Vec<(usize, usize)> = std::env::var("LIKEGUARD_BENCH_SWEEP")
+        .ok()
+        .map(|s| {
+            s.split(',')
+                .filter_map(|p| {
+                    let (a, b) = p.split_once(':')?;
+                    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+                })
+                .collect()
+        })
+        .unwrap_or_else(|| vec![(config.expansion_search, config.candidates)]);
     println!(
-        "| identities | build | exact p50 / p99 | ANN p50 / p99 | recall@1 | probe cosine | insert p99 | remove p99 |"
+        "| identities | ef / candidates | build | exact p50 / p99 | ANN p50 / p99 | recall@1 | probe cosine | insert p99 | remove p99 |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for n in sizes {
         let mut rng = Rng(0x5EED ^ n as u64);
         // Each identity: a centre, and one enrolled reference photo of it (centre + the
@@ -271,18 +295,32 @@ fn main() {
         drop(items);
         let build = t.elapsed();
 
-        let (mut exact_us, mut ann_us, mut hits, mut cosine) = (vec![], vec![], 0, 0f32);
-        for _ in 0..queries {
-            let target = rng.below(n);
-            let probe = photo_of(&centres[target], &within, &mut rng);
-            cosine += dot(&probe, &vectors[target]) / queries as f32;
-            let t = Instant::now();
-            let exact = index.search_exact(&probe, 1);
-            exact_us.push(t.elapsed().as_secs_f64() * 1e6);
-            let t = Instant::now();
-            let ann = index.search_ann(&probe, 1);
-            ann_us.push(t.elapsed().as_secs_f64() * 1e6);
-            hits += usize::from(exact.first().map(|e| e.0) == ann.first().map(|a| a.0));
+        // Probes and their exact answers once; then each (ef, candidates) setting.
+        let (mut exact_us, mut cosine) = (vec![], 0f32);
+        let probes: Vec<(Vec<f32>, Option<Key>)> = (0..queries)
+            .map(|_| {
+                let target = rng.below(n);
+                let probe = photo_of(&centres[target], &within, &mut rng);
+                cosine += dot(&probe, &vectors[target]) / queries as f32;
+                let t = Instant::now();
+                let exact = index.search_exact(&probe, 1).first().map(|e| e.0);
+                exact_us.push(t.elapsed().as_secs_f64() * 1e6);
+                (probe, exact)
+            })
+            .collect();
+        exact_us.sort_by(f64::total_cmp);
+        let mut rows = Vec::new();
+        for &(ef, candidates) in &settings {
+            index.tune(ef, candidates);
+            let (mut ann_us, mut hits) = (vec![], 0);
+            for (probe, exact) in &probes {
+                let t = Instant::now();
+                let ann = index.search_ann(probe, 1);
+                ann_us.push(t.elapsed().as_secs_f64() * 1e6);
+                hits += usize::from(ann.first().map(|a| a.0) == *exact);
+            }
+            ann_us.sort_by(f64::total_cmp);
+            rows.push((ef, candidates, ann_us, hits as f64 / queries as f64));
         }
         // Updates on the full index: each is one in-place insert or delete.
         let (mut insert_us, mut remove_us) = (vec![], vec![]);
@@ -295,20 +333,22 @@ fn main() {
             assert!(index.remove(k * 3));
             remove_us.push(t.elapsed().as_secs_f64() * 1e6);
         }
-        for v in [&mut exact_us, &mut ann_us, &mut insert_us, &mut remove_us] {
+        for v in [&mut insert_us, &mut remove_us] {
             v.sort_by(f64::total_cmp);
         }
-        let recall = hits as f64 / queries as f64;
-        println!(
-            "| {n} | {:.1} s | {:.0} / {:.0} µs | {:.0} / {:.0} µs | {recall:.4} | {cosine:.3} | {:.0} µs | {:.0} µs |",
-            build.as_secs_f64(),
-            percentile(&exact_us, 0.5),
-            percentile(&exact_us, 0.99),
-            percentile(&ann_us, 0.5),
-            percentile(&ann_us, 0.99),
-            percentile(&insert_us, 0.99),
-            percentile(&remove_us, 0.99),
-        );
+        for (ef, candidates, ann_us, recall) in &rows {
+            println!(
+                "| {n} | {ef} / {candidates} | {:.1} s | {:.0} / {:.0} µs | {:.0} / {:.0} µs | {recall:.4} | {cosine:.3} | {:.0} µs | {:.0} µs |",
+                build.as_secs_f64(),
+                percentile(&exact_us, 0.5),
+                percentile(&exact_us, 0.99),
+                percentile(ann_us, 0.5),
+                percentile(ann_us, 0.99),
+                percentile(&insert_us, 0.99),
+                percentile(&remove_us, 0.99),
+            );
+        }
+        let recall = rows.iter().map(|r| r.3).fold(0.0, f64::max);
         // Under `cargo test` (small sizes) a broken index must fail the run.
         assert!(
             bench || recall >= 0.95,

@@ -1,6 +1,7 @@
 //! Enforcing decisions: block responses (problem+json), tag headers, and the watermark seam.
 
 mod problem;
+pub mod provenance;
 mod tag;
 pub mod watermark;
 

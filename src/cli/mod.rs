@@ -82,6 +82,11 @@ enum Command {
         #[arg(long, short, env = "LIKEGUARD_CONFIG", global = true)]
         config: Option<PathBuf>,
     },
+    /// C2PA manifests: read a file's manifest and whether its signature is valid.
+    Provenance {
+        #[command(subcommand)]
+        command: ProvenanceCommand,
+    },
     /// Print or check configuration files.
     Config {
         #[command(subcommand)]
@@ -160,6 +165,17 @@ enum EvalCommand {
         json: bool,
         #[arg(long, short, env = "LIKEGUARD_CONFIG")]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProvenanceCommand {
+    /// Print a file's C2PA manifest, whether it validates, and likeguard's decision in it.
+    /// Exit status 0 when a valid manifest is present, 1 otherwise.
+    Read {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -244,6 +260,9 @@ pub fn run() -> anyhow::Result<()> {
         Command::Policy {
             command: PolicyCommand::Test { file, cases },
         } => policy::test(&file, &cases),
+        Command::Provenance {
+            command: ProvenanceCommand::Read { file, json },
+        } => watermark::provenance_read(&file, json),
         Command::Watermark { command, config } => {
             let config = load_or_default(config.as_deref())?;
             let w = crate::actions::watermark::ImageWatermarker::new(&config.watermark);

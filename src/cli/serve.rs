@@ -118,6 +118,10 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             &config.watermark,
         )));
     }
+    if config.provenance.enabled {
+        let signer = crate::actions::provenance::Provenance::load(&config.provenance)?;
+        proxy = proxy.with_provenance(Arc::new(signer));
+    }
 
     let token = config.admin_token();
     if token.is_none() {

@@ -1,4 +1,5 @@
-//! `likeguard watermark embed|detect|eval`: the invisible mark, for operators.
+//! `likeguard watermark embed|detect|eval` (the invisible mark) and `likeguard provenance read`
+//! (C2PA manifests), for operators.
 
 use std::path::{Path, PathBuf};
 
@@ -268,4 +269,43 @@ pub fn print_report(r: &EvalReport) {
         "unmarked images read as marked: {}/{}\nmean embed {:.1} ms, detect {:.1} ms (per photo, this machine)",
         r.false_positives, r.unmarked_checked, r.embed_ms_mean, r.detect_ms_mean
     );
+}
+
+/// Prints the manifest report; fails (exit 1) when there is no valid manifest.
+pub fn provenance_read(file: &Path, json: bool) -> anyhow::Result<()> {
+    let data = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let mime = crate::extract::sniff(&data)
+        .map(|m| m.mime)
+        .with_context(|| format!("{}: not a media file", file.display()))?;
+    let r = crate::actions::provenance::read(&data, mime)
+        .with_context(|| format!("reading the manifest of {}", file.display()))?;
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else if !r.present {
+        println!("{}: no C2PA manifest", file.display());
+    } else {
+        println!(
+            "{}: manifest {} ({}){}",
+            file.display(),
+            if r.valid { "valid" } else { "INVALID" },
+            r.state,
+            if r.failures.is_empty() {
+                String::new()
+            } else {
+                format!(", failures: {}", r.failures.join(", "))
+            }
+        );
+        if let Some(d) = &r.decision {
+            println!("likeguard decision: {}", serde_json::to_string(d)?);
+        }
+        if let Some(m) = &r.manifest {
+            println!("{}", serde_json::to_string_pretty(m)?);
+        }
+    }
+    anyhow::ensure!(
+        r.present && r.valid,
+        "{}: no valid manifest",
+        file.display()
+    );
+    Ok(())
 }

@@ -6,6 +6,7 @@
 
 mod inference;
 mod media;
+mod provenance;
 mod route;
 mod search;
 mod watermark;
@@ -18,6 +19,7 @@ use serde::Deserialize;
 
 pub use inference::{BatchConfig, ExecutionProvider, InferenceConfig, MODELS_DIR_ENV};
 pub use media::{Limits, MediaConfig, Sampling, StillImages};
+pub use provenance::ProvenanceConfig;
 pub use route::{
     Direction, ExtractConfig, FailureMode, InspectConfig, Mode, RouteConfig, RouteMatch,
     UnsupportedMedia, Upstream,
@@ -68,6 +70,9 @@ pub struct Config {
     /// The invisible mark of the `watermark` action.
     #[serde(default)]
     pub watermark: WatermarkConfig,
+    /// Signed C2PA manifests on tagged and watermarked response images.
+    #[serde(default)]
+    pub provenance: ProvenanceConfig,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
 }

@@ -359,9 +359,10 @@ impl super::Inspector for FaceInspector {
                         .as_ref()
                         .is_none_or(|l| l.valid_until.is_none());
                     let [x, y, w, h] = r.face.face.bbox;
-                    let licensed = ruling
-                        .license
-                        .map(|l| format!(", license {}", l.id))
+                    let license = ruling.license.as_ref().map(|l| l.id.clone());
+                    let licensed = license
+                        .as_ref()
+                        .map(|id| format!(", license {id}"))
                         .unwrap_or_default();
                     Ok(Finding {
                         item: index,
@@ -369,6 +370,8 @@ impl super::Inspector for FaceInspector {
                         action: ruling.action,
                         rule: ruling.rule,
                         headers: ruling.headers,
+                        license,
+                        policy_version: Some(ruling.policy_version.clone()),
                         // The identity's id, never its name: decisions may reach clients.
                         detail: format!(
                             "face matches identity {} ({}) with similarity {:.3} in frame {} at [{x:.0}, {y:.0}, {w:.0}, {h:.0}]{licensed}, policy {}",

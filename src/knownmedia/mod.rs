@@ -357,6 +357,8 @@ impl Inspector for KnownMediaInspector {
                     rule: RULE.into(),
                     detail: format!("matches known media {} by {how}", m.entry.id),
                     headers: Vec::new(),
+                    license: None,
+                    policy_version: None,
                 }
             })
             .into_iter()

@@ -53,6 +53,11 @@ pub struct Finding {
     /// Extra headers the deciding policy rule asks for (validated when the policy loaded).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<(String, String)>,
+    /// The license in force and the policy version, when a policy rule decided.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub license: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<String>,
 }
 
 /// The decision on one body, with what produced it.
@@ -66,6 +71,11 @@ pub struct Decision {
     /// The winning finding's extra headers.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<(String, String)>,
+    /// The winning finding's license and policy version (provenance records them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub license: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<String>,
 }
 
 /// Rule id of the decision when nothing matched.
@@ -88,6 +98,8 @@ impl Decision {
                 rule: f.rule.clone(),
                 explanation: format!("item {}: {}", f.item, f.detail),
                 headers: f.headers.clone(),
+                license: f.license.clone(),
+                policy_version: f.policy_version.clone(),
                 findings,
             },
             None => Self {
@@ -97,6 +109,8 @@ impl Decision {
                 explanation: "no inspector reported a finding".into(),
                 findings,
                 headers: Vec::new(),
+                license: None,
+                policy_version: None,
             },
         }
     }
@@ -114,6 +128,8 @@ mod tests {
             rule: rule.into(),
             detail: rule.into(),
             headers: Vec::new(),
+            license: None,
+            policy_version: None,
         }
     }
 

@@ -446,8 +446,12 @@ impl Proxy {
             tracing::debug!(target: "likeguard::audit", decision_id = %d.id, route = %route.name,
                 side = side.as_str(), action = %d.action, rule = %d.rule, items = 0, "decision");
         } else {
+            // A watermark's payload leads back here from a marked file.
+            let payload = (d.action == Action::Watermark)
+                .then(|| format!("{:08x}", crate::actions::watermark::payload_for(&d.id)));
             tracing::info!(target: "likeguard::audit", decision_id = %d.id, route = %route.name,
                 side = side.as_str(), action = %d.action, rule = %d.rule, items = items.len(),
+                watermark = payload.as_deref().unwrap_or("-"),
                 explanation = %d.explanation, "decision");
         }
     }
@@ -464,17 +468,17 @@ impl Proxy {
             Verdict::Decided(d, items) => match d.action {
                 Action::Allow => Ok(Enforced::default()),
                 Action::Block => Err(Problem::blocked(&d.rule, &d.id)),
-                Action::Tag => Ok(Enforced {
-                    headers: self.tags.for_decision(&d),
-                    body: None,
-                }),
-                Action::Watermark => match self.watermark(class, &items, &d).await {
-                    Ok(body) => Ok(Enforced {
-                        headers: self.tags.for_decision(&d),
-                        body: Some(body),
-                    }),
-                    Err(reason) => self.fail(route, side, format!("watermark: {reason}")),
-                },
+                Action::Tag | Action::Watermark => {
+                    match self.rewrite(side, class, &items, &d).await {
+                        Ok(body) => Ok(Enforced {
+                            headers: self.tags.for_decision(&d),
+                            body,
+                        }),
+                        Err(reason) => {
+                            self.fail(route, side, format!("{}: {reason}", d.action.as_str()))
+                        }
+                    }
+                }
             },
             Verdict::Rejected(problem) => match side {
                 Side::Request => Err(problem),
@@ -517,29 +521,73 @@ impl Proxy {
         }
     }
 
-    async fn watermark(
+    /// The new body for a tag or watermark decision, `None` when it stays as it is: a
+    /// `watermark` marks the image; on the response side with provenance on, the image also
+    /// gets a signed C2PA manifest stating the decision. Tags of bodies that cannot carry a
+    /// manifest keep their headers only; a watermark that cannot be applied is an error.
+    async fn rewrite(
         &self,
+        side: Side,
         class: &BodyClass,
         items: &[MediaItem],
         d: &Decision,
-    ) -> Result<Bytes, String> {
-        let w = self
-            .watermarker
-            .clone()
-            .ok_or_else(|| "no watermarker is configured".to_string())?;
-        match (class, items) {
+    ) -> Result<Option<Bytes>, String> {
+        let mark = d.action == Action::Watermark;
+        let provenance = self.provenance.clone().filter(|_| side == Side::Response);
+        let item = match (class, items) {
             (BodyClass::Raw { .. } | BodyClass::Sniff, [item])
                 if matches!(item.source, ItemSource::Body) =>
             {
-                let (item, d) = (item.clone(), d.clone());
-                // Decode, mark, encode: tens of milliseconds of CPU, off the async workers.
-                tokio::task::spawn_blocking(move || w.mark(&item, &d))
-                    .await
-                    .map_err(|e| format!("watermark task: {e}"))?
-                    .map_err(|e| e.to_string())
+                item.clone()
             }
-            _ => Err("watermarking media inside multipart or JSON bodies is not built yet".into()),
+            _ if mark => {
+                return Err(
+                    "watermarking media inside multipart or JSON bodies is not built yet".into(),
+                );
+            }
+            _ => return Ok(None),
+        };
+        let signable = matches!(item.media.mime, "image/jpeg" | "image/png");
+        let sign = provenance.is_some() && signable;
+        if !mark && !sign {
+            return Ok(None);
         }
+        let watermarker = match mark {
+            true => Some(
+                self.watermarker
+                    .clone()
+                    .ok_or_else(|| "no watermarker is configured".to_string())?,
+            ),
+            false => None,
+        };
+        let d = d.clone();
+        // Decode, mark, encode, sign: tens of milliseconds of CPU, off the async workers.
+        tokio::task::spawn_blocking(move || {
+            let mut body = item.data.clone();
+            if let Some(w) = watermarker {
+                body = w.mark(&item, &d).map_err(|e| e.to_string())?;
+            }
+            if let Some(p) = provenance.filter(|_| signable) {
+                let record = crate::actions::provenance::DecisionRecord {
+                    action: d.action.as_str().into(),
+                    rule: d.rule.clone(),
+                    decision_id: d.id.clone(),
+                    license_id: d.license.clone(),
+                    policy_version: d.policy_version.clone(),
+                    time: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                        .to_string(),
+                    watermark: mark
+                        .then(|| format!("{:08x}", crate::actions::watermark::payload_for(&d.id))),
+                };
+                body = p
+                    .sign(&body, item.media.mime, &record)
+                    .map_err(|e| e.to_string())?
+                    .into();
+            }
+            Ok(Some(body))
+        })
+        .await
+        .map_err(|e| format!("rewrite task: {e}"))?
     }
 }
 

@@ -34,6 +34,8 @@ pub struct Proxy {
     client: upstream::UpClient,
     timeouts: Timeouts,
     watermarker: Option<Arc<dyn Watermarker>>,
+    /// Signs C2PA manifests onto response-side images decided tag/watermark.
+    provenance: Option<Arc<crate::actions::provenance::Provenance>>,
     /// Who a request acts for (`licensing`).
     requester: crate::license::requester::Requester,
     /// Request headers the policy may read (`policy.expose_headers`).
@@ -70,6 +72,7 @@ impl Proxy {
             client: upstream::client(config.timeouts.upstream_connect),
             timeouts: config.timeouts.clone(),
             watermarker: None,
+            provenance: None,
             requester: crate::license::requester::Requester::new(&config.licensing)
                 .map_err(ProxyError::Config)?,
             exposed_headers: config
@@ -88,6 +91,11 @@ impl Proxy {
     }
 
     /// Fill the watermark seam (done by the watermark issue).
+    pub fn with_provenance(mut self, p: Arc<crate::actions::provenance::Provenance>) -> Self {
+        self.provenance = Some(p);
+        self
+    }
+
     pub fn with_watermarker(mut self, w: Arc<dyn Watermarker>) -> Self {
         self.watermarker = Some(w);
         self

@@ -57,6 +57,15 @@ impl VectorIndex {
         self.keys.is_empty()
     }
 
+    /// Changes the ANN search breadth (ef) and re-scored candidates in place (tuning, benches).
+    pub fn tune(&mut self, expansion_search: usize, candidates: usize) {
+        self.config.expansion_search = expansion_search;
+        self.config.candidates = candidates;
+        if let Some(ann) = &self.ann {
+            ann.change_expansion_search(expansion_search);
+        }
+    }
+
     /// Whether searches currently go through the ANN index.
     pub fn uses_ann(&self) -> bool {
         self.ann.is_some() && self.len() >= self.config.ann_min_references

@@ -1,0 +1,178 @@
+//! C2PA manifests: signed with a certificate the test makes with openssl, read back and
+//! verified, tampering detected, the operator CLI, and the proxy signing what it marks.
+
+mod support;
+
+use likeguard::actions::provenance::{DecisionRecord, Provenance, read};
+use likeguard::actions::watermark::{ImageWatermarker, payload_for};
+use likeguard::config::{ProvenanceConfig, WatermarkConfig};
+use support::*;
+
+const JPEG: &str = "images/faces/deepface/img11.jpg";
+const PNG: &str = "images/faces/misc/skimage_astronaut.png";
+
+/// A test CA + signing certificate (scripts/make-c2pa-test-cert) in a temp dir.
+fn test_cert() -> (tempfile::TempDir, ProvenanceConfig) {
+    let dir = tempfile::tempdir().unwrap();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-c2pa-test-cert");
+    let ok = std::process::Command::new(script)
+        .arg(dir.path())
+        .output()
+        .unwrap()
+        .status
+        .success();
+    assert!(ok, "making the test certificate failed");
+    let config = ProvenanceConfig {
+        enabled: true,
+        cert_file: Some(dir.path().join("chain.pem")),
+        key_file: Some(dir.path().join("key.pem")),
+        algorithm: "es256".into(),
+    };
+    (dir, config)
+}
+
+fn record() -> DecisionRecord {
+    DecisionRecord {
+        action: "tag".into(),
+        rule: "license-tag".into(),
+        decision_id: "0190f0aa-test".into(),
+        license_id: Some("lic-1".into()),
+        policy_version: Some("abcdef123456".into()),
+        time: "2026-11-26T23:00:00Z".into(),
+        watermark: None,
+    }
+}
+
+#[test]
+fn manifests_are_written_read_back_verified_and_tampering_shows() {
+    let (_dir, config) = test_cert();
+    let p = Provenance::load(&config).unwrap();
+    for (rel, mime) in [(JPEG, "image/jpeg"), (PNG, "image/png")] {
+        let original = media(rel);
+        let unsigned = read(&original, mime).unwrap();
+        assert!(!unsigned.present, "{rel} already carries a manifest");
+
+        let signed = p.sign(&original, mime, &record()).unwrap();
+        let r = read(&signed, mime).unwrap();
+        assert!(
+            r.present && r.valid,
+            "{rel}: {:?} {:?}",
+            r.state,
+            r.failures
+        );
+        assert_eq!(r.decision.as_ref(), Some(&record()));
+        // The pixels are untouched: it still decodes to the same image.
+        assert_eq!(
+            image::load_from_memory(&signed).unwrap().to_rgb8(),
+            image::load_from_memory(&original).unwrap().to_rgb8()
+        );
+
+        // Change pixel data after signing: the hash no longer matches.
+        let mut tampered = signed.clone();
+        let at = tampered.len() - tampered.len() / 4;
+        tampered[at] ^= 0x55;
+        // An error is also a refusal; a report must say invalid.
+        if let Ok(r) = read(&tampered, mime) {
+            assert!(!r.valid, "{rel}: tampering not detected ({})", r.state);
+        }
+    }
+    // Formats C2PA cannot carry here are refused, not mangled.
+    assert!(p.sign(b"GIF89a....", "image/gif", &record()).is_err());
+}
+
+#[test]
+fn bad_keys_and_certificates_are_refused_naming_the_field() {
+    let (dir, mut config) = test_cert();
+    config.key_file = Some(dir.path().join("missing.pem"));
+    let e = Provenance::load(&config).err().unwrap().to_string();
+    assert!(
+        e.contains("provenance.key_file") && e.contains("missing.pem"),
+        "{e}"
+    );
+    config.key_file = Some(dir.path().join("ca.pem"));
+    let e = Provenance::load(&config).err().unwrap().to_string();
+    assert!(e.contains("provenance.key_file"), "{e}");
+    config.key_file = Some(dir.path().join("key.pem"));
+    config.algorithm = "rot13".into();
+    assert!(
+        Provenance::load(&config)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("algorithm")
+    );
+}
+
+#[test]
+fn cli_reads_manifests_and_fails_without_a_valid_one() {
+    let (dir, config) = test_cert();
+    let signed = Provenance::load(&config)
+        .unwrap()
+        .sign(&media(JPEG), "image/jpeg", &record())
+        .unwrap();
+    let path = dir.path().join("signed.jpg");
+    std::fs::write(&path, signed).unwrap();
+    let bin = env!("CARGO_BIN_EXE_likeguard");
+    let o = std::process::Command::new(bin)
+        .args(["provenance", "read", "--json", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["decision"]["rule"], "license-tag");
+    assert_eq!(v["decision"]["license_id"], "lic-1");
+    let unsigned = testdata().join(JPEG);
+    let o = std::process::Command::new(bin)
+        .args(["provenance", "read", unsigned.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("no C2PA manifest"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_marks_and_signs_what_it_decides_to_watermark() {
+    let (_dir, config) = test_cert();
+    let up = Upstream::start().await;
+    let lg = Likeguard::start(&format!(
+        "watermark: {{key: prov-key}}\nprovenance: {{enabled: true, cert_file: '{}', key_file: '{}'}}\ninference: {{enabled: false}}\nroutes:\n  - name: all\n    upstream: {}\n    inspect: {{direction: both, max_body: 16MiB, on_failure: fail_closed}}\n",
+        config.cert_file.as_ref().unwrap().display(),
+        config.key_file.as_ref().unwrap().display(),
+        up.url()
+    ));
+    let original = media(JPEG);
+    lg.register(original.clone(), "watermark").await;
+    up.serve(
+        "/v1/images/7",
+        Canned {
+            status: 200,
+            content_type: "image/jpeg".into(),
+            body: original.into(),
+            chunks: None,
+        },
+    );
+    let r = client().get(lg.url("/v1/images/7")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let decision = r.headers()["likeguard-decision-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body = r.bytes().await.unwrap();
+    let w = ImageWatermarker::new(&WatermarkConfig {
+        key: Some("prov-key".into()),
+        ..Default::default()
+    });
+    assert_eq!(
+        w.detect_file(&body).unwrap().payload,
+        Some(payload_for(&decision))
+    );
+    let m = read(&body, "image/jpeg").unwrap();
+    assert!(m.valid, "{} {:?}", m.state, m.failures);
+    let d = m.decision.unwrap();
+    assert_eq!(d.decision_id, decision);
+    assert_eq!(d.action, "watermark");
+    assert_eq!(d.rule, "known-media");
+    assert_eq!(d.watermark, Some(format!("{:08x}", payload_for(&decision))));
+}

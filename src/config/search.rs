@@ -43,7 +43,7 @@ impl Default for SearchConfig {
             ann_min_references: 20_000,
             connectivity: 16,
             expansion_add: 128,
-            expansion_search: 128,
+            expansion_search: 256,
             candidates: 8,
             quantization: Quantization::I8,
             threads: 64,

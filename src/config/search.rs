@@ -41,9 +41,9 @@ impl Default for SearchConfig {
         Self {
             ann: true,
             ann_min_references: 20_000,
-            connectivity: 16,
+            connectivity: 32,
             expansion_add: 128,
-            expansion_search: 256,
+            expansion_search: 192,
             candidates: 8,
             quantization: Quantization::I8,
             threads: 64,

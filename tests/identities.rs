@@ -741,27 +741,19 @@ async fn api_keys_and_jwts_name_the_licensee_and_rules_read_headers_and_add_thei
             .multipart(Form::new().part("image", photo_part(X_OTHER)))
             .send()
     };
-    assert_eq!(
-        with_token(jwt(&issuer_private, "acme"))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        with_token(jwt(&issuer_private, "globex"))
-            .await
-            .unwrap()
-            .status(),
-        451
-    );
-    assert_eq!(
-        with_token(jwt(&forger_private, "acme"))
-            .await
-            .unwrap()
-            .status(),
-        451
-    );
+    for (key, tenant, status) in [
+        (&issuer_private, "acme", 200),
+        (&issuer_private, "globex", 451),
+        (&forger_private, "acme", 451),
+    ] {
+        let got = with_token(jwt(key, tenant)).await.unwrap().status();
+        assert_eq!(
+            got,
+            status,
+            "token for {tenant} signed by {}",
+            key.display()
+        );
+    }
 }
 
 /// `openssl` makes a P-256 key pair: (PKCS#8 private PEM, public PEM).

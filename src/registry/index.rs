@@ -123,11 +123,8 @@ impl VectorIndex {
                 .map_err(|e| IndexError::Ann(e.to_string()))?;
         }
         let add = |chunk: &[(Key, &[f32])]| -> Result<(), IndexError> {
+            // Replaced keys already left the index in `remove`.
             for (key, v) in chunk {
-                if ann.contains(*key) {
-                    ann.remove(*key)
-                        .map_err(|e| IndexError::Ann(e.to_string()))?;
-                }
                 ann.add(*key, v)
                     .map_err(|e| IndexError::Ann(e.to_string()))?;
             }

@@ -104,14 +104,8 @@ pub fn detect(img: &RgbImage, pattern: &Pattern) -> Detection {
     // Scale search by fold energy (phase-independent): every second row is enough to find the
     // peak; the neighbourhood of the peak is then refined on every row.
     let steps = ((MAX_SCALE - 1.0) / SCALE_STEP).round() as usize;
-    let coarse = (0..=steps)
-        .map(|i| 1.0 + i as f32 * SCALE_STEP)
-        .max_by(|a, b| residual.energy(*a, 2).total_cmp(&residual.energy(*b, 2)))
-        .unwrap_or(1.0);
-    let fine = (-4..=4)
-        .map(|i| coarse + i as f32 * SCALE_STEP / 4.0)
-        .max_by(|a, b| residual.energy(*a, 1).total_cmp(&residual.energy(*b, 1)))
-        .unwrap_or(coarse);
+    let coarse = residual.peak((0..=steps).map(|i| 1.0 + i as f32 * SCALE_STEP), 2);
+    let fine = residual.peak((-4..=4).map(|i| coarse + i as f32 * SCALE_STEP / 4.0), 1);
     let found = residual.analyse(fine, pattern);
     if found.marked || found.sync_z > best.sync_z {
         best = found;
@@ -160,6 +154,14 @@ impl Residual {
     /// Energy of the fold: peaks where the scale lines the tiles up, whatever the shift.
     fn energy(&self, scale: f32, row_step: usize) -> f32 {
         self.fold(scale, row_step).iter().map(|v| v * v).sum()
+    }
+
+    /// The scale among `scales` with the most fold energy (each folded once).
+    fn peak(&self, scales: impl Iterator<Item = f32>, row_step: usize) -> f32 {
+        scales
+            .map(|s| (s, self.energy(s, row_step)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map_or(1.0, |(s, _)| s)
     }
 
     /// Sync search over sub-chip phases and tile shifts at one scale, then decoding.

@@ -181,7 +181,8 @@ enum ProvenanceCommand {
 
 #[derive(Subcommand)]
 enum WatermarkCommand {
-    /// Mark an image (JPEG stays JPEG at its quality, PNG stays PNG).
+    /// Mark an image (JPEG stays JPEG at its quality, PNG stays PNG) or a video (re-encoded per
+    /// pipelines/reencode.yaml, every frame marked, audio copied).
     Embed {
         input: PathBuf,
         output: PathBuf,
@@ -189,7 +190,7 @@ enum WatermarkCommand {
         #[arg(long)]
         payload: String,
     },
-    /// Read the mark of one or more images.
+    /// Read the mark of one or more images or videos.
     Detect {
         files: Vec<PathBuf>,
         /// One JSON object per file: `marked`, `payload` (hex), `confidence`, ...
@@ -265,7 +266,8 @@ pub fn run() -> anyhow::Result<()> {
         } => watermark::provenance_read(&file, json),
         Command::Watermark { command, config } => {
             let config = load_or_default(config.as_deref())?;
-            let w = crate::actions::watermark::ImageWatermarker::new(&config.watermark);
+            let w =
+                crate::actions::watermark::MediaWatermarker::new(&config.watermark, &config.media)?;
             match command {
                 WatermarkCommand::Embed {
                     input,

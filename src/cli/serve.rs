@@ -114,9 +114,10 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let inspection = Inspection::new(inspectors);
     let mut proxy = Proxy::new(&config, inspection, metrics.clone())?;
     if config.watermark.enabled {
-        proxy = proxy.with_watermarker(Arc::new(crate::actions::watermark::ImageWatermarker::new(
+        proxy = proxy.with_watermarker(Arc::new(crate::actions::watermark::MediaWatermarker::new(
             &config.watermark,
-        )));
+            &config.media,
+        )?));
     }
     if config.provenance.enabled {
         let signer = crate::actions::provenance::Provenance::load(&config.provenance)?;

@@ -7,23 +7,54 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::actions::watermark::attack::{Attack, psnr, ssim};
-use crate::actions::watermark::{ImageWatermarker, MIN_SIDE};
+use crate::actions::watermark::{Detection, ImageWatermarker, MIN_SIDE, MediaWatermarker};
 use crate::config::WatermarkConfig;
+use crate::extract::{MediaKind, sniff};
 
+/// Marks an image, or re-encodes a video with every frame marked.
 pub fn embed(
-    w: &ImageWatermarker,
+    w: &MediaWatermarker,
     input: &Path,
     output: &Path,
     payload: &str,
 ) -> anyhow::Result<()> {
     let payload = parse_payload(payload)?;
     let data = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
-    let marked = w
-        .embed_file(&data, payload)
-        .with_context(|| format!("marking {}", input.display()))?;
+    let marking = || format!("marking {}", input.display());
+    let (marked, note) = if is_video(&data) {
+        let r = w
+            .video()
+            .embed(data.into(), payload)
+            .with_context(marking)?;
+        let note = format!(
+            " ({} frames, {} {}{}, {} audio stream(s) copied)",
+            r.frames,
+            r.container,
+            r.codec,
+            if r.codec_kept {
+                ""
+            } else {
+                " re-encoded with the default encoder"
+            },
+            r.audio_streams
+        );
+        (r.data, note)
+    } else {
+        (
+            w.image().embed_file(&data, payload).with_context(marking)?,
+            String::new(),
+        )
+    };
     std::fs::write(output, marked).with_context(|| format!("writing {}", output.display()))?;
-    println!("{}: marked with payload {payload:08x}", output.display());
+    println!(
+        "{}: marked with payload {payload:08x}{note}",
+        output.display()
+    );
     Ok(())
+}
+
+fn is_video(data: &[u8]) -> bool {
+    sniff(data).is_some_and(|m| m.kind == MediaKind::Video)
 }
 
 fn parse_payload(s: &str) -> anyhow::Result<u32> {
@@ -43,15 +74,22 @@ struct DetectOut<'a> {
     confidence: f32,
     sync_z: f32,
     scale: f32,
+    /// Video frames whose residuals were summed (absent for images).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frames: Option<u64>,
 }
 
-/// Exit status 0 either way: "not marked" is an answer, not an error.
-pub fn detect(w: &ImageWatermarker, files: &[PathBuf], json: bool) -> anyhow::Result<()> {
+/// Reads images and videos. Exit status 0 either way: "not marked" is an answer, not an error.
+pub fn detect(w: &MediaWatermarker, files: &[PathBuf], json: bool) -> anyhow::Result<()> {
     for file in files {
         let data = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-        let d = w
-            .detect_file(&data)
-            .with_context(|| format!("reading the mark of {}", file.display()))?;
+        let reading = || format!("reading the mark of {}", file.display());
+        let (d, frames): (Detection, _) = if is_video(&data) {
+            let c = w.video().detect(data.into()).with_context(reading)?;
+            (c.detection, Some(c.frames))
+        } else {
+            (w.image().detect_file(&data).with_context(reading)?, None)
+        };
         let name = file.display().to_string();
         let out = DetectOut {
             file: &name,
@@ -60,6 +98,7 @@ pub fn detect(w: &ImageWatermarker, files: &[PathBuf], json: bool) -> anyhow::Re
             confidence: d.confidence,
             sync_z: d.sync_z,
             scale: d.scale,
+            frames,
         };
         if json {
             println!("{}", serde_json::to_string(&out)?);

@@ -680,7 +680,7 @@ fn copy_rgb(
     Ok(())
 }
 
-fn map_error(err: &gst::message::Error) -> DecodeError {
+pub(super) fn map_error(err: &gst::message::Error) -> DecodeError {
     let e = err.error();
     let text = e.message().to_string();
     if e.matches(gst::StreamError::TypeNotFound)

@@ -8,6 +8,7 @@
 
 mod decode;
 mod pipeline;
+mod reencode;
 mod still;
 
 use std::ops::ControlFlow;
@@ -19,6 +20,7 @@ use gstreamer::prelude::*;
 use serde::Serialize;
 
 pub use pipeline::{Template, Templates};
+pub use reencode::{FrameEditor, LumaFrame, Reencoded, Reencoder};
 
 use crate::config::MediaConfig;
 use crate::extract::{MediaKind, sniff};

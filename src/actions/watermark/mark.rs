@@ -1,19 +1,28 @@
 //! Embedding and detection on pixels.
 //!
 //! Geometry is tied to the image's size, not to pixels: the chip grid is laid out on a
-//! "working" raster whose long side is `WORK` px, so a resized copy maps back onto the same
+//! "working" raster whose long side is fixed (`Grid::work`), so a resized copy maps back onto the same
 //! grid. A crop changes the scale (the long side shrinks) and the phase: detection searches
 //! scales up to `MAX_SCALE` and every cyclic shift of the tile. The tile repeats over the
 //! image; detection folds every repetition onto one tile, which multiplies the mark's energy
 //! against the image's by the number of tiles.
 
-use image::{Rgb, RgbImage};
-
 use super::code::{CODED_BITS, decode_raw, encode};
+use super::luma::{Luma, LumaMut};
 use super::pattern::{CHIPS, Pattern, TILE};
 
-/// Long side of the working raster.
-const WORK: f32 = 512.0;
+/// How coarse the mark is: the long side of the working raster (chips are `CHIP` working px).
+/// Images use a fine grid (more tiles to fold, invisible); video uses a coarser one, since
+/// H.264/VP9 quantise the finest detail away while JPEG keeps it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Grid {
+    work: f32,
+}
+
+impl Grid {
+    pub const IMAGE: Grid = Grid { work: 512.0 };
+    pub const VIDEO: Grid = Grid { work: 256.0 };
+}
 /// Working pixels per chip.
 const CHIP: f32 = 3.0;
 /// Detection bins per chip side (sub-chip phase resolution).
@@ -55,10 +64,10 @@ pub struct Detection {
 }
 
 /// Adds the mark for `payload` to the image's luminance, `strength` in 8-bit levels.
-pub fn embed(img: &mut RgbImage, payload: u32, pattern: &Pattern, strength: f32) {
+pub fn embed(img: &mut impl LumaMut, payload: u32, pattern: &Pattern, strength: f32, grid: Grid) {
     let (w, h) = img.dimensions();
     let chips = pattern.chips(&encode(payload));
-    let per_chip = WORK / w.max(h) as f32 / CHIP;
+    let per_chip = grid.work / w.max(h) as f32 / CHIP;
     let axis = |n: u32| -> Vec<(usize, usize, f32)> {
         (0..n)
             .map(|i| {
@@ -70,59 +79,73 @@ pub fn embed(img: &mut RgbImage, payload: u32, pattern: &Pattern, strength: f32)
             .collect()
     };
     let (cols, rows) = (axis(w), axis(h));
-    let (mw, mh, mask) = texture_mask(img);
-    let k = WORK / w.max(h) as f32;
+    let (mw, mh, mask) = texture_mask(img, grid);
+    let k = grid.work / w.max(h) as f32;
     let mask_col: Vec<usize> = (0..w)
         .map(|x| ((x as f32 * k) as usize).min(mw - 1))
         .collect();
-    for (y, row) in img.rows_mut().enumerate() {
-        let (r0, r1, fy) = rows[y];
+    let mut delta = vec![0f32; w as usize];
+    for (y, &(r0, r1, fy)) in rows.iter().enumerate() {
         let m_row = &mask[((y as f32 * k) as usize).min(mh - 1) * mw..][..mw];
         let (t0, t1) = (
             &chips[r0 * TILE..(r0 + 1) * TILE],
             &chips[r1 * TILE..(r1 + 1) * TILE],
         );
-        for ((px, &(c0, c1, fx)), &mc) in row.zip(&cols).zip(&mask_col) {
+        for ((d, &(c0, c1, fx)), &mc) in delta.iter_mut().zip(&cols).zip(&mask_col) {
             let top = t0[c0] + (t0[c1] - t0[c0]) * fx;
             let bottom = t1[c0] + (t1[c1] - t1[c0]) * fx;
-            let d = strength * m_row[mc] * (top + (bottom - top) * fy);
-            let Rgb(c) = px;
-            for v in c.iter_mut() {
-                *v = (*v as f32 + d).round().clamp(0.0, 255.0) as u8;
-            }
+            *d = strength * m_row[mc] * (top + (bottom - top) * fy);
         }
+        img.add_row(y as u32, &delta);
     }
 }
 
 /// Looks for a mark; never fails (an image too small or flat simply is not marked).
-pub fn detect(img: &RgbImage, pattern: &Pattern) -> Detection {
-    let residual = Residual::new(img);
-    let mut best = residual.analyse(1.0, pattern);
-    if best.marked {
-        return best;
+pub fn detect(img: &impl Luma, pattern: &Pattern, grid: Grid) -> Detection {
+    Residual::new(img, grid).read(pattern)
+}
+
+impl Residual {
+    /// Adds another picture's residual (a later frame of the same clip): the mark is the same
+    /// in every frame while content and noise vary, so the mark's share grows with each frame.
+    /// Pictures of another size are ignored (returns false).
+    pub fn accumulate(&mut self, other: &Residual) -> bool {
+        if (self.w, self.h) != (other.w, other.h) {
+            return false;
+        }
+        self.r.iter_mut().zip(&other.r).for_each(|(a, b)| *a += b);
+        true
     }
-    // Scale search by fold energy (phase-independent): every second row is enough to find the
-    // peak; the neighbourhood of the peak is then refined on every row.
-    let steps = ((MAX_SCALE - 1.0) / SCALE_STEP).round() as usize;
-    let coarse = residual.peak((0..=steps).map(|i| 1.0 + i as f32 * SCALE_STEP), 2);
-    let fine = residual.peak((-4..=4).map(|i| coarse + i as f32 * SCALE_STEP / 4.0), 1);
-    let found = residual.analyse(fine, pattern);
-    if found.marked || found.sync_z > best.sync_z {
-        best = found;
+
+    /// Reads the mark: the unscaled grid first, then a scale search for crops.
+    pub fn read(&self, pattern: &Pattern) -> Detection {
+        let mut best = self.analyse(1.0, pattern);
+        if best.marked {
+            return best;
+        }
+        // Scale search by fold energy (phase-independent): every second row is enough to find
+        // the peak; the neighbourhood of the peak is then refined on every row.
+        let steps = ((MAX_SCALE - 1.0) / SCALE_STEP).round() as usize;
+        let coarse = self.peak((0..=steps).map(|i| 1.0 + i as f32 * SCALE_STEP), 2);
+        let fine = self.peak((-4..=4).map(|i| coarse + i as f32 * SCALE_STEP / 4.0), 1);
+        let found = self.analyse(fine, pattern);
+        if found.marked || found.sync_z > best.sync_z {
+            best = found;
+        }
+        best
     }
-    best
 }
 
 /// The working raster's high-pass residual: image content mostly gone, the mark's band kept.
-struct Residual {
+pub struct Residual {
     w: usize,
     h: usize,
     r: Vec<f32>,
 }
 
 impl Residual {
-    fn new(img: &RgbImage) -> Self {
-        let (w, h, y) = working_luma(img);
+    pub fn new(img: &impl Luma, grid: Grid) -> Self {
+        let (w, h, y) = working_luma(img, grid);
         // Subtract a box blur; divide by the local activity (busy areas hide the mark but add
         // the most noise: whitening weighs each area by how well it carries the mark); clip.
         let r = high_pass(&y, w, h);
@@ -232,20 +255,22 @@ impl Residual {
     }
 }
 
-/// Luminance on the working raster (long side `WORK`): box-averaged when shrinking, bilinear
-/// when enlarging.
-fn working_luma(img: &RgbImage) -> (usize, usize, Vec<f32>) {
+/// Luminance on the working raster: box-averaged when shrinking, bilinear when enlarging.
+fn working_luma(img: &impl Luma, grid: Grid) -> (usize, usize, Vec<f32>) {
     let (iw, ih) = img.dimensions();
-    let k = WORK / iw.max(ih) as f32;
+    let k = grid.work / iw.max(ih) as f32;
     let (w, h) = (
         ((iw as f32 * k).round() as usize).max(1),
         ((ih as f32 * k).round() as usize).max(1),
     );
-    let luma = |x: u32, y: u32| {
-        let Rgb([r, g, b]) = *img.get_pixel(x, y);
-        0.299 * r as f32 + 0.587 * g as f32 + 0.114 * b as f32
-    };
+    let mut line = vec![0f32; iw as usize];
     if k >= 1.0 {
+        // Small pictures: the whole luminance first (smaller than the raster), then interpolate.
+        let mut full = vec![0f32; (iw * ih) as usize];
+        for (y, row) in full.chunks_exact_mut(iw as usize).enumerate() {
+            img.luma_row(y as u32, row);
+        }
+        let luma = |x: u32, y: u32| full[(y * iw + x) as usize];
         let mut out = vec![0f32; w * h];
         for j in 0..h {
             let sy = ((j as f32 + 0.5) / k - 0.5).clamp(0.0, (ih - 1) as f32);
@@ -268,11 +293,11 @@ fn working_luma(img: &RgbImage) -> (usize, usize, Vec<f32>) {
     let col: Vec<usize> = (0..iw)
         .map(|x| ((x as f32 * k) as usize).min(w - 1))
         .collect();
-    for (y, row) in img.rows().enumerate() {
+    for y in 0..ih {
+        img.luma_row(y, &mut line);
         let base = ((y as f32 * k) as usize).min(h - 1) * w;
-        for (px, &c) in row.zip(&col) {
-            let Rgb([r, g, b]) = *px;
-            sum[base + c] += 0.299 * r as f32 + 0.587 * g as f32 + 0.114 * b as f32;
+        for (&v, &c) in line.iter().zip(&col) {
+            sum[base + c] += v;
             count[base + c] += 1;
         }
     }
@@ -315,8 +340,8 @@ fn box_blur(v: &[f32], w: usize, h: usize) -> Vec<f32> {
 /// Perceptual mask on the working raster: stronger where the picture is busy (the mark hides
 /// in texture), weaker on flat areas (where it would show), mean square 1 so the overall
 /// strength holds.
-fn texture_mask(img: &RgbImage) -> (usize, usize, Vec<f32>) {
-    let (w, h, y) = working_luma(img);
+fn texture_mask(img: &impl Luma, grid: Grid) -> (usize, usize, Vec<f32>) {
+    let (w, h, y) = working_luma(img, grid);
     let r = high_pass(&y, w, h);
     let energy: Vec<f32> = r.iter().map(|v| v * v).collect();
     let local = box_blur(&energy, w, h);
@@ -371,4 +396,53 @@ fn erfc(x: f64) -> f64 {
                                         + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
             .exp();
     if x >= 0.0 { r } else { 2.0 - r }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::luma::Plane;
+    use super::*;
+
+    /// A textured test picture (deterministic noise over a gradient).
+    fn picture(w: u32, h: u32) -> Vec<u8> {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        (0..w * h)
+            .map(|i| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let (x, y) = (i % w, i / w);
+                ((x + y) / 8 % 160) as u8 + 40 + (state % 24) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn planes_and_grids_round_trip() {
+        let pattern = Pattern::new("test-key");
+        for grid in [Grid::IMAGE, Grid::VIDEO] {
+            let (w, h) = (640u32, 360u32);
+            // A padded stride, as decoders hand out.
+            let stride = 704;
+            let mut data = vec![0u8; stride * h as usize];
+            let pic = picture(w, h);
+            for y in 0..h as usize {
+                data[y * stride..y * stride + w as usize]
+                    .copy_from_slice(&pic[y * w as usize..(y + 1) * w as usize]);
+            }
+            let mut plane = Plane::new(&mut data[..], w, h, stride).unwrap();
+            embed(&mut plane, 0xC0FF_EE11, &pattern, 3.4, grid);
+            let d = detect(&plane, &pattern, grid);
+            assert_eq!(d.payload, Some(0xC0FF_EE11), "{grid:?}: {d:?}");
+            let other = if grid == Grid::IMAGE {
+                Grid::VIDEO
+            } else {
+                Grid::IMAGE
+            };
+            assert!(
+                !detect(&plane, &pattern, other).marked,
+                "{grid:?} read on another grid"
+            );
+        }
+    }
 }

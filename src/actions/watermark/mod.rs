@@ -5,22 +5,26 @@
 
 pub mod attack;
 mod code;
+mod luma;
 mod mark;
 mod pattern;
+mod video;
 
 use std::io::Cursor;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use image::{DynamicImage, ImageDecoder, ImageEncoder, ImageFormat, RgbImage};
 use sha2::{Digest, Sha256};
 
 pub use code::PAYLOAD_BITS;
-pub use mark::{Detection, MIN_SIDE};
+pub use mark::{Detection, Grid, MIN_SIDE};
 use pattern::Pattern;
+pub use video::{ClipDetection, VideoWatermarker};
 
 use super::{WatermarkError, Watermarker};
 use crate::config::WatermarkConfig;
-use crate::extract::MediaItem;
+use crate::extract::{MediaItem, MediaKind};
 use crate::policy::Decision;
 
 /// JPEG quality used when the source's tables cannot be read.
@@ -35,14 +39,14 @@ pub fn payload_for(decision_id: &str) -> u32 {
 
 /// Marks and reads images with one key.
 pub struct ImageWatermarker {
-    pattern: Pattern,
+    pattern: Arc<Pattern>,
     strength: f32,
 }
 
 impl ImageWatermarker {
     pub fn new(config: &WatermarkConfig) -> Self {
         Self {
-            pattern: Pattern::new(&config.key()),
+            pattern: Arc::new(Pattern::new(&config.key())),
             strength: config.strength,
         }
     }
@@ -55,12 +59,12 @@ impl ImageWatermarker {
                 "an image whose long side is {long} px (needs at least {MIN_SIDE})"
             )));
         }
-        mark::embed(img, payload, &self.pattern, self.strength);
+        mark::embed(img, payload, &self.pattern, self.strength, Grid::IMAGE);
         Ok(())
     }
 
     pub fn detect(&self, img: &RgbImage) -> Detection {
-        mark::detect(img, &self.pattern)
+        mark::detect(img, &self.pattern, Grid::IMAGE)
     }
 
     /// Marks an encoded image and re-encodes it in the same format: JPEG at the source's
@@ -142,16 +146,45 @@ impl ImageWatermarker {
     }
 }
 
-impl Watermarker for ImageWatermarker {
+/// The `watermark` action: images marked in place, videos re-encoded with every frame marked.
+pub struct MediaWatermarker {
+    image: ImageWatermarker,
+    video: VideoWatermarker,
+}
+
+impl MediaWatermarker {
+    pub fn new(
+        config: &WatermarkConfig,
+        media: &crate::config::MediaConfig,
+    ) -> Result<Self, crate::media::MediaError> {
+        let image = ImageWatermarker::new(config);
+        let video = VideoWatermarker::new(&image, media)?;
+        Ok(Self { image, video })
+    }
+
+    pub fn image(&self) -> &ImageWatermarker {
+        &self.image
+    }
+
+    pub fn video(&self) -> &VideoWatermarker {
+        &self.video
+    }
+}
+
+impl Watermarker for MediaWatermarker {
     fn mark(&self, item: &MediaItem, decision: &Decision) -> Result<Bytes, WatermarkError> {
-        if item.media.kind != crate::extract::MediaKind::Image {
-            return Err(WatermarkError::Unsupported(format!(
-                "{} (images only so far)",
+        let payload = payload_for(&decision.id);
+        match item.media.kind {
+            MediaKind::Image => self.image.embed_file(&item.data, payload).map(Bytes::from),
+            MediaKind::Video => self
+                .video
+                .embed(item.data.clone(), payload)
+                .map(|r| Bytes::from(r.data)),
+            MediaKind::Audio => Err(WatermarkError::Unsupported(format!(
+                "{} (audio has no watermark yet)",
                 item.media.mime
-            )));
+            ))),
         }
-        self.embed_file(&item.data, payload_for(&decision.id))
-            .map(Bytes::from)
     }
 }
 

@@ -46,7 +46,7 @@ fn every_frame_is_marked_and_the_clip_reads_back_after_reencoding() {
     let unmarked = w.detect(original.clone().into()).unwrap();
     assert!(!unmarked.detection.marked, "the source reads as marked");
 
-    let out = w.embed(original.clone().into(), 0x0DEC_1DED).unwrap();
+    let out = w.embed(original.clone().into(), 0x0DEC_1DED, None).unwrap();
     assert_eq!(out.container, "mp4");
     assert_eq!(out.codec, "video/x-h264");
     assert!(out.codec_kept);
@@ -87,17 +87,17 @@ fn bad_videos_are_refused_with_a_reason() {
     // Truncated: the container's index is cut off.
     let cut = clip[..clip.len() / 3].to_vec();
     let started = std::time::Instant::now();
-    assert!(w.embed(cut.into(), 1).is_err());
+    assert!(w.embed(cut.into(), 1, None).is_err());
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
     // Not a video.
     let e = w
-        .embed(media("images/faces/deepface/img11.jpg").into(), 1)
+        .embed(media("images/faces/deepface/img11.jpg").into(), 1, None)
         .unwrap_err();
     assert!(e.to_string().contains("not a video"), "{e}");
     // Garbage after a real MP4 header.
     let mut junk = clip[..4096].to_vec();
     junk.extend(std::iter::repeat_n(0xA5u8, 200_000));
-    assert!(w.embed(junk.into(), 1).is_err());
+    assert!(w.embed(junk.into(), 1, None).is_err());
 }
 
 #[test]

@@ -271,3 +271,108 @@ fn eval_reports_the_robustness_table_as_json() {
     assert_eq!(r["unmarked_checked"], 6);
     assert_eq!(r["false_positives"], 0);
 }
+
+fn decision(visible: bool) -> likeguard::policy::Decision {
+    likeguard::policy::Decision::combine(vec![likeguard::policy::Finding {
+        item: 0,
+        inspector: "test",
+        action: likeguard::policy::Action::Watermark,
+        rule: "stamp-it".into(),
+        detail: "test".into(),
+        headers: Vec::new(),
+        visible,
+        license: None,
+        policy_version: None,
+    }])
+}
+
+#[test]
+fn a_rule_asking_for_it_gets_the_visible_stamp_as_well() {
+    use likeguard::actions::Watermarker;
+    use likeguard::actions::watermark::MediaWatermarker;
+    use likeguard::config::{MediaConfig, VisibleConfig};
+
+    let photo = media(PHOTOS[0]);
+    let item = likeguard::extract::MediaItem {
+        index: 0,
+        source: likeguard::extract::ItemSource::Body,
+        media: likeguard::extract::sniff(&photo).unwrap(),
+        data: photo.clone().into(),
+    };
+    let visible: VisibleConfig =
+        serde_yaml_ng::from_str("{text: AI-generated, position: bottom_right, opacity: 0.8}")
+            .unwrap();
+    let config = WatermarkConfig {
+        key: Some(KEY.into()),
+        visible: Some(visible),
+        ..Default::default()
+    };
+    let w = MediaWatermarker::new(&config, &MediaConfig::default()).unwrap();
+    let original = image::load_from_memory(&photo).unwrap().to_rgb8();
+    let (width, height) = original.dimensions();
+    // Mean absolute change in a corner region.
+    let change = |img: &image::RgbImage, left: bool, top: bool| {
+        let (rw, rh) = (width / 4, height / 10);
+        let (x0, y0) = (
+            if left { 0 } else { width - rw },
+            if top { 0 } else { height - rh },
+        );
+        let mut sum = 0f64;
+        for y in y0..y0 + rh {
+            for x in x0..x0 + rw {
+                let (a, b) = (img.get_pixel(x, y), original.get_pixel(x, y));
+                sum +=
+                    a.0.iter()
+                        .zip(b.0)
+                        .map(|(p, q)| (*p as f64 - q as f64).abs())
+                        .sum::<f64>();
+            }
+        }
+        sum / (rw * rh * 3) as f64
+    };
+
+    let d = decision(true);
+    let stamped = w.mark(&item, &d).unwrap();
+    let img = image::load_from_memory(&stamped).unwrap().to_rgb8();
+    assert!(change(&img, false, false) > 15.0, "no stamp bottom right");
+    assert!(
+        change(&img, true, true) < 4.0,
+        "top left changed beyond the invisible mark"
+    );
+    // The invisible mark is still read under the stamp.
+    assert_eq!(
+        watermarker().detect_file(&stamped).unwrap().payload,
+        Some(payload_for(&d.id))
+    );
+
+    // Without the rule's ask: no stamp.
+    let plain = w.mark(&item, &decision(false)).unwrap();
+    let img = image::load_from_memory(&plain).unwrap().to_rgb8();
+    assert!(change(&img, false, false) < 4.0);
+
+    // A rule asking for a stamp that is not configured: an action failure, never a silent pass.
+    let bare = MediaWatermarker::new(
+        &WatermarkConfig {
+            key: Some(KEY.into()),
+            ..Default::default()
+        },
+        &MediaConfig::default(),
+    )
+    .unwrap();
+    let e = bare.mark(&item, &decision(true)).unwrap_err();
+    assert!(e.to_string().contains("watermark.visible"), "{e}");
+
+    // Bad stamp settings are refused at start, naming the field.
+    let bad: VisibleConfig =
+        serde_yaml_ng::from_str("{text: x, font_file: /nonexistent.ttf}").unwrap();
+    let e = MediaWatermarker::new(
+        &WatermarkConfig {
+            visible: Some(bad),
+            ..Default::default()
+        },
+        &MediaConfig::default(),
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("font_file"), "{e}");
+}

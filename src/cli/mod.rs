@@ -189,6 +189,9 @@ enum WatermarkCommand {
         /// 32-bit payload, hex (e.g. 1a2b3c4d).
         #[arg(long)]
         payload: String,
+        /// Also stamp the visible mark configured in `watermark.visible`.
+        #[arg(long)]
+        visible: bool,
     },
     /// Read the mark of one or more images or videos.
     Detect {
@@ -273,7 +276,8 @@ pub fn run() -> anyhow::Result<()> {
                     input,
                     output,
                     payload,
-                } => watermark::embed(&w, &input, &output, &payload),
+                    visible,
+                } => watermark::embed(&w, &input, &output, &payload, visible),
                 WatermarkCommand::Detect { files, json } => {
                     anyhow::ensure!(!files.is_empty(), "give one or more images");
                     watermark::detect(&w, &files, json)

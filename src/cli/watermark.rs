@@ -17,14 +17,20 @@ pub fn embed(
     input: &Path,
     output: &Path,
     payload: &str,
+    visible: bool,
 ) -> anyhow::Result<()> {
     let payload = parse_payload(payload)?;
+    let stamp = match (visible, w.stamp()) {
+        (false, _) => None,
+        (true, Some(s)) => Some(s.clone()),
+        (true, None) => anyhow::bail!("--visible needs watermark.visible in the configuration"),
+    };
     let data = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
     let marking = || format!("marking {}", input.display());
     let (marked, note) = if is_video(&data) {
         let r = w
             .video()
-            .embed(data.into(), payload)
+            .embed(data.into(), payload, stamp)
             .with_context(marking)?;
         let note = format!(
             " ({} frames, {} {}{}, {} audio stream(s) copied)",
@@ -40,10 +46,11 @@ pub fn embed(
         );
         (r.data, note)
     } else {
-        (
-            w.image().embed_file(&data, payload).with_context(marking)?,
-            String::new(),
-        )
+        let marked = w
+            .image()
+            .embed_file_with(&data, payload, stamp.as_deref())
+            .with_context(marking)?;
+        (marked, String::new())
     };
     std::fs::write(output, marked).with_context(|| format!("writing {}", output.display()))?;
     println!(

@@ -25,7 +25,7 @@ pub use route::{
     UnsupportedMedia, Upstream,
 };
 pub use search::{Quantization, SearchConfig};
-pub use watermark::{WATERMARK_KEY_ENV, WatermarkConfig};
+pub use watermark::{Position as StampPosition, VisibleConfig, WATERMARK_KEY_ENV, WatermarkConfig};
 
 /// The commented example printed by `likeguard config example`.
 pub const EXAMPLE: &str = include_str!("example.yaml");

@@ -167,6 +167,8 @@ pub struct Ruling {
     pub shadow: Vec<String>,
     /// The deciding rule's extra headers.
     pub headers: Vec<(String, String)>,
+    /// The deciding rule asks for the visible mark.
+    pub visible: bool,
 }
 
 impl FaceService {
@@ -251,6 +253,7 @@ impl FaceService {
             license,
             shadow: outcome.shadow,
             headers: outcome.headers,
+            visible: outcome.visible,
         })
     }
 }
@@ -370,6 +373,7 @@ impl super::Inspector for FaceInspector {
                         action: ruling.action,
                         rule: ruling.rule,
                         headers: ruling.headers,
+                        visible: ruling.visible,
                         license,
                         policy_version: Some(ruling.policy_version.clone()),
                         // The identity's id, never its name: decisions may reach clients.

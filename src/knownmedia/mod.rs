@@ -357,6 +357,7 @@ impl Inspector for KnownMediaInspector {
                     rule: RULE.into(),
                     detail: format!("matches known media {} by {how}", m.entry.id),
                     headers: Vec::new(),
+                    visible: false,
                     license: None,
                     policy_version: None,
                 }

@@ -20,7 +20,7 @@ use gstreamer::prelude::*;
 use serde::Serialize;
 
 pub use pipeline::{Template, Templates};
-pub use reencode::{FrameEditor, LumaFrame, Reencoded, Reencoder};
+pub use reencode::{Chroma, FrameEditor, LumaFrame, Reencoded, Reencoder};
 
 use crate::config::MediaConfig;
 use crate::extract::{MediaKind, sniff};

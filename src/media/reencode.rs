@@ -43,6 +43,15 @@ pub struct LumaFrame<'a> {
     pub stride: usize,
     /// Position among decoded frames (0-based).
     pub index: u64,
+    /// The two half-resolution chroma planes (I420), for edits that change colour.
+    pub chroma: Option<Chroma<'a>>,
+}
+
+/// Cb and Cr planes of an I420 frame, sharing one stride.
+pub struct Chroma<'a> {
+    pub u: &'a mut [u8],
+    pub v: &'a mut [u8],
+    pub stride: usize,
 }
 
 /// Changes one frame; an `Err` stops the re-encode with that reason.
@@ -476,11 +485,15 @@ fn edit(
     let mut frame =
         gstreamer_video::VideoFrameRef::from_buffer_ref_writable(buffer.make_mut(), &info)
             .map_err(|_| DecodeError::Internal("frame not writable".into()))?;
-    let stride = usize::try_from(frame.plane_stride()[0])
-        .map_err(|_| DecodeError::Unsupported("bottom-up frames".into()))?;
-    let data = frame
-        .plane_data_mut(0)
-        .map_err(|_| DecodeError::Internal("frame without a luminance plane".into()))?;
+    let strides = frame.plane_stride();
+    let (stride, chroma_stride) = match (
+        usize::try_from(strides[0]),
+        strides.get(1).map(|s| usize::try_from(*s)),
+    ) {
+        (Ok(s), Some(Ok(c))) => (s, c),
+        _ => return Err(DecodeError::Unsupported("bottom-up frames".into())),
+    };
+    let [data, u, v, _] = frame.planes_data_mut();
     if stride < w as usize || data.len() < stride * (h as usize - 1) + w as usize {
         return Err(DecodeError::Internal("frame smaller than its caps".into()));
     }
@@ -494,6 +507,11 @@ fn edit(
         height: h,
         stride,
         index,
+        chroma: Some(Chroma {
+            u,
+            v,
+            stride: chroma_stride,
+        }),
     })
     .map_err(DecodeError::Unsupported)
 }

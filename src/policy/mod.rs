@@ -53,6 +53,9 @@ pub struct Finding {
     /// Extra headers the deciding policy rule asks for (validated when the policy loaded).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<(String, String)>,
+    /// The deciding rule asks for the visible mark as well (watermark decisions).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub visible: bool,
     /// The license in force and the policy version, when a policy rule decided.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub license: Option<String>,
@@ -71,6 +74,9 @@ pub struct Decision {
     /// The winning finding's extra headers.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<(String, String)>,
+    /// The winning finding asks for the visible mark as well.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub visible: bool,
     /// The winning finding's license and policy version (provenance records them).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub license: Option<String>,
@@ -98,6 +104,7 @@ impl Decision {
                 rule: f.rule.clone(),
                 explanation: format!("item {}: {}", f.item, f.detail),
                 headers: f.headers.clone(),
+                visible: f.visible,
                 license: f.license.clone(),
                 policy_version: f.policy_version.clone(),
                 findings,
@@ -109,6 +116,7 @@ impl Decision {
                 explanation: "no inspector reported a finding".into(),
                 findings,
                 headers: Vec::new(),
+                visible: false,
                 license: None,
                 policy_version: None,
             },
@@ -128,6 +136,7 @@ mod tests {
             rule: rule.into(),
             detail: rule.into(),
             headers: Vec::new(),
+            visible: false,
             license: None,
             policy_version: None,
         }

@@ -154,6 +154,9 @@ struct RuleSpec {
     /// Extra headers sent when this rule decides (with the tag headers).
     #[serde(default)]
     headers: std::collections::BTreeMap<String, String>,
+    /// A `watermark` decision by this rule also stamps the visible mark (`watermark.visible`).
+    #[serde(default)]
+    visible: bool,
 }
 
 pub struct Rule {
@@ -164,6 +167,8 @@ pub struct Rule {
     pub shadow: bool,
     /// Validated header names (lower case) and values.
     pub headers: Vec<(String, String)>,
+    /// Stamp the visible mark too (watermark decisions).
+    pub visible: bool,
     program: cel::Program,
 }
 
@@ -195,6 +200,8 @@ pub struct Outcome {
     pub shadow: Vec<String>,
     /// The deciding rule's extra headers.
     pub headers: Vec<(String, String)>,
+    /// The deciding rule asks for the visible mark.
+    pub visible: bool,
 }
 
 impl Policy {
@@ -269,6 +276,7 @@ impl Policy {
             rules.push(Rule {
                 id: r.id,
                 headers,
+                visible: r.visible,
                 description: r.description,
                 when: r.when,
                 action: r.action,
@@ -312,12 +320,14 @@ impl Policy {
                 rule: r.id.clone(),
                 shadow,
                 headers: r.headers.clone(),
+                visible: r.visible,
             },
             None => Outcome {
                 action: self.default,
                 rule: super::DEFAULT_RULE.into(),
                 shadow,
                 headers: Vec::new(),
+                visible: false,
             },
         })
     }
@@ -411,6 +421,13 @@ mod tests {
             o.headers,
             vec![("x-usage".to_string(), "editorial".to_string())]
         );
+        assert!(!o.visible);
+        let p = Policy::parse(
+            "rules:\n  - id: wm\n    when: 'true'\n    action: watermark\n    visible: true\n",
+            "p.yaml",
+        )
+        .unwrap();
+        assert!(p.evaluate(&Input::sample()).unwrap().visible);
         let e = Policy::parse(
             "rules:\n  - id: ed\n    when: 'true'\n    action: tag\n    headers:\n      'bad name': x\n",
             "p.yaml",

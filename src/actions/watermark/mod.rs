@@ -9,6 +9,7 @@ mod luma;
 mod mark;
 mod pattern;
 mod video;
+mod visible;
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ pub use code::PAYLOAD_BITS;
 pub use mark::{Detection, Grid, MIN_SIDE};
 use pattern::Pattern;
 pub use video::{ClipDetection, VideoWatermarker};
+pub use visible::Stamp;
 
 use super::{WatermarkError, Watermarker};
 use crate::config::WatermarkConfig;
@@ -72,6 +74,17 @@ impl ImageWatermarker {
     /// pixels; other metadata (EXIF, XMP) is dropped — it can carry location — while the ICC
     /// colour profile is kept.
     pub fn embed_file(&self, data: &[u8], payload: u32) -> Result<Vec<u8>, WatermarkError> {
+        self.embed_file_with(data, payload, None)
+    }
+
+    /// `embed_file`, with the visible mark stamped first when one is given (the invisible
+    /// mark then covers the stamp too).
+    pub fn embed_file_with(
+        &self,
+        data: &[u8],
+        payload: u32,
+        stamp: Option<&Stamp>,
+    ) -> Result<Vec<u8>, WatermarkError> {
         let format = image::guess_format(data)
             .map_err(|_| WatermarkError::Unsupported("data that is not an image".into()))?;
         if !matches!(format, ImageFormat::Jpeg | ImageFormat::Png) {
@@ -89,6 +102,9 @@ impl ImageWatermarker {
         let (img, icc) = decode(data, format)?;
         let alpha = img.color().has_alpha().then(|| img.to_rgba8());
         let mut rgb = img.to_rgb8();
+        if let Some(stamp) = stamp {
+            stamp.place(rgb.width(), rgb.height()).apply_rgb(&mut rgb);
+        }
         self.embed(&mut rgb, payload)?;
         let mut out = Vec::with_capacity(data.len() + data.len() / 8);
         let failed = |e: image::ImageError| WatermarkError::Failed(format!("encoding: {e}"));
@@ -146,20 +162,45 @@ impl ImageWatermarker {
     }
 }
 
+/// What can stop the watermarker from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum WatermarkSetupError {
+    #[error(transparent)]
+    Media(#[from] crate::media::MediaError),
+    #[error(transparent)]
+    Stamp(#[from] WatermarkError),
+}
+
 /// The `watermark` action: images marked in place, videos re-encoded with every frame marked.
 pub struct MediaWatermarker {
     image: ImageWatermarker,
     video: VideoWatermarker,
+    /// The visible mark, for decisions whose rule asks for it.
+    stamp: Option<Arc<Stamp>>,
 }
 
 impl MediaWatermarker {
     pub fn new(
         config: &WatermarkConfig,
         media: &crate::config::MediaConfig,
-    ) -> Result<Self, crate::media::MediaError> {
+    ) -> Result<Self, WatermarkSetupError> {
         let image = ImageWatermarker::new(config);
         let video = VideoWatermarker::new(&image, media)?;
-        Ok(Self { image, video })
+        let stamp = config
+            .visible
+            .as_ref()
+            .map(Stamp::load)
+            .transpose()?
+            .map(Arc::new);
+        Ok(Self {
+            image,
+            video,
+            stamp,
+        })
+    }
+
+    pub fn stamp(&self) -> Option<&Arc<Stamp>> {
+        self.stamp.as_ref()
     }
 
     pub fn image(&self) -> &ImageWatermarker {
@@ -174,11 +215,24 @@ impl MediaWatermarker {
 impl Watermarker for MediaWatermarker {
     fn mark(&self, item: &MediaItem, decision: &Decision) -> Result<Bytes, WatermarkError> {
         let payload = payload_for(&decision.id);
+        let stamp = match (decision.visible, &self.stamp) {
+            (false, _) => None,
+            (true, Some(s)) => Some(s.clone()),
+            (true, None) => {
+                return Err(WatermarkError::Unsupported(format!(
+                    "a visible mark: rule {:?} asks for one and watermark.visible is not configured",
+                    decision.rule
+                )));
+            }
+        };
         match item.media.kind {
-            MediaKind::Image => self.image.embed_file(&item.data, payload).map(Bytes::from),
+            MediaKind::Image => self
+                .image
+                .embed_file_with(&item.data, payload, stamp.as_deref())
+                .map(Bytes::from),
             MediaKind::Video => self
                 .video
-                .embed(item.data.clone(), payload)
+                .embed(item.data.clone(), payload, stamp)
                 .map(|r| Bytes::from(r.data)),
             MediaKind::Audio => Err(WatermarkError::Unsupported(format!(
                 "{} (audio has no watermark yet)",

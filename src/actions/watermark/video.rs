@@ -12,6 +12,7 @@ use image::RgbImage;
 use super::luma::Plane;
 use super::mark::{self, Detection, Grid, MIN_SIDE, Residual};
 use super::pattern::Pattern;
+use super::visible::{Placed, Stamp};
 use super::{ImageWatermarker, WatermarkError};
 use crate::config::{MediaConfig, Sampling};
 use crate::media::{Decoder, FrameEditor, LumaFrame, MediaError, Output, Reencoded, Reencoder};
@@ -60,15 +61,32 @@ impl VideoWatermarker {
         })
     }
 
-    /// Re-encodes `data` with every frame marked with `payload`. Blocking.
-    pub fn embed(&self, data: Bytes, payload: u32) -> Result<Reencoded, WatermarkError> {
+    /// Re-encodes `data` with every frame marked with `payload` (and stamped with the visible
+    /// mark when one is given). Blocking.
+    pub fn embed(
+        &self,
+        data: Bytes,
+        payload: u32,
+        stamp: Option<Arc<Stamp>>,
+    ) -> Result<Reencoded, WatermarkError> {
         let (pattern, strength, grid) = (self.pattern.clone(), self.strength, self.grid);
-        let editor: FrameEditor = Box::new(move |f: LumaFrame<'_>| {
+        let mut placed: Option<((u32, u32), Placed)> = None;
+        let editor: FrameEditor = Box::new(move |mut f: LumaFrame<'_>| {
             if f.width.max(f.height) < MIN_SIDE {
                 return Err(format!(
                     "watermarking a video whose long side is {} px (needs at least {MIN_SIDE})",
                     f.width.max(f.height)
                 ));
+            }
+            if let Some(stamp) = &stamp {
+                // Scaled once per frame size (every frame of a stream, as a rule).
+                let size = (f.width, f.height);
+                if placed.as_ref().is_none_or(|(s, _)| *s != size) {
+                    placed = Some((size, stamp.place(f.width, f.height)));
+                }
+                if let Some((_, p)) = &placed {
+                    p.apply_i420(&mut f);
+                }
             }
             let mut plane = Plane::new(f.data, f.width, f.height, f.stride)
                 .ok_or("a frame smaller than its stated size")?;

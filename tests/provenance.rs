@@ -175,4 +175,75 @@ async fn the_proxy_marks_and_signs_what_it_decides_to_watermark() {
     assert_eq!(d.action, "watermark");
     assert_eq!(d.rule, "known-media");
     assert_eq!(d.watermark, Some(format!("{:08x}", payload_for(&decision))));
+
+    // A generated video: re-encoded with every frame marked, then signed.
+    let clip = media("video/faces/liveportrait/driving_d18.mp4");
+    lg.register(clip.clone(), "watermark").await;
+    up.serve(
+        "/v1/videos/7",
+        Canned {
+            status: 200,
+            content_type: "video/mp4".into(),
+            body: clip.into(),
+            chunks: None,
+        },
+    );
+    let r = client().get(lg.url("/v1/videos/7")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let decision = r.headers()["likeguard-decision-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body = r.bytes().await.unwrap();
+    let m = read(&body, "video/mp4").unwrap();
+    assert!(m.valid, "{} {:?}", m.state, m.failures);
+    assert_eq!(m.decision.unwrap().decision_id, decision);
+    let image = ImageWatermarker::new(&WatermarkConfig {
+        key: Some("prov-key".into()),
+        ..Default::default()
+    });
+    let video =
+        likeguard::actions::watermark::VideoWatermarker::new(&image, &Default::default()).unwrap();
+    assert_eq!(
+        video.detect(body).unwrap().detection.payload,
+        Some(payload_for(&decision))
+    );
+}
+
+#[test]
+fn mp4_clips_carry_a_manifest_too_even_after_marking() {
+    use likeguard::actions::watermark::VideoWatermarker;
+    let (_dir, config) = test_cert();
+    let p = Provenance::load(&config).unwrap();
+    let clip = media("video/faces/liveportrait/driving_d18.mp4");
+    assert!(!read(&clip, "video/mp4").unwrap().present);
+    // As the proxy does for a watermark decision: mark every frame, then sign.
+    let image = ImageWatermarker::new(&WatermarkConfig::default());
+    let marked = VideoWatermarker::new(&image, &Default::default())
+        .unwrap()
+        .embed(clip.into(), 0xABCD_0123, None)
+        .unwrap()
+        .data;
+    let rec = DecisionRecord {
+        action: "watermark".into(),
+        watermark: Some("abcd0123".into()),
+        ..record()
+    };
+    let signed = p.sign(&marked, "video/mp4", &rec).unwrap();
+    let r = read(&signed, "video/mp4").unwrap();
+    assert!(r.present && r.valid, "{:?} {:?}", r.state, r.failures);
+    assert_eq!(r.decision, Some(rec));
+    // The mark is still there: signing adds a box, it does not touch the samples.
+    let w = VideoWatermarker::new(&image, &Default::default()).unwrap();
+    assert_eq!(
+        w.detect(signed.clone().into()).unwrap().detection.payload,
+        Some(0xABCD_0123)
+    );
+    // A flipped byte in the media data breaks the hash.
+    let mut tampered = signed;
+    let at = tampered.len() - tampered.len() / 3;
+    tampered[at] ^= 0x55;
+    if let Ok(r) = read(&tampered, "video/mp4") {
+        assert!(!r.valid, "tampering not detected ({})", r.state);
+    }
 }

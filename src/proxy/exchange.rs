@@ -547,7 +547,7 @@ impl Proxy {
             }
             _ => return Ok(None),
         };
-        let signable = matches!(item.media.mime, "image/jpeg" | "image/png");
+        let signable = matches!(item.media.mime, "image/jpeg" | "image/png" | "video/mp4");
         let sign = provenance.is_some() && signable;
         if !mark && !sign {
             return Ok(None);

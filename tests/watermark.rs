@@ -245,6 +245,120 @@ async fn a_watermark_decision_marks_the_image_on_both_sides() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_inside_forms_and_json_is_marked_where_it_sits() {
+    use base64::Engine;
+    let up = Upstream::start().await;
+    let lg = Likeguard::start(&format!(
+        "watermark: {{key: {KEY}}}\ninference: {{enabled: false}}\nroutes:\n  - name: all\n    upstream: {}\n    inspect: {{direction: both, max_body: 16MiB, on_failure: fail_closed}}\n",
+        up.url()
+    ));
+    let photo = media(PHOTOS[1]);
+    let other = media(PHOTOS[2]);
+    lg.register(photo.clone(), "watermark").await;
+    let w = watermarker();
+
+    // An upload form: the registered photo, another photo and a text field.
+    let form = reqwest::multipart::Form::new()
+        .text("prompt", "a portrait")
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(photo.clone())
+                .file_name("me.jpg")
+                .mime_str("image/jpeg")
+                .unwrap(),
+        )
+        .part(
+            "reference",
+            reqwest::multipart::Part::bytes(other.clone())
+                .file_name("ref.jpg")
+                .mime_str("image/jpeg")
+                .unwrap(),
+        );
+    let r = client()
+        .post(lg.url("/v1/edits"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got = up.received_on("/v1/edits").pop().unwrap();
+    let decision = got.headers["likeguard-decision-id"].to_str().unwrap();
+    assert_eq!(got.headers["content-length"], got.body.len().to_string());
+    let boundary = got.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .split("boundary=")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let mut parts = multer::Multipart::new(
+        futures_util::stream::once(async move { Ok::<_, std::io::Error>(got.body) }),
+        boundary,
+    );
+    let mut seen = Vec::new();
+    while let Some(field) = parts.next_field().await.unwrap() {
+        let name = field.name().unwrap().to_string();
+        let data = field.bytes().await.unwrap();
+        match name.as_str() {
+            "prompt" => assert_eq!(&data[..], b"a portrait"),
+            // A watermark decision marks every image of the body, each still a JPEG.
+            _ => {
+                assert_eq!(
+                    image::guess_format(&data).unwrap(),
+                    image::ImageFormat::Jpeg
+                );
+                assert_eq!(
+                    w.detect_file(&data).unwrap().payload,
+                    Some(payload_for(decision)),
+                    "part {name}"
+                );
+            }
+        }
+        seen.push(name);
+    }
+    assert_eq!(seen, ["prompt", "image", "reference"]);
+
+    // A generation response in OpenAI's shape: the image comes back marked, the JSON intact.
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&photo);
+    up.serve(
+        "/v1/images/generations",
+        Canned {
+            status: 200,
+            content_type: "application/json".into(),
+            body: format!(
+                r#"{{"created":1,"data":[{{"b64_json":"{b64}","revised_prompt":"p"}}]}}"#
+            )
+            .into(),
+            chunks: Some(3),
+        },
+    );
+    let r = client()
+        .post(lg.url("/v1/images/generations"))
+        .header("content-type", "application/json")
+        .body(r#"{"prompt":"p"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let decision = r.headers()["likeguard-decision-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["created"], 1);
+    assert_eq!(v["data"][0]["revised_prompt"], "p");
+    let image = base64::engine::general_purpose::STANDARD
+        .decode(v["data"][0]["b64_json"].as_str().unwrap())
+        .unwrap();
+    assert_ne!(image, photo);
+    assert_eq!(
+        w.detect_file(&image).unwrap().payload,
+        Some(payload_for(&decision))
+    );
+}
+
 #[test]
 fn eval_reports_the_robustness_table_as_json() {
     let dir = tempfile::tempdir().unwrap();

@@ -8,6 +8,7 @@
 mod json;
 mod multipart;
 mod sniff;
+mod splice;
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -16,6 +17,7 @@ use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use crate::config::ExtractConfig;
 
 pub use sniff::{MediaKind, MediaType, sniff};
+pub use splice::splice;
 
 /// Where in the body an item was found (for explanations; never holds body bytes).
 #[derive(Debug, Clone, serde::Serialize)]

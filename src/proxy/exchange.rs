@@ -21,7 +21,7 @@ use super::{Proxy, Route, write_problem};
 use crate::actions::{Problem, ProblemKind};
 use crate::capture::{self, BodyBuf, CaptureError};
 use crate::config::{FailureMode, UnsupportedMedia};
-use crate::extract::{self, BodyClass, ExtractError, ItemSource, MediaItem};
+use crate::extract::{self, BodyClass, ExtractError, MediaItem};
 use crate::policy::{Action, Decision};
 
 /// Which body a decision is about.
@@ -163,7 +163,9 @@ async fn exchange(p: &Proxy, session: &mut Session, route: &Route) -> Result<(),
         let verdict = p
             .judge(route, Side::Request, &class, held.clone(), &ctx)
             .await;
-        let enforced = p.enforce(route, Side::Request, &class, verdict).await?;
+        let enforced = p
+            .enforce(route, Side::Request, &class, &held, verdict)
+            .await?;
         for (k, v) in enforced.headers {
             headers.insert(k, v);
         }
@@ -316,7 +318,9 @@ async fn respond(
     let verdict = p
         .judge(route, Side::Response, &class, held.clone(), ctx)
         .await;
-    let enforced = p.enforce(route, Side::Response, &class, verdict).await?;
+    let enforced = p
+        .enforce(route, Side::Response, &class, &held, verdict)
+        .await?;
     for (k, v) in enforced.headers {
         headers.insert(k, v);
     }
@@ -462,6 +466,7 @@ impl Proxy {
         route: &Route,
         side: Side,
         class: &BodyClass,
+        body: &Bytes,
         verdict: Verdict,
     ) -> Result<Enforced, Problem> {
         match verdict {
@@ -469,7 +474,7 @@ impl Proxy {
                 Action::Allow => Ok(Enforced::default()),
                 Action::Block => Err(Problem::blocked(&d.rule, &d.id)),
                 Action::Tag | Action::Watermark => {
-                    match self.rewrite(side, class, &items, &d).await {
+                    match self.rewrite(side, class, body, &items, &d).await {
                         Ok(body) => Ok(Enforced {
                             headers: self.tags.for_decision(&d),
                             body,
@@ -522,34 +527,28 @@ impl Proxy {
     }
 
     /// The new body for a tag or watermark decision, `None` when it stays as it is: a
-    /// `watermark` marks the image; on the response side with provenance on, the image also
-    /// gets a signed C2PA manifest stating the decision. Tags of bodies that cannot carry a
-    /// manifest keep their headers only; a watermark that cannot be applied is an error.
+    /// `watermark` marks every media item (images in place, videos re-encoded); on the response
+    /// side with provenance on, each JPEG, PNG or MP4 item also gets a signed C2PA manifest
+    /// stating the decision. Items inside multipart or JSON bodies are put back where they came
+    /// from. Tags of bodies that cannot carry a manifest keep their headers only; a watermark
+    /// that cannot be applied is an error.
     async fn rewrite(
         &self,
         side: Side,
         class: &BodyClass,
+        body: &Bytes,
         items: &[MediaItem],
         d: &Decision,
     ) -> Result<Option<Bytes>, String> {
         let mark = d.action == Action::Watermark;
         let provenance = self.provenance.clone().filter(|_| side == Side::Response);
-        let item = match (class, items) {
-            (BodyClass::Raw { .. } | BodyClass::Sniff, [item])
-                if matches!(item.source, ItemSource::Body) =>
-            {
-                item.clone()
-            }
-            _ if mark => {
-                return Err(
-                    "watermarking media inside multipart or JSON bodies is not built yet".into(),
-                );
-            }
-            _ => return Ok(None),
-        };
-        let signable = matches!(item.media.mime, "image/jpeg" | "image/png" | "video/mp4");
-        let sign = provenance.is_some() && signable;
-        if !mark && !sign {
+        let signable =
+            |i: &MediaItem| matches!(i.media.mime, "image/jpeg" | "image/png" | "video/mp4");
+        let todo: Vec<bool> = items
+            .iter()
+            .map(|i| mark || (provenance.is_some() && signable(i)))
+            .collect();
+        if !todo.contains(&true) {
             return Ok(None);
         }
         let watermarker = match mark {
@@ -560,31 +559,45 @@ impl Proxy {
             ),
             false => None,
         };
-        let d = d.clone();
-        // Decode, mark, encode, sign: tens of milliseconds of CPU, off the async workers.
+        let (d, items, body, class) = (d.clone(), items.to_vec(), body.clone(), class.clone());
+        // Decode, mark, encode, sign: tens of milliseconds per image (seconds per video) of
+        // CPU, off the async workers.
         tokio::task::spawn_blocking(move || {
-            let mut body = item.data.clone();
-            if let Some(w) = watermarker {
-                body = w.mark(&item, &d).map_err(|e| e.to_string())?;
+            let mut new = Vec::with_capacity(items.len());
+            for (item, todo) in items.iter().zip(todo) {
+                if !todo {
+                    new.push(None);
+                    continue;
+                }
+                let mut data = item.data.clone();
+                if let Some(w) = &watermarker {
+                    data = w
+                        .mark(item, &d)
+                        .map_err(|e| format!("item {}: {e}", item.index))?;
+                }
+                if let Some(p) = provenance.as_ref().filter(|_| signable(item)) {
+                    let record = crate::actions::provenance::DecisionRecord {
+                        action: d.action.as_str().into(),
+                        rule: d.rule.clone(),
+                        decision_id: d.id.clone(),
+                        license_id: d.license.clone(),
+                        policy_version: d.policy_version.clone(),
+                        time: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                            .to_string(),
+                        watermark: mark.then(|| {
+                            format!("{:08x}", crate::actions::watermark::payload_for(&d.id))
+                        }),
+                    };
+                    data = p
+                        .sign(&data, item.media.mime, &record)
+                        .map_err(|e| format!("item {}: {e}", item.index))?
+                        .into();
+                }
+                new.push(Some(data));
             }
-            if let Some(p) = provenance.filter(|_| signable) {
-                let record = crate::actions::provenance::DecisionRecord {
-                    action: d.action.as_str().into(),
-                    rule: d.rule.clone(),
-                    decision_id: d.id.clone(),
-                    license_id: d.license.clone(),
-                    policy_version: d.policy_version.clone(),
-                    time: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-                        .to_string(),
-                    watermark: mark
-                        .then(|| format!("{:08x}", crate::actions::watermark::payload_for(&d.id))),
-                };
-                body = p
-                    .sign(&body, item.media.mime, &record)
-                    .map_err(|e| e.to_string())?
-                    .into();
-            }
-            Ok(Some(body))
+            crate::extract::splice(&body, &class, &items, &new)
+                .map(Some)
+                .map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| format!("rewrite task: {e}"))?

@@ -46,6 +46,7 @@ listen: 127.0.0.1:$LG
 workers: 1
 admin: {listen: 127.0.0.1:$LGA}
 state_dir: $work/state
+inference: {enabled: false}
 routes:
   - name: hold
     match: {path_prefix: /hold}

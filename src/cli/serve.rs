@@ -169,8 +169,20 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     server.bootstrap();
     let mut service = http_proxy_service(&server.configuration, proxy);
     service.add_tcp(&config.listen.to_string());
+    if let Some(tls) = &config.tls {
+        let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+        let mut settings = pingora::listeners::tls::TlsSettings::intermediate(
+            &path(&tls.cert_file),
+            &path(&tls.key_file),
+        )
+        .map_err(|e| anyhow::anyhow!("tls: cannot load the certificate or key: {e}"))?;
+        if tls.http2 {
+            settings.enable_h2();
+        }
+        service.add_tls_with_settings(&tls.listen.to_string(), None, settings);
+    }
     server.add_service(service);
-    tracing::info!(listen = %config.listen, admin = %config.admin.listen,
+    tracing::info!(listen = %config.listen, tls = ?config.tls.as_ref().map(|t| t.listen), admin = %config.admin.listen,
         routes = config.routes.len(), "likeguard serving");
     ready.store(true, Ordering::Release);
     server.run_forever()

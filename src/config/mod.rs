@@ -9,6 +9,7 @@ mod media;
 mod provenance;
 mod route;
 mod search;
+mod tls;
 mod watermark;
 
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ pub use route::{
     UnsupportedMedia, Upstream,
 };
 pub use search::{Quantization, SearchConfig};
+pub use tls::TlsListenConfig;
 pub use watermark::{Position as StampPosition, VisibleConfig, WATERMARK_KEY_ENV, WatermarkConfig};
 
 /// The commented example printed by `likeguard config example`.
@@ -39,6 +41,9 @@ pub struct Config {
     /// Address of the proxy listener.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// An optional TLS listener (HTTP/1.1 and HTTP/2), same routes.
+    #[serde(default)]
+    pub tls: Option<TlsListenConfig>,
     /// Proxy worker threads; 0 = one per CPU.
     #[serde(default)]
     pub workers: usize,
@@ -360,6 +365,9 @@ impl Config {
                 "admin.listen".into(),
                 "must differ from the proxy listen address".into(),
             ));
+        }
+        if let Some(tls) = &self.tls {
+            tls.validate(self.listen)?;
         }
         let mut names = std::collections::HashSet::new();
         for (i, route) in self.routes.iter().enumerate() {

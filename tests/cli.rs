@@ -66,9 +66,9 @@ fn serve_explains_what_it_needs() {
     let (ok, _, err) = likeguard(&["serve"]);
     assert!(!ok);
     assert!(err.contains("--upstream"), "{err}");
-    let (ok, _, err) = likeguard(&["serve", "--upstream", "https://x"]);
+    let (ok, _, err) = likeguard(&["serve", "--upstream", "ftp://x"]);
     assert!(!ok);
-    assert!(err.contains("only http://"), "{err}");
+    assert!(err.contains("http:// or https://"), "{err}");
 }
 
 #[test]

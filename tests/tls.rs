@@ -108,3 +108,101 @@ fn a_missing_certificate_is_a_config_error_naming_the_field() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("tls.cert_file"), "{err}");
 }
+
+/// A real HTTPS upstream: Python's http.server behind its ssl module, answering
+/// `tls-ok <bytes received>` to every GET and POST.
+struct HttpsUpstream {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl HttpsUpstream {
+    fn start(certs: &std::path::Path) -> Self {
+        let port = free_port();
+        let script = format!(
+            r#"
+import http.server, ssl
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def answer(self):
+        n = int(self.headers.get("content-length") or 0)
+        got = self.rfile.read(n)
+        body = ("tls-ok %d" % len(got)).encode()
+        self.send_response(200)
+        self.send_header("content-type", "text/plain")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    do_GET = answer
+    do_POST = answer
+    def log_message(self, *a): pass
+s = http.server.ThreadingHTTPServer(("127.0.0.1", {port}), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain("{cert}", "{key}")
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+s.serve_forever()
+"#,
+            cert = certs.join("cert.pem").display(),
+            key = certs.join("key.pem").display(),
+        );
+        let child = std::process::Command::new("python3")
+            .args(["-c", &script])
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Self { child, port }
+    }
+}
+
+impl Drop for HttpsUpstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upstreams_are_verified_on_both_paths() {
+    let certs = cert_dir();
+    let up = HttpsUpstream::start(certs.path());
+    let routes = format!(
+        "inference: {{enabled: false}}\nroutes:\n  - name: uploads\n    match: {{path_prefix: /upload}}\n    upstream: https://localhost:{p}\n    inspect: {{direction: request}}\n  - name: plain\n    upstream: https://localhost:{p}\n    inspect: {{direction: none}}\n",
+        p = up.port
+    );
+    let lg = Likeguard::start(&format!(
+        "upstream_ca_file: '{}'\n{routes}",
+        certs.path().join("ca.pem").display()
+    ));
+    let c = client();
+    // Pass-through (pingora's peer) and inspected (likeguard's own client), both over TLS.
+    let r = c.get(lg.url("/plain")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "tls-ok 0");
+    let r = c
+        .post(lg.url("/upload"))
+        .header("content-type", "application/octet-stream")
+        .body(vec![1u8; 200_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "tls-ok 200000");
+
+    // Without the CA the upstream's certificate is not trusted: no request goes through.
+    let untrusting = Likeguard::start(&routes);
+    for path in ["/plain", "/upload"] {
+        let r = c
+            .post(untrusting.url(path))
+            .header("content-type", "application/octet-stream")
+            .body(vec![1u8; 1000])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 502, "{path}");
+    }
+}

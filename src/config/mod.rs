@@ -44,6 +44,9 @@ pub struct Config {
     /// An optional TLS listener (HTTP/1.1 and HTTP/2), same routes.
     #[serde(default)]
     pub tls: Option<TlsListenConfig>,
+    /// Extra trusted roots (PEM) for `https://` upstreams, beside the system's.
+    #[serde(default)]
+    pub upstream_ca_file: Option<PathBuf>,
     /// Proxy worker threads; 0 = one per CPU.
     #[serde(default)]
     pub workers: usize,
@@ -498,15 +501,16 @@ mod tests {
     }
 
     #[test]
-    fn https_upstreams_are_refused_clearly() {
-        let e = Config::parse(
-            "routes:\n  - name: a\n    upstream: https://x:1\n",
-            "f.yaml",
-        )
-        .unwrap_err()
-        .to_string();
+    fn upstream_schemes_other_than_http_and_https_are_refused_clearly() {
+        let c = Config::parse("routes:\n  - name: a\n    upstream: https://x\n", "f.yaml").unwrap();
+        let up = &c.routes[0].upstream;
+        assert!(up.tls);
+        assert_eq!(up.authority, "x:443");
+        let e = Config::parse("routes:\n  - name: a\n    upstream: ws://x:1\n", "f.yaml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("routes[0].upstream"), "{e}");
-        assert!(e.contains("http://"), "{e}");
+        assert!(e.contains("http:// or https://"), "{e}");
     }
 
     #[test]

@@ -28,13 +28,15 @@ pub struct RouteMatch {
     pub path_prefix: String,
 }
 
-/// An upstream origin (`http://host:port`). Only plain HTTP: TLS to the upstream is not built yet.
+/// An upstream origin: `http://host:port` or `https://host:port` (TLS, certificate verified
+/// against the system roots plus `upstream_ca_file`, SNI = host).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     /// `host:port`, as dialled.
     pub authority: String,
     pub host: String,
     pub port: u16,
+    pub tls: bool,
 }
 
 impl Default for RouteMatch {
@@ -48,9 +50,11 @@ impl Default for RouteMatch {
 
 impl Upstream {
     pub fn parse(url: &str) -> Result<Self, String> {
-        let rest = url.strip_prefix("http://").ok_or_else(|| {
-            format!("{url:?}: only http:// upstreams are supported (TLS to the upstream is not built yet)")
-        })?;
+        let (tls, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+            (Some(rest), _) => (true, rest),
+            (None, Some(rest)) => (false, rest),
+            _ => return Err(format!("{url:?}: give an http:// or https:// origin")),
+        };
         let authority = rest.trim_end_matches('/');
         if authority.is_empty() || authority.contains('/') {
             return Err(format!(
@@ -64,7 +68,7 @@ impl Upstream {
                     .map_err(|_| format!("{url:?}: bad port {p:?}"))?;
                 (h.to_string(), port)
             }
-            _ => (authority.to_string(), 80),
+            _ => (authority.to_string(), if tls { 443 } else { 80 }),
         };
         if host.is_empty() {
             return Err(format!("{url:?}: missing host"));
@@ -73,13 +77,20 @@ impl Upstream {
             authority: format!("{host}:{port}"),
             host,
             port,
+            tls,
         })
+    }
+}
+
+impl Upstream {
+    pub fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
     }
 }
 
 impl fmt::Display for Upstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http://{}", self.authority)
+        write!(f, "{}://{}", self.scheme(), self.authority)
     }
 }
 

@@ -101,9 +101,14 @@ async fn exchange(p: &Proxy, session: &mut Session, route: &Route) -> Result<(),
     let req = session.req_header();
     let method = req.method.clone();
     let path = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let uri: http::Uri = format!("http://{}{}", route.upstream.authority, path)
-        .parse()
-        .map_err(|_| Problem::new(ProblemKind::BadRequest, "request target is not a valid URI"))?;
+    let uri: http::Uri = format!(
+        "{}://{}{}",
+        route.upstream.scheme(),
+        route.upstream.authority,
+        path
+    )
+    .parse()
+    .map_err(|_| Problem::new(ProblemKind::BadRequest, "request target is not a valid URI"))?;
     let chunked = req.headers.contains_key(TRANSFER_ENCODING);
     let ctx = Context {
         licensee: p.requester.licensee(&req.headers),

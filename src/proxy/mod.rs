@@ -32,6 +32,8 @@ pub struct Proxy {
     tags: TagHeaders,
     metrics: Arc<Metrics>,
     client: upstream::UpClient,
+    /// Extra roots for TLS upstreams (`upstream_ca_file`), for pingora's pass-through peers.
+    upstream_ca: Option<Arc<Box<[pingora::tls::x509::X509]>>>,
     timeouts: Timeouts,
     watermarker: Option<Arc<dyn Watermarker>>,
     /// Signs C2PA manifests onto response-side images decided tag/watermark.
@@ -69,7 +71,13 @@ impl Proxy {
             inspection,
             tags: TagHeaders::new(&config.tag)?,
             metrics,
-            client: upstream::client(config.timeouts.upstream_connect),
+            client: upstream::client(
+                config.timeouts.upstream_connect,
+                config.upstream_ca_file.as_deref(),
+            )
+            .map_err(ProxyError::Config)?,
+            upstream_ca: upstream::load_roots(config.upstream_ca_file.as_deref())
+                .map_err(ProxyError::Config)?,
             timeouts: config.timeouts.clone(),
             watermarker: None,
             provenance: None,
@@ -156,9 +164,10 @@ impl ProxyHttp for Proxy {
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route selected"))?;
         let mut peer = HttpPeer::new(
             route.upstream.authority.as_str(),
-            false,
+            route.upstream.tls,
             route.upstream.host.clone(),
         );
+        peer.options.ca = self.upstream_ca.clone();
         peer.options.connection_timeout = Some(self.timeouts.upstream_connect);
         peer.options.read_timeout = Some(self.timeouts.upstream_response);
         Ok(Box::new(peer))

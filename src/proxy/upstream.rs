@@ -1,26 +1,63 @@
-//! The client for the inspected path: a pooled HTTP/1.1 client to the route's upstream.
+//! The client for the inspected path: a pooled HTTP/1.1 client to the route's upstream, over
+//! TLS for `https://` upstreams (OpenSSL, the same library pingora links).
 //! (Non-inspected traffic never comes here: pingora streams it.)
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderMap;
 use http::header::{self, HeaderName};
 use http_body_util::combinators::BoxBody;
+use hyper_openssl::client::legacy::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use openssl::ssl::{SslConnector, SslMethod};
 
 pub type UpBody = BoxBody<Bytes, std::io::Error>;
-pub type UpClient = Client<HttpConnector, UpBody>;
+pub type UpClient = Client<HttpsConnector<HttpConnector>, UpBody>;
 
-pub fn client(connect_timeout: Duration) -> UpClient {
+/// The pooled client; `ca_file` adds trusted roots to the system's for TLS upstreams.
+pub fn client(connect_timeout: Duration, ca_file: Option<&Path>) -> Result<UpClient, String> {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(connect_timeout));
     connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
+    connector.enforce_http(false);
+    let tls_err = |e: openssl::error::ErrorStack| format!("upstream TLS: {e}");
+    // Verifies the peer against the system roots by default.
+    let mut ssl = SslConnector::builder(SslMethod::tls_client()).map_err(tls_err)?;
+    if let Some(ca) = ca_file {
+        ssl.set_ca_file(ca)
+            .map_err(|e| format!("upstream_ca_file: {}: {e}", ca.display()))?;
+    }
+    // The inspected path speaks HTTP/1.1 to the upstream.
+    ssl.set_alpn_protos(b"\x08http/1.1").map_err(tls_err)?;
+    let https = HttpsConnector::with_connector(connector, ssl).map_err(tls_err)?;
+    Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
-        .build(connector)
+        .build(https))
+}
+
+/// `upstream_ca_file`'s certificates, for pingora's peers (loaded once).
+pub fn load_roots(
+    ca_file: Option<&Path>,
+) -> Result<Option<Arc<Box<[pingora::tls::x509::X509]>>>, String> {
+    let Some(path) = ca_file else {
+        return Ok(None);
+    };
+    let pem =
+        std::fs::read(path).map_err(|e| format!("upstream_ca_file: {}: {e}", path.display()))?;
+    let certs = pingora::tls::x509::X509::stack_from_pem(&pem)
+        .map_err(|e| format!("upstream_ca_file: {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "upstream_ca_file: {}: no certificate",
+            path.display()
+        ));
+    }
+    Ok(Some(Arc::new(certs.into_boxed_slice())))
 }
 
 /// Copy end-to-end headers, dropping hop-by-hop ones (RFC 9110 §7.6.1), including any the

@@ -130,17 +130,34 @@ impl Reencoder {
     /// (wall time, frame size, frame count, duration) and by an output of at most four times
     /// the input plus 64 MiB.
     pub fn reencode(&self, data: Bytes, editor: FrameEditor) -> Result<Reencoded, DecodeError> {
+        self.run(data, editor, true)
+    }
+
+    /// Decodes every frame of the video stream and hands it to `editor` (changes go nowhere):
+    /// frames in their stored geometry, as they were marked, whatever the pixel aspect ratio.
+    /// Returns the number of frames. Same limits as `reencode`.
+    pub fn read(&self, data: Bytes, editor: FrameEditor) -> Result<u64, DecodeError> {
+        self.run(data, editor, false).map(|r| r.frames)
+    }
+
+    fn run(&self, data: Bytes, editor: FrameEditor, write: bool) -> Result<Reencoded, DecodeError> {
         let started = Instant::now();
         let sniffed = sniff(&data[..data.len().min(4096)])
             .filter(|m| m.kind == MediaKind::Video)
             .ok_or_else(|| DecodeError::Unsupported("not a video container".into()))?;
-        let muxer = self.spec.muxers.get(sniffed.format).ok_or_else(|| {
-            DecodeError::Unsupported(format!(
-                "re-encoding {} videos (no muxer for it in {FILE})",
-                sniffed.format
-            ))
-        })?;
         let internal = |e: String| DecodeError::Internal(e);
+        let mux = match write {
+            true => {
+                let muxer = self.spec.muxers.get(sniffed.format).ok_or_else(|| {
+                    DecodeError::Unsupported(format!(
+                        "re-encoding {} videos (no muxer for it in {FILE})",
+                        sniffed.format
+                    ))
+                })?;
+                Some(gst::parse::launch(muxer).map_err(|e| internal(e.to_string()))?)
+            }
+            false => None,
+        };
         let pipeline = gst::Pipeline::new();
         let src = gstreamer_app::AppSrc::builder()
             .format(gst::Format::Bytes)
@@ -148,21 +165,25 @@ impl Reencoder {
         let parse = gst::ElementFactory::make("parsebin")
             .build()
             .map_err(|e| internal(e.to_string()))?;
-        let mux = gst::parse::launch(muxer).map_err(|e| internal(e.to_string()))?;
-        let sink = gstreamer_app::AppSink::builder().sync(false).build();
         pipeline
-            .add_many([src.upcast_ref(), &parse, &mux, sink.upcast_ref()])
+            .add_many([src.upcast_ref(), &parse])
             .map_err(|e| internal(e.to_string()))?;
         src.link(&parse).map_err(|e| internal(e.to_string()))?;
-        mux.link(&sink).map_err(|e| internal(e.to_string()))?;
 
         let shared = Arc::new(Shared {
             editor: Mutex::new(Some(editor)),
             ..Shared::default()
         });
         let _teardown = Teardown(pipeline.clone(), shared.clone());
-        self.link_streams(&pipeline, &parse, &mux, &shared);
-        collect_output(&sink, &shared, data.len().saturating_mul(4) + (64 << 20));
+        if let Some(mux) = &mux {
+            let sink = gstreamer_app::AppSink::builder().sync(false).build();
+            pipeline
+                .add_many([mux, sink.upcast_ref()])
+                .map_err(|e| internal(e.to_string()))?;
+            mux.link(&sink).map_err(|e| internal(e.to_string()))?;
+            collect_output(&sink, &shared, data.len().saturating_mul(4) + (64 << 20));
+        }
+        self.link_streams(&pipeline, &parse, mux.as_ref(), &shared);
 
         for start in (0..data.len()).step_by(CHUNK) {
             let chunk = data.slice(start..(start + CHUNK).min(data.len()));
@@ -229,11 +250,11 @@ impl Reencoder {
         &self,
         pipeline: &gst::Pipeline,
         parse: &gst::Element,
-        mux: &gst::Element,
+        mux: Option<&gst::Element>,
         shared: &Arc<Shared>,
     ) {
         let weak = pipeline.downgrade();
-        let mux = mux.clone();
+        let mux = mux.cloned();
         let video_desc = self.spec.video.clone();
         let encoders = self.spec.encoders.clone();
         let limits = self.limits.clone();
@@ -255,13 +276,24 @@ impl Reencoder {
                 } else {
                     *s.codec.lock().unwrap_or_else(|p| p.into_inner()) = name.clone();
                     let encoder = encoders.get(&name).unwrap_or(&encoders["default"]);
-                    link_video(&pipeline, pad, &mux, &video_desc, encoder, &limits, &s)
+                    link_video(
+                        &pipeline,
+                        pad,
+                        mux.as_ref(),
+                        &video_desc,
+                        encoder,
+                        &limits,
+                        &s,
+                    )
                 }
             } else if name.starts_with("audio/") {
                 s.audio.fetch_add(1, Ordering::AcqRel);
-                link_to_mux(&pipeline, pad, &mux, "audio_%u")
+                match &mux {
+                    Some(mux) => link_to_mux(&pipeline, pad, mux, "audio_%u"),
+                    None => link_fakesink(&pipeline, pad, true),
+                }
             } else {
-                link_fakesink(&pipeline, pad)
+                link_fakesink(&pipeline, pad, false)
             };
             if let Err(e) = linked {
                 s.fail(e);
@@ -311,7 +343,7 @@ impl Drop for Teardown {
 fn link_video(
     pipeline: &gst::Pipeline,
     pad: &gst::Pad,
-    mux: &gst::Element,
+    mux: Option<&gst::Element>,
     video: &str,
     encoder: &str,
     limits: &Limits,
@@ -323,7 +355,17 @@ fn link_video(
     let decode = gst::ElementFactory::make("decodebin")
         .build()
         .map_err(|e| internal(e.to_string()))?;
-    let bin = gst::parse::bin_from_description(&format!("{video} ! {encoder}"), true)
+    // The demuxer must never wait on the muxer: it interleaves by time and can hold the video
+    // pad until audio catches up, while audio can only come from the demuxer (a deadlock on
+    // poorly interleaved files). Both streams get an unbounded queue (bounded by the input,
+    // which is in memory already).
+    let queue = unbounded_queue()?;
+    // Reading only: frames end in a fakesink, nothing is encoded.
+    let tail = match mux {
+        Some(_) => encoder.to_string(),
+        None => "fakesink sync=false async=false".to_string(),
+    };
+    let bin = gst::parse::bin_from_description(&format!("{video} ! {tail}"), true)
         .map_err(|e| internal(e.to_string()))?;
     let mark = bin
         .by_name("mark")
@@ -331,16 +373,20 @@ fn link_video(
         .ok_or_else(|| internal("no `mark` element in the video branch".into()))?;
     watch_frames(&mark, limits, shared);
     pipeline
-        .add_many([&decode, bin.upcast_ref()])
+        .add_many([&queue, &decode, bin.upcast_ref()])
         .map_err(|e| internal(e.to_string()))?;
-    link_src_to_mux(&bin, mux, "video_%u")?;
+    queue.link(&decode).map_err(|e| internal(e.to_string()))?;
+    if let Some(mux) = mux {
+        link_src_to_mux(&bin, mux, "video_%u")?;
+    }
     let branch = bin.clone();
     let s = shared.clone();
     decode.connect_pad_added(move |_, pad| {
-        let is_video = pad
-            .current_caps()
-            .and_then(|c| c.structure(0).map(|st| st.name().starts_with("video/")))
-            .unwrap_or(false);
+        // Caps may not be set yet when the pad appears: ask what it can produce.
+        let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+        let is_video = caps
+            .structure(0)
+            .is_some_and(|st| st.name().starts_with("video/"));
         let sink = branch.static_pad("sink");
         match sink {
             Some(sink) if is_video && !sink.is_linked() => {
@@ -353,9 +399,10 @@ fn link_video(
     });
     let _ = bin.sync_state_with_parent();
     let _ = decode.sync_state_with_parent();
-    let sink = decode
+    let _ = queue.sync_state_with_parent();
+    let sink = queue
         .static_pad("sink")
-        .ok_or_else(|| internal("decodebin has no sink pad".into()))?;
+        .ok_or_else(|| internal("queue has no sink pad".into()))?;
     pad.link(&sink)
         .map_err(|e| internal(format!("linking the video stream: {e:?}")))?;
     Ok(())
@@ -368,14 +415,8 @@ fn link_to_mux(
     template: &str,
 ) -> Result<(), DecodeError> {
     // Unbounded: the encoder holds back dozens of frames (look-ahead) before the muxer sees
-    // video, and the demuxer must not block on a full audio queue meanwhile. The input is
-    // already in memory, so this holds at most the (compressed) audio of that input.
-    let queue = gst::ElementFactory::make("queue")
-        .property("max-size-buffers", 0u32)
-        .property("max-size-bytes", 0u32)
-        .property("max-size-time", 0u64)
-        .build()
-        .map_err(|e| DecodeError::Internal(e.to_string()))?;
+    // video, and the demuxer must not block on a full audio queue meanwhile.
+    let queue = unbounded_queue()?;
     pipeline
         .add(&queue)
         .map_err(|e| DecodeError::Internal(e.to_string()))?;
@@ -412,16 +453,38 @@ fn link_src_to_mux(
     Ok(())
 }
 
-fn link_fakesink(pipeline: &gst::Pipeline, pad: &gst::Pad) -> Result<(), DecodeError> {
+/// Discards a stream; `queued` puts an unbounded queue in front, so that the demuxer never
+/// waits on this branch.
+fn link_fakesink(
+    pipeline: &gst::Pipeline,
+    pad: &gst::Pad,
+    queued: bool,
+) -> Result<(), DecodeError> {
+    // Not async: a discarded stream must not hold up preroll (the demuxer would block on it
+    // while the other sinks wait for data from that same demuxer).
     let sink = gst::ElementFactory::make("fakesink")
         .property("sync", false)
+        .property("async", false)
         .build()
         .map_err(|e| DecodeError::Internal(e.to_string()))?;
     pipeline
         .add(&sink)
         .map_err(|e| DecodeError::Internal(e.to_string()))?;
     let _ = sink.sync_state_with_parent();
-    let target = sink.static_pad("sink").expect("fakesink has a sink pad");
+    let target = match queued {
+        true => {
+            let queue = unbounded_queue()?;
+            pipeline
+                .add(&queue)
+                .map_err(|e| DecodeError::Internal(e.to_string()))?;
+            let _ = queue.sync_state_with_parent();
+            queue
+                .link(&sink)
+                .map_err(|e| DecodeError::Internal(e.to_string()))?;
+            queue.static_pad("sink").expect("queue has a sink pad")
+        }
+        false => sink.static_pad("sink").expect("fakesink has a sink pad"),
+    };
     pad.link(&target)
         .map_err(|e| DecodeError::Internal(format!("linking a stream: {e:?}")))?;
     Ok(())
@@ -538,4 +601,14 @@ fn collect_output(sink: &gstreamer_app::AppSink, shared: &Arc<Shared>, max: usiz
             })
             .build(),
     );
+}
+
+/// A queue that never blocks its producer; what it holds is bounded by the in-memory input.
+fn unbounded_queue() -> Result<gst::Element, DecodeError> {
+    gst::ElementFactory::make("queue")
+        .property("max-size-buffers", 0u32)
+        .property("max-size-bytes", 0u32)
+        .property("max-size-time", 0u64)
+        .build()
+        .map_err(|e| DecodeError::Internal(e.to_string()))
 }

@@ -3,25 +3,21 @@
 //! possible); read back by summing the whitened residuals of sampled frames — the mark is the
 //! same in each frame, content and noise are not, so a clip reads more surely than one frame.
 
-use std::ops::ControlFlow;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use image::RgbImage;
 
 use super::luma::Plane;
 use super::mark::{self, Detection, Grid, MIN_SIDE, Residual};
 use super::pattern::Pattern;
 use super::visible::{Placed, Stamp};
 use super::{ImageWatermarker, WatermarkError};
-use crate::config::{MediaConfig, Sampling};
-use crate::media::{Decoder, FrameEditor, LumaFrame, MediaError, Output, Reencoded, Reencoder};
+use crate::config::MediaConfig;
+use crate::media::{FrameEditor, LumaFrame, MediaError, Reencoded, Reencoder};
 
-/// Frames read per second of video, and at most this many, when detecting.
-const DETECT_FPS: f64 = 4.0;
-const DETECT_MAX_FRAMES: u32 = 32;
-/// Frames are read at up to this long side (the mark's geometry does not depend on size).
-const DETECT_MAX_SIDE: u32 = 1024;
+/// When detecting: one frame in this many (about 4 per second at 30 fps), at most this many.
+const DETECT_EVERY: u64 = 8;
+const DETECT_MAX_FRAMES: u64 = 32;
 
 /// What reading a clip found.
 #[derive(Debug, Clone)]
@@ -37,27 +33,16 @@ pub struct VideoWatermarker {
     strength: f32,
     grid: Grid,
     reencoder: Reencoder,
-    reader: Decoder,
 }
 
 impl VideoWatermarker {
-    /// Loads the re-encode pipeline and a frame reader (GStreamer initialised once here).
+    /// Loads the re-encode pipeline (GStreamer initialised once here).
     pub fn new(image: &ImageWatermarker, media: &MediaConfig) -> Result<Self, MediaError> {
-        let reader = Decoder::new(&MediaConfig {
-            max_side: DETECT_MAX_SIDE,
-            sampling: Sampling {
-                fps: DETECT_FPS,
-                max_frames: DETECT_MAX_FRAMES,
-                keyframes_only: false,
-            },
-            ..media.clone()
-        })?;
         Ok(Self {
             pattern: image.pattern.clone(),
             strength: image.strength,
             grid: Grid::VIDEO,
             reencoder: Reencoder::new(media.pipelines_dir.as_deref(), &media.limits)?,
-            reader,
         })
     }
 
@@ -99,41 +84,34 @@ impl VideoWatermarker {
         })
     }
 
-    /// Reads the mark from up to `DETECT_MAX_FRAMES` frames sampled at `DETECT_FPS`. Blocking.
+    /// Reads the mark from up to `DETECT_MAX_FRAMES` frames, one in `DETECT_EVERY`, in their
+    /// stored geometry (as they were marked: no pixel-aspect correction). Blocking.
     pub fn detect(&self, data: Bytes) -> Result<ClipDetection, WatermarkError> {
-        let mut sum: Option<Residual> = None;
-        let mut frames = 0u64;
-        let mut failed = None;
-        self.reader
-            .decode(
-                crate::media::Input::Bytes(data),
-                Some(crate::extract::MediaKind::Video),
-                &mut |out| {
-                    let Output::Frame(f) = out else {
-                        return ControlFlow::Continue(());
-                    };
-                    let Some(img) = RgbImage::from_raw(f.width, f.height, f.rgb.clone()) else {
-                        failed = Some("a frame smaller than its stated size");
-                        return ControlFlow::Break(());
-                    };
-                    let r = Residual::new(&img, self.grid);
-                    match &mut sum {
-                        None => sum = Some(r),
-                        Some(s) => {
-                            // A size change mid-clip: keep what was summed so far.
-                            if !s.accumulate(&r) {
-                                return ControlFlow::Break(());
-                            }
-                        }
-                    }
-                    frames += 1;
-                    ControlFlow::Continue(())
-                },
-            )
+        let sum: Arc<Mutex<(Option<Residual>, u64)>> = Arc::default();
+        let (acc, grid) = (sum.clone(), self.grid);
+        let editor: FrameEditor = Box::new(move |f: LumaFrame<'_>| {
+            let mut acc = acc.lock().unwrap_or_else(|p| p.into_inner());
+            if f.index % DETECT_EVERY != 0 || acc.1 >= DETECT_MAX_FRAMES {
+                return Ok(());
+            }
+            let plane = Plane::new(&*f.data, f.width, f.height, f.stride)
+                .ok_or("a frame smaller than its stated size")?;
+            let r = Residual::new(&plane, grid);
+            // A size change mid-clip: keep what was summed so far.
+            let added = match &mut acc.0 {
+                None => {
+                    acc.0 = Some(r);
+                    true
+                }
+                Some(s) => s.accumulate(&r),
+            };
+            acc.1 += u64::from(added);
+            Ok(())
+        });
+        self.reencoder
+            .read(data, editor)
             .map_err(|e| WatermarkError::Unsupported(format!("this video: {e}")))?;
-        if let Some(why) = failed {
-            return Err(WatermarkError::Failed(why.into()));
-        }
+        let (sum, frames) = std::mem::take(&mut *sum.lock().unwrap_or_else(|p| p.into_inner()));
         let sum =
             sum.ok_or_else(|| WatermarkError::Unsupported("a video with no frames".into()))?;
         Ok(ClipDetection {

@@ -64,8 +64,8 @@ fn watermark(c: &mut Criterion) {
 /// A 7.2 s 480×480 H.264 + AAC clip (216 frames): the whole re-encode, and a clip read.
 fn video(c: &mut Criterion) {
     let image = ImageWatermarker::new(&WatermarkConfig::default());
-    let w = likeguard::actions::watermark::VideoWatermarker::new(&image, &Default::default())
-        .unwrap();
+    let w =
+        likeguard::actions::watermark::VideoWatermarker::new(&image, &Default::default()).unwrap();
     let clip: bytes::Bytes = std::fs::read(testdata("video/faces/liveportrait/driving_d18.mp4"))
         .expect("testdata clip")
         .into();

@@ -206,7 +206,7 @@ impl Reencoder {
             }
             if Instant::now() > deadline {
                 return Err(Limit::MaxWall.exceeded(format!(
-                    "re-encoding took longer than {:?}",
+                    "the video pipeline took longer than {:?}",
                     self.limits.max_wall
                 )));
             }

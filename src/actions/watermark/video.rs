@@ -91,7 +91,7 @@ impl VideoWatermarker {
         let (acc, grid) = (sum.clone(), self.grid);
         let editor: FrameEditor = Box::new(move |f: LumaFrame<'_>| {
             let mut acc = acc.lock().unwrap_or_else(|p| p.into_inner());
-            if f.index % DETECT_EVERY != 0 || acc.1 >= DETECT_MAX_FRAMES {
+            if !f.index.is_multiple_of(DETECT_EVERY) || acc.1 >= DETECT_MAX_FRAMES {
                 return Ok(());
             }
             let plane = Plane::new(&*f.data, f.width, f.height, f.stride)

@@ -56,6 +56,7 @@ pub fn splice(
                 let encoded = base64::engine::general_purpose::STANDARD.encode(new);
                 *slot = Value::String(prefix + &encoded);
             }
+            // Keys keep their order (serde_json's preserve_order); whitespace is compacted.
             serde_json::to_vec(&doc)
                 .map(Bytes::from)
                 .map_err(|e| lost(e.to_string()))

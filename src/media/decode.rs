@@ -654,18 +654,23 @@ fn feed_appsrc(src: &gstreamer_app::AppSrc, feed: Feed, shared: &Arc<Shared>) {
     );
 }
 
-/// Copy a (possibly row-padded) RGB frame into a tight buffer, reusing its allocation.
+/// Copy a (possibly row-padded) RGB frame into a tight buffer, reusing its allocation. Mapped
+/// as a video frame: real strides are in the buffer's video meta when there is one, not in the
+/// caps.
 fn copy_rgb(
     buffer: &gst::BufferRef,
     info: &gstreamer_video::VideoInfo,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
-    let map = buffer
-        .map_readable()
+    use gstreamer_video::prelude::*;
+    let frame = gstreamer_video::VideoFrameRef::from_buffer_ref_readable(buffer, info)
         .map_err(|_| DecodeError::Internal("unreadable video buffer".into()))?;
-    let data = map.as_slice();
     let (w, h) = (info.width() as usize, info.height() as usize);
-    let stride = info.stride()[0] as usize;
+    let stride = usize::try_from(frame.plane_stride()[0])
+        .map_err(|_| DecodeError::Internal("bottom-up video buffer".into()))?;
+    let data = frame
+        .plane_data(0)
+        .map_err(|_| DecodeError::Internal("video buffer without a plane".into()))?;
     let row = w * 3;
     if stride < row || data.len() < stride * (h.saturating_sub(1)) + row {
         return Err(DecodeError::Internal(

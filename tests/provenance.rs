@@ -154,12 +154,7 @@ async fn the_proxy_marks_and_signs_what_it_decides_to_watermark() {
         },
     );
     let r = client().get(lg.url("/v1/images/7")).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    let decision = r.headers()["likeguard-decision-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let body = r.bytes().await.unwrap();
+    let (decision, body) = decided(r).await;
     let w = ImageWatermarker::new(&WatermarkConfig {
         key: Some("prov-key".into()),
         ..Default::default()
@@ -189,12 +184,7 @@ async fn the_proxy_marks_and_signs_what_it_decides_to_watermark() {
         },
     );
     let r = client().get(lg.url("/v1/videos/7")).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    let decision = r.headers()["likeguard-decision-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let body = r.bytes().await.unwrap();
+    let (decision, body) = decided(r).await;
     let m = read(&body, "video/mp4").unwrap();
     assert!(m.valid, "{} {:?}", m.state, m.failures);
     assert_eq!(m.decision.unwrap().decision_id, decision);

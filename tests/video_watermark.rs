@@ -156,17 +156,7 @@ async fn a_watermark_decision_on_a_generated_video_reaches_the_client_marked() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "video/mp4");
     assert_eq!(r.headers()["likeguard-decision"], "watermark");
-    let decision = r.headers()["likeguard-decision-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let length: usize = r.headers()["content-length"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let body = r.bytes().await.unwrap();
-    assert_eq!(body.len(), length);
+    let (decision, body) = decided(r).await;
     let read = watermarker(KEY).detect(body).unwrap();
     assert_eq!(read.detection.payload, Some(payload_for(&decision)));
 }

@@ -208,17 +208,7 @@ async fn a_watermark_decision_marks_the_image_on_both_sides() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "image/jpeg");
     assert_eq!(r.headers()["likeguard-decision"], "watermark");
-    let decision = r.headers()["likeguard-decision-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let length: usize = r.headers()["content-length"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let body = r.bytes().await.unwrap();
-    assert_eq!(body.len(), length);
+    let (decision, body) = decided(r).await;
     assert_ne!(body.as_ref(), original.as_slice());
     let d = w.detect_file(&body).unwrap();
     assert_eq!(

@@ -10,6 +10,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app::AppSrcCallbacks;
 
+use super::run::{FirstFailure, Teardown};
 use super::{Audio, DecodeError, Frame, Input, Limit, Output, Summary, Templates, still};
 use crate::config::{MediaConfig, StillImages};
 use crate::extract::{MediaKind, sniff};
@@ -65,7 +66,7 @@ impl Sampler {
 
 #[derive(Default)]
 struct Shared {
-    failure: Mutex<Option<DecodeError>>,
+    failure: Arc<FirstFailure>,
     /// decodebin exposed its streams and none could be linked.
     no_stream: AtomicBool,
     /// Timestamps of the key frames entering the video decoder (parsers and demuxers mark
@@ -76,36 +77,8 @@ struct Shared {
     /// Decides which decoded video frames go on to scaling and conversion.
     sampler: Mutex<Sampler>,
     decoded: AtomicU64,
-    stop: AtomicBool,
     codec: Mutex<Option<String>>,
     dims: Mutex<Option<(u32, u32)>>,
-}
-
-impl Shared {
-    fn fail(&self, e: DecodeError) {
-        let mut slot = self.failure.lock().unwrap_or_else(|p| p.into_inner());
-        slot.get_or_insert(e);
-        self.stop.store(true, Ordering::Release);
-    }
-    fn take_failure(&self) -> Option<DecodeError> {
-        self.failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-    }
-}
-
-/// Stops and frees the pipeline however the decode ends (no leaked threads or fds).
-struct Teardown {
-    pipeline: gst::Pipeline,
-    shared: Arc<Shared>,
-}
-
-impl Drop for Teardown {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Release);
-        let _ = self.pipeline.set_state(gst::State::Null);
-    }
 }
 
 enum Feed {
@@ -301,7 +274,7 @@ fn attempt(
     });
     let _teardown = Teardown {
         pipeline: built.pipeline.clone(),
-        shared: shared.clone(),
+        failure: shared.failure.clone(),
     };
     watch_decoder(&built.decode, cfg, &shared);
     if kind == MediaKind::Video {
@@ -311,7 +284,8 @@ fn attempt(
 
     if built.pipeline.set_state(gst::State::Playing).is_err() {
         return Err(shared
-            .take_failure()
+            .failure
+            .take()
             .unwrap_or_else(|| DecodeError::Internal("pipeline did not start".into()))
             .into());
     }
@@ -330,7 +304,7 @@ fn attempt(
         rgb: Vec::new(),
     };
     loop {
-        if let Some(e) = shared.take_failure() {
+        if let Some(e) = shared.failure.take() {
             return Err(e.into());
         }
         if shared.no_stream.load(Ordering::Acquire) {
@@ -347,7 +321,8 @@ fn attempt(
                     return Err(Failure::NoStream);
                 }
                 return Err(shared
-                    .take_failure()
+                    .failure
+                    .take()
                     .unwrap_or_else(|| map_error(err))
                     .into());
             }
@@ -421,7 +396,7 @@ fn attempt(
             break;
         }
     }
-    if let Some(e) = shared.take_failure() {
+    if let Some(e) = shared.failure.take() {
         return Err(e.into());
     }
     summary.frames_decoded = shared.decoded.load(Ordering::Acquire);
@@ -486,7 +461,7 @@ fn watch_decoder(decode: &gst::Element, cfg: &MediaConfig, shared: &Arc<Shared>)
         pad.add_probe(
             gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
             move |pad, info| {
-                if s.stop.load(Ordering::Acquire) {
+                if s.failure.stopped() {
                     // The pull loop tears the pipeline down; let data drain meanwhile.
                     return gst::PadProbeReturn::Ok;
                 }
@@ -506,7 +481,7 @@ fn watch_decoder(decode: &gst::Element, cfg: &MediaConfig, shared: &Arc<Shared>)
                         if is_video {
                             let n = s.decoded.fetch_add(1, Ordering::AcqRel) + 1;
                             if n > limits.max_decoded_frames {
-                                s.fail(Limit::MaxDecodedFrames.exceeded(format!(
+                                s.failure.fail(Limit::MaxDecodedFrames.exceeded(format!(
                                     "more than {} frames",
                                     limits.max_decoded_frames
                                 )));
@@ -596,12 +571,13 @@ fn admit(caps: &gst::CapsRef, limits: &crate::config::Limits, s: &Shared) -> boo
         p.get_or_insert((par.numer(), par.denom()));
     }
     if w * h > limits.max_pixels {
-        s.fail(Limit::too_many_pixels(w, h, limits.max_pixels));
+        s.failure
+            .fail(Limit::too_many_pixels(w, h, limits.max_pixels));
         return false;
     }
     let in_flight = w * h * 4 * FRAMES_IN_FLIGHT;
     if in_flight > limits.max_memory {
-        s.fail(Limit::MaxMemory.exceeded(format!(
+        s.failure.fail(Limit::MaxMemory.exceeded(format!(
             "{w}×{h} frames need about {in_flight} bytes in flight, above {}",
             limits.max_memory
         )));
@@ -629,7 +605,7 @@ fn feed_appsrc(src: &gstreamer_app::AppSrc, feed: Feed, shared: &Arc<Shared>) {
                     }),
                     Feed::Chunks { rx, first } => first.take().or_else(|| {
                         loop {
-                            if s.stop.load(Ordering::Acquire) {
+                            if s.failure.stopped() {
                                 break None;
                             }
                             match rx.recv_timeout(Duration::from_millis(50)) {

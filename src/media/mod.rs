@@ -9,6 +9,7 @@
 mod decode;
 mod pipeline;
 mod reencode;
+mod run;
 mod still;
 
 use std::ops::ControlFlow;

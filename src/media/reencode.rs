@@ -15,6 +15,7 @@ use gstreamer::prelude::*;
 use gstreamer_video::prelude::*;
 use serde::Deserialize;
 
+use super::run::{FirstFailure, Teardown};
 use super::{DecodeError, Limit, MediaError};
 use crate::config::Limits;
 use crate::extract::{MediaKind, sniff};
@@ -174,7 +175,10 @@ impl Reencoder {
             editor: Mutex::new(Some(editor)),
             ..Shared::default()
         });
-        let _teardown = Teardown(pipeline.clone(), shared.clone());
+        let _teardown = Teardown {
+            pipeline: pipeline.clone(),
+            failure: shared.failure.clone(),
+        };
         if let Some(mux) = &mux {
             let sink = gstreamer_app::AppSink::builder().sync(false).build();
             pipeline
@@ -193,7 +197,8 @@ impl Reencoder {
 
         if pipeline.set_state(gst::State::Playing).is_err() {
             return Err(shared
-                .take_failure()
+                .failure
+                .take()
                 .unwrap_or_else(|| internal("the re-encode pipeline did not start".into())));
         }
         let bus = pipeline
@@ -201,7 +206,7 @@ impl Reencoder {
             .ok_or_else(|| internal("pipeline has no bus".into()))?;
         let deadline = started + self.limits.max_wall;
         loop {
-            if let Some(e) = shared.take_failure() {
+            if let Some(e) = shared.failure.take() {
                 return Err(e);
             }
             if Instant::now() > deadline {
@@ -218,13 +223,14 @@ impl Reencoder {
             match msg.view() {
                 gst::MessageView::Error(err) => {
                     return Err(shared
-                        .take_failure()
+                        .failure
+                        .take()
                         .unwrap_or_else(|| super::decode::map_error(err)));
                 }
                 _ => break,
             }
         }
-        if let Some(e) = shared.take_failure() {
+        if let Some(e) = shared.failure.take() {
             return Err(e);
         }
         let frames = shared.frames.load(Ordering::Acquire);
@@ -296,7 +302,7 @@ impl Reencoder {
                 link_fakesink(&pipeline, pad, false)
             };
             if let Err(e) = linked {
-                s.fail(e);
+                s.failure.fail(e);
             }
         });
     }
@@ -305,39 +311,12 @@ impl Reencoder {
 #[derive(Default)]
 struct Shared {
     editor: Mutex<Option<FrameEditor>>,
-    failure: Mutex<Option<DecodeError>>,
+    failure: Arc<FirstFailure>,
     output: Mutex<Vec<u8>>,
     codec: Mutex<String>,
     video: AtomicBool,
     audio: AtomicU64,
     frames: AtomicU64,
-    stop: AtomicBool,
-}
-
-impl Shared {
-    fn fail(&self, e: DecodeError) {
-        self.failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_or_insert(e);
-        self.stop.store(true, Ordering::Release);
-    }
-    fn take_failure(&self) -> Option<DecodeError> {
-        self.failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-    }
-}
-
-/// Stops and frees the pipeline however the re-encode ends.
-struct Teardown(gst::Pipeline, Arc<Shared>);
-
-impl Drop for Teardown {
-    fn drop(&mut self) {
-        self.1.stop.store(true, Ordering::Release);
-        let _ = self.0.set_state(gst::State::Null);
-    }
 }
 
 fn link_video(
@@ -391,7 +370,8 @@ fn link_video(
         match sink {
             Some(sink) if is_video && !sink.is_linked() => {
                 if let Err(e) = pad.link(&sink) {
-                    s.fail(DecodeError::Internal(format!("linking the decoder: {e:?}")));
+                    s.failure
+                        .fail(DecodeError::Internal(format!("linking the decoder: {e:?}")));
                 }
             }
             _ => {}
@@ -421,7 +401,7 @@ fn link_to_mux(
         .add(&queue)
         .map_err(|e| DecodeError::Internal(e.to_string()))?;
     let _ = queue.sync_state_with_parent();
-    let sink = queue.static_pad("sink").expect("queue has a sink pad");
+    let sink = pad_of(&queue, "sink")?;
     pad.link(&sink)
         .map_err(|e| DecodeError::Internal(format!("linking a stream: {e:?}")))?;
     link_src_to_mux(&queue, mux, template)
@@ -481,9 +461,9 @@ fn link_fakesink(
             queue
                 .link(&sink)
                 .map_err(|e| DecodeError::Internal(e.to_string()))?;
-            queue.static_pad("sink").expect("queue has a sink pad")
+            pad_of(&queue, "sink")?
         }
-        false => sink.static_pad("sink").expect("fakesink has a sink pad"),
+        false => pad_of(&sink, "sink")?,
     };
     pad.link(&target)
         .map_err(|e| DecodeError::Internal(format!("linking a stream: {e:?}")))?;
@@ -495,7 +475,7 @@ fn watch_frames(pad: &gst::Pad, limits: &Limits, shared: &Arc<Shared>) {
     let limits = limits.clone();
     let s = shared.clone();
     pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
-        if s.stop.load(Ordering::Acquire) {
+        if s.failure.stopped() {
             return gst::PadProbeReturn::Drop;
         }
         let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data else {
@@ -504,7 +484,7 @@ fn watch_frames(pad: &gst::Pad, limits: &Limits, shared: &Arc<Shared>) {
         match edit(pad, buffer, &limits, &s) {
             Ok(()) => gst::PadProbeReturn::Ok,
             Err(e) => {
-                s.fail(e);
+                s.failure.fail(e);
                 gst::PadProbeReturn::Drop
             }
         }
@@ -590,7 +570,7 @@ fn collect_output(sink: &gstreamer_app::AppSink, shared: &Arc<Shared>, max: usiz
                 let mut out = s.output.lock().unwrap_or_else(|p| p.into_inner());
                 if out.len() + map.len() > max {
                     drop(out);
-                    s.fail(
+                    s.failure.fail(
                         Limit::MaxMemory
                             .exceeded(format!("re-encoded output grew past {max} bytes")),
                     );
@@ -611,4 +591,11 @@ fn unbounded_queue() -> Result<gst::Element, DecodeError> {
         .property("max-size-time", 0u64)
         .build()
         .map_err(|e| DecodeError::Internal(e.to_string()))
+}
+
+/// An element's always-present pad, as an error rather than a panic if it is missing.
+fn pad_of(element: &impl IsA<gst::Element>, name: &str) -> Result<gst::Pad, DecodeError> {
+    element.static_pad(name).ok_or_else(|| {
+        DecodeError::Internal(format!("{} has no {name} pad", element.as_ref().name()))
+    })
 }

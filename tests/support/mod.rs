@@ -309,3 +309,21 @@ pub fn resized_copy(data: &[u8]) -> Vec<u8> {
     small.to_rgb8().write_with_encoder(enc).unwrap();
     out.into_inner()
 }
+
+/// A decided 200 response: its decision id, and its body, checked against its Content-Length
+/// (a rewritten body must be framed anew).
+pub async fn decided(r: reqwest::Response) -> (String, Bytes) {
+    assert_eq!(r.status(), 200);
+    let decision = r.headers()["likeguard-decision-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let length: usize = r.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let body = r.bytes().await.unwrap();
+    assert_eq!(body.len(), length);
+    (decision, body)
+}

@@ -1,5 +1,7 @@
 //! `likeguard serve`: build everything once, then hand the listener to pingora.
 
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -10,7 +12,7 @@ use pingora::server::Server;
 use pingora::server::configuration::ServerConf;
 
 use crate::admin::{self, AdminState};
-use crate::config::{Config, StoreConfig};
+use crate::config::{Config, FrontKind, StoreConfig};
 use crate::inference::FaceEngine;
 use crate::inspect::Inspection;
 use crate::inspect::faces::{FaceInspector, FaceService};
@@ -20,6 +22,7 @@ use crate::license::requester::Requester;
 use crate::media::Decoder;
 use crate::policy::store::PolicyStore;
 use crate::proxy::Proxy;
+use crate::proxy::fast::Front;
 use crate::registry::Registry;
 use crate::store::redis::{Event, Kind, RedisStore};
 use crate::telemetry::Metrics;
@@ -129,7 +132,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!("no admin token configured: the admin API will answer 503");
     }
     let state = AdminState::new(
-        metrics,
+        metrics.clone(),
         bank,
         faces,
         Arc::new(Requester::new(&config.licensing).map_err(anyhow::Error::msg)?),
@@ -168,7 +171,21 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let mut service = http_proxy_service(&server.configuration, proxy);
-    service.add_tcp(&config.listen.to_string());
+    match config.front {
+        FrontKind::Pingora => service.add_tcp(&config.listen.to_string()),
+        FrontKind::Fast => {
+            // pingora takes what the front hands over on a socket only this user can open.
+            let socket = handover_socket_path();
+            service.add_uds(
+                &socket.to_string_lossy(),
+                Some(std::fs::Permissions::from_mode(0o600)),
+            );
+            let front = Arc::new(Front::new(&config, metrics.clone(), socket));
+            front
+                .start(config.listen, config.worker_threads())
+                .with_context(|| format!("cannot listen on {}", config.listen))?;
+        }
+    }
     if let Some(tls) = &config.tls {
         let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
         let mut settings = pingora::listeners::tls::TlsSettings::intermediate(
@@ -186,4 +203,14 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         routes = config.routes.len(), "likeguard serving");
     ready.store(true, Ordering::Release);
     server.run_forever()
+}
+
+/// pingora's private listener for what the fast front hands over: per process, in the runtime
+/// directory when there is one (`$XDG_RUNTIME_DIR`), else the temp directory.
+fn handover_socket_path() -> PathBuf {
+    let dir = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|d| d.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    dir.join(format!("likeguard-{}.sock", std::process::id()))
 }

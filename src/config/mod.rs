@@ -50,6 +50,10 @@ pub struct Config {
     /// Proxy worker threads; 0 = one per CPU.
     #[serde(default)]
     pub workers: usize,
+    /// Who serves `listen`: `fast` (likeguard's own HTTP/1.1 front streams non-inspected
+    /// routes and hands everything else to pingora) or `pingora` (pingora serves it all).
+    #[serde(default)]
+    pub front: FrontKind,
     #[serde(default)]
     pub admin: AdminConfig,
     /// Where likeguard keeps its own state (known-media bank, ...).
@@ -83,6 +87,15 @@ pub struct Config {
     pub provenance: ProvenanceConfig,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+}
+
+/// See `Config::front` and docs/decisions/0006-fast-front.md.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FrontKind {
+    #[default]
+    Fast,
+    Pingora,
 }
 
 /// `embedded`: files in `state_dir` (one process). `redis`: shared by every instance.
@@ -222,6 +235,9 @@ pub struct Timeouts {
     /// Longest wait for the next chunk of a client's body (slow clients get 408).
     #[serde(default = "d_30s", with = "humantime_serde")]
     pub client_read: Duration,
+    /// How long a keep-alive client connection may sit idle between requests.
+    #[serde(default = "d_60s", with = "humantime_serde")]
+    pub client_idle: Duration,
     /// Longest time to receive a whole held body from a client.
     #[serde(default = "d_60s", with = "humantime_serde")]
     pub client_body: Duration,
@@ -239,6 +255,7 @@ impl Default for Timeouts {
     fn default() -> Self {
         Self {
             client_read: d_30s(),
+            client_idle: d_60s(),
             client_body: d_60s(),
             upstream_connect: d_5s(),
             upstream_response: d_60s(),

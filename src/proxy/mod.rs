@@ -7,6 +7,7 @@
 //!   and a blocked response can still be a 451. See docs/decisions/0001-inspected-exchange.md.
 
 mod exchange;
+pub mod fast;
 mod route;
 mod upstream;
 
@@ -136,6 +137,7 @@ impl ProxyHttp for Proxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         // Slow clients: bound the wait for each body chunk on both paths.
         session.set_read_timeout(Some(self.timeouts.client_read));
+        session.set_keepalive(Some(self.timeouts.client_idle.as_secs()));
         let req = session.req_header();
         let host = req
             .headers

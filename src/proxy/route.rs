@@ -36,13 +36,22 @@ impl Router {
 
     /// `host` is the Host header (a port, if any, is ignored).
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Arc<Route>> {
+        self.position(host, path).map(|i| &self.routes[i])
+    }
+
+    /// Like `find`, as an index into `routes()`.
+    pub fn position(&self, host: Option<&str>, path: &str) -> Option<usize> {
         let host = host.map(strip_port);
-        self.routes.iter().find(|r| {
+        self.routes.iter().position(|r| {
             r.host
                 .as_deref()
                 .is_none_or(|want| host.is_some_and(|h| h.eq_ignore_ascii_case(want)))
                 && prefix_matches(&r.prefix, path)
         })
+    }
+
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
     }
 }
 

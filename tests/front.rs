@@ -298,3 +298,42 @@ async fn passthrough_is_counted_in_metrics() {
         .unwrap_or_else(|| panic!("no plain 2xx line in:\n{text}"));
     assert!(line.ends_with(" 3"), "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_pass_through_exchange_in_flight_finish() {
+    // An upstream that takes 1 s to answer.
+    let raw = raw_upstream(1, |_| {
+        std::thread::sleep(Duration::from_secs(1));
+        b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow".to_vec()
+    });
+    let up = Upstream::start().await;
+    let mut lg = Likeguard::start(&config(&up.url(), &format!("http://{raw}")));
+    let addr = lg.addr;
+    let (answer, exit) = tokio::task::spawn_blocking(move || {
+        let mut s = connect(addr);
+        let mut idle = connect(addr);
+        s.write_all(b"GET /raw/slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        idle.write_all(b"GET /plain/x HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        assert!(read_response(&mut idle).0.starts_with("HTTP/1.1 200"));
+        std::thread::sleep(Duration::from_millis(200));
+        let exit = lg.terminate(Duration::from_secs(10));
+        // The idle keep-alive connection was closed, not left hanging.
+        let mut rest = Vec::new();
+        assert_eq!(idle.read_to_end(&mut rest).unwrap(), 0);
+        // New connections are refused once the front stopped listening.
+        assert!(TcpStream::connect(addr).is_err());
+        (read_response(&mut s), exit)
+    })
+    .await
+    .unwrap();
+    let (head, body) = answer;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    assert_eq!(body, b"slow");
+    assert!(exit.is_some_and(|s| s.success()), "{exit:?}");
+}

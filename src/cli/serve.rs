@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use pingora::proxy::http_proxy_service;
-use pingora::server::Server;
 use pingora::server::configuration::ServerConf;
+use pingora::server::{
+    RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, UnixShutdownSignalWatch,
+};
 
 use crate::admin::{self, AdminState};
 use crate::config::{Config, FrontKind, StoreConfig};
@@ -171,6 +173,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let mut service = http_proxy_service(&server.configuration, proxy);
+    let mut drain_first = None;
     match config.front {
         FrontKind::Pingora => service.add_tcp(&config.listen.to_string()),
         FrontKind::Fast => {
@@ -182,8 +185,10 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             );
             let front = Arc::new(Front::new(&config, metrics.clone(), socket));
             front
+                .clone()
                 .start(config.listen, config.worker_threads())
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
+            drain_first = Some(front);
         }
     }
     if let Some(tls) = &config.tls {
@@ -202,7 +207,34 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(listen = %config.listen, tls = ?config.tls.as_ref().map(|t| t.listen), admin = %config.admin.listen,
         routes = config.routes.len(), "likeguard serving");
     ready.store(true, Ordering::Release);
-    server.run_forever()
+    let shutdown_signal: Box<dyn ShutdownSignalWatch> = match drain_first {
+        Some(front) => Box::new(DrainFrontFirst {
+            front,
+            grace: config.timeouts.shutdown_grace,
+        }),
+        None => Box::new(UnixShutdownSignalWatch),
+    };
+    server.run(RunArgs { shutdown_signal });
+    std::process::exit(0)
+}
+
+/// On SIGTERM, drain the fast front's exchanges before pingora starts its own graceful
+/// shutdown (which ends the process when pingora is done).
+struct DrainFrontFirst {
+    front: Arc<Front>,
+    grace: Duration,
+}
+
+#[async_trait::async_trait]
+impl ShutdownSignalWatch for DrainFrontFirst {
+    async fn recv(&self) -> ShutdownSignal {
+        let signal = UnixShutdownSignalWatch.recv().await;
+        if let ShutdownSignal::GracefulTerminate = signal {
+            tracing::info!("shutting down: draining the front");
+            self.front.drain(self.grace).await;
+        }
+        signal
+    }
 }
 
 /// pingora's private listener for what the fast front hands over: per process, in the runtime

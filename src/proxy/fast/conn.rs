@@ -4,6 +4,7 @@
 //! to pingora with the connection (see `handover`).
 
 use std::io;
+use std::sync::atomic::Ordering;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,21 +36,45 @@ struct Buffers {
     head: Vec<u8>,
 }
 
+/// Counts the connection out of `Front::active` when it ends or is handed over.
+struct Active<'a>(Option<&'a Front>);
+
+impl Active<'_> {
+    fn release(&mut self) {
+        if let Some(front) = self.0.take() {
+            front.active.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Serve a connection counted in `front.active` by the acceptor.
 pub(super) async fn serve(front: &Front, mut client: TcpStream) {
+    let mut active = Active(Some(front));
+    let mut stop = front.stop.subscribe();
     let mut b = Buffers {
         down: BytesMut::with_capacity(READ_CHUNK),
         up: BytesMut::new(),
         head: Vec::with_capacity(1024),
     };
     loop {
-        let req = match read_request(front, &mut client, &mut b).await {
+        let req = match read_request(front, &mut client, &mut b, &mut stop).await {
             Ok(Some(req)) => req,
             Ok(None) => return,
             Err(p) => return refuse(front, &mut client, &p).await,
         };
         let route = match req.dispatch {
             Dispatch::Stream(route) => route,
-            Dispatch::Handover => return super::handover(front, client, b.down).await,
+            Dispatch::Handover => {
+                // pingora drains what it is given: the front's shutdown does not wait for it.
+                active.release();
+                return super::handover(front, client, b.down).await;
+            }
             Dispatch::NoRoute => {
                 let p = Problem::new(ProblemKind::NoRoute, "no route matches this host and path");
                 return refuse(front, &mut client, &p).await;
@@ -57,8 +82,8 @@ pub(super) async fn serve(front: &Front, mut client: TcpStream) {
         };
         b.down.advance(req.len);
         match exchange(front, &mut client, &mut b, &req, route).await {
-            After::KeepAlive => {}
-            After::Close => return,
+            After::KeepAlive if !front.stopping() => {}
+            _ => return,
         }
     }
 }
@@ -69,7 +94,10 @@ async fn read_request(
     front: &Front,
     client: &mut TcpStream,
     b: &mut Buffers,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<Option<RequestHead>, Problem> {
+    // The whole head must arrive within `client_read` of its first byte (no drip-feeding).
+    let mut deadline = None;
     loop {
         if !b.down.is_empty() {
             let parsed = head::parse_request(
@@ -95,13 +123,19 @@ async fn read_request(
             }
         }
         let idle = b.down.is_empty();
-        let wait = if idle {
-            front.timeouts.client_idle
-        } else {
-            front.timeouts.client_read
-        };
         b.down.reserve(READ_CHUNK);
-        match tokio::time::timeout(wait, client.read_buf(&mut b.down)).await {
+        let read = if idle {
+            // Between requests: closed at shutdown, or after `client_idle`.
+            tokio::select! {
+                r = tokio::time::timeout(front.timeouts.client_idle, client.read_buf(&mut b.down)) => r,
+                _ = stop.wait_for(|s| *s) => return Ok(None),
+            }
+        } else {
+            let at = *deadline
+                .get_or_insert_with(|| tokio::time::Instant::now() + front.timeouts.client_read);
+            tokio::time::timeout_at(at, client.read_buf(&mut b.down)).await
+        };
+        match read {
             Ok(Ok(n)) if n > 0 => {}
             Err(_) if !idle => {
                 return Err(Problem::new(
@@ -131,7 +165,9 @@ async fn read_response(
 ) -> Result<ResponseHead, NoResponse> {
     loop {
         if !b.up.is_empty() {
-            match head::parse_response(&b.up, req.is_head, close_client, &mut b.head) {
+            // At shutdown the client is told this connection ends with the response.
+            let close = close_client || front.stopping();
+            match head::parse_response(&b.up, req.is_head, close, &mut b.head) {
                 Ok(Some(res)) if res.len <= MAX_HEAD => return Ok(res),
                 Ok(None) if b.up.len() <= MAX_HEAD => {}
                 Ok(_) | Err(HeadError::TooLarge) => {

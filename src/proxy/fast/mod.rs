@@ -16,6 +16,8 @@ mod pool;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use prometheus::IntCounter;
@@ -40,6 +42,11 @@ pub struct Front {
     handover: PathBuf,
     stats: Stats,
     metrics: Arc<Metrics>,
+    /// Shutdown: set once, then listeners close and connections end after their exchange.
+    stopping: AtomicBool,
+    stop: tokio::sync::watch::Sender<bool>,
+    /// Client connections the front is serving (handed-over ones are pingora's).
+    active: AtomicUsize,
 }
 
 /// Counters resolved once, so a request touches no label maps.
@@ -88,7 +95,32 @@ impl Front {
             handover,
             stats,
             metrics,
+            stopping: AtomicBool::new(false),
+            stop: tokio::sync::watch::Sender::new(false),
+            active: AtomicUsize::new(0),
         }
+    }
+
+    /// Graceful shutdown: stop accepting, close idle connections, let exchanges in flight finish
+    /// (their connections close after), for at most `grace`.
+    pub async fn drain(&self, grace: Duration) {
+        self.stopping.store(true, Ordering::Release);
+        self.stop.send_replace(true);
+        let deadline = Instant::now() + grace;
+        while self.active.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = self.active.load(Ordering::Acquire);
+        if left > 0 {
+            tracing::warn!(
+                connections = left,
+                "shutdown grace over with exchanges in flight"
+            );
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 
     /// Listen on `addr` with `workers` threads, each with its own socket (SO_REUSEPORT: the
@@ -119,20 +151,30 @@ impl Front {
             Ok(l) => l,
             Err(e) => return tracing::error!(error = %e, "front listener failed"),
         };
+        let mut stop = self.stop.subscribe();
         loop {
-            match listener.accept().await {
+            let accepted = tokio::select! {
+                r = listener.accept() => r,
+                _ = stop.wait_for(|s| *s) => break,
+            };
+            match accepted {
                 Ok((stream, _)) => {
                     let _ = stream.set_nodelay(true);
                     let front = self.clone();
+                    front.active.fetch_add(1, Ordering::AcqRel);
                     tokio::task::spawn_local(async move { conn::serve(&front, stream).await });
                 }
                 Err(e) => {
                     // Out of descriptors and the like: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
         }
+        // Shutting down: closing this thread's socket refuses new connections; the runtime (and
+        // the exchanges in flight on it) lives on until the process exits.
+        drop(listener);
+        std::future::pending::<()>().await;
     }
 
     async fn connect(&self, upstream: usize) -> Result<TcpStream, Problem> {
@@ -195,7 +237,7 @@ async fn handover(front: &Front, mut client: TcpStream, read: BytesMut) {
         match UnixStream::connect(&front.handover).await {
             Err(_) if tries < 20 => {
                 tries += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
             other => break other,
         }

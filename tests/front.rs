@@ -21,6 +21,10 @@ routes:
     match: {{path_prefix: /plain}}
     upstream: {upstream}
     inspect: {{direction: none}}
+  - name: early
+    match: {{path_prefix: /early}}
+    upstream: {raw}
+    inspect: {{direction: request}}
   - name: inspected
     upstream: {upstream}
     inspect: {{direction: both}}
@@ -336,4 +340,53 @@ async fn sigterm_lets_a_pass_through_exchange_in_flight_finish() {
     );
     assert_eq!(body, b"slow");
     assert!(exit.is_some_and(|s| s.success()), "{exit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_answer_from_pingora_reaches_a_client_still_uploading() {
+    // An upstream that answers as soon as it has the head and then discards the body (as nginx
+    // does for `return 200`): pingora answers the client and closes mid-upload.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let early = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut buf = [0u8; 16384];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                        _ => return,
+                    }
+                }
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                );
+                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let up = Upstream::start().await;
+    let lg = Likeguard::start(&config(&up.url(), &format!("http://{early}")));
+    let addr = lg.addr;
+    let answers = tokio::task::spawn_blocking(move || {
+        (0..5)
+            .map(|_| {
+                let mut s = connect(addr);
+                let body = vec![b'a'; 4 << 20];
+                write!(s, "POST /early/x HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
+                // The client reads only once it has sent everything (as curl does).
+                let _ = s.write_all(&body);
+                read_response(&mut s)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    for (head, body) in answers {
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(body, b"ok");
+    }
 }

@@ -7,7 +7,9 @@ use std::io;
 use std::sync::atomic::Ordering;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::Front;
@@ -382,19 +384,24 @@ pub(super) async fn write_problem(
         Ok(r) => r,
         Err(_) => Err(io::ErrorKind::TimedOut.into()),
     }?;
-    // Let the client read the answer before the close: closing with unread request bytes would
-    // reset the connection, which can discard the answer. Bounded in bytes and time.
     let _ = client.shutdown().await;
-    let mut sink = [0u8; 8192];
+    linger(client).await;
+    Ok(())
+}
+
+/// After answering and shutting down the write side: read and discard what the client still
+/// sends, for a bounded time, so the close does not reset the connection (a reset can make the
+/// client lose the answer it has not read yet). Like nginx's lingering close.
+pub(super) async fn linger<R: AsyncRead + Unpin>(client: &mut R) {
+    const QUIET: Duration = Duration::from_millis(500);
+    const AT_MOST: Duration = Duration::from_secs(2);
+    let mut sink = [0u8; 16 * 1024];
     let drain = async {
-        let mut left = 1usize << 20;
-        while left > 0 {
-            match client.read(&mut sink).await {
-                Ok(n) if n > 0 => left = left.saturating_sub(n),
-                _ => break,
+        while let Ok(Ok(n)) = tokio::time::timeout(QUIET, client.read(&mut sink)).await {
+            if n == 0 {
+                break;
             }
         }
     };
-    let _ = tokio::time::timeout(std::time::Duration::from_millis(500), drain).await;
-    Ok(())
+    let _ = tokio::time::timeout(AT_MOST, drain).await;
 }

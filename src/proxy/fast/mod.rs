@@ -252,9 +252,35 @@ async fn handover(front: &Front, mut client: TcpStream, read: BytesMut) {
             return;
         }
     };
-    if pingora.write_all(&read).await.is_ok() {
-        drop(read);
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut pingora).await;
+    if pingora.write_all(&read).await.is_err() {
+        return;
+    }
+    drop(read);
+    let (mut client_in, mut client_out) = client.split();
+    let (mut pingora_in, mut pingora_out) = pingora.split();
+    let client_done = {
+        let mut to_pingora = std::pin::pin!(async {
+            // Ends at the client's end of input, or when pingora stops reading (it may have
+            // answered early, e.g. 413, 451): the answer still has to get through.
+            let _ = tokio::io::copy(&mut client_in, &mut pingora_out).await;
+            let _ = pingora_out.shutdown().await;
+        });
+        let mut to_client = std::pin::pin!(async {
+            let _ = tokio::io::copy(&mut pingora_in, &mut client_out).await;
+            let _ = client_out.shutdown().await;
+        });
+        let mut client_done = false;
+        loop {
+            tokio::select! {
+                () = &mut to_pingora, if !client_done => client_done = true,
+                () = &mut to_client => break client_done,
+            }
+        }
+    };
+    if !client_done {
+        // pingora has answered and closed while the client still sends: read and discard for a
+        // moment, so closing does not reset the connection and lose the answer.
+        conn::linger(&mut client_in).await;
     }
 }
 

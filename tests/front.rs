@@ -390,3 +390,31 @@ async fn an_early_answer_from_pingora_reaches_a_client_still_uploading() {
         assert_eq!(body, b"ok");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_dripped_byte_by_byte_times_out_with_408() {
+    let up = Upstream::start().await;
+    let lg = Likeguard::start(&config(&up.url(), &up.url()));
+    let addr = lg.addr;
+    let (head, elapsed) = tokio::task::spawn_blocking(move || {
+        let mut s = connect(addr);
+        let started = Instant::now();
+        s.write_all(b"GET /plain/drip HTTP/1.1\r\n").unwrap();
+        // One header byte every 200 ms: each read is quick, the whole head is not.
+        for b in b"X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter() {
+            if s.write_all(&[*b]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            if started.elapsed() > Duration::from_secs(3) {
+                break;
+            }
+        }
+        (read_response(&mut s).0, started.elapsed())
+    })
+    .await
+    .unwrap();
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    assert!(elapsed < Duration::from_secs(4), "{elapsed:?}");
+    assert!(up.received_on("/plain/drip").is_empty());
+}

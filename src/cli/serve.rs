@@ -238,11 +238,14 @@ impl ShutdownSignalWatch for DrainFrontFirst {
 }
 
 /// pingora's private listener for what the fast front hands over: per process, in the runtime
-/// directory when there is one (`$XDG_RUNTIME_DIR`), else the temp directory.
+/// directory when there is one (systemd's `RuntimeDirectory=`, else `$XDG_RUNTIME_DIR`), else the
+/// temp directory.
 fn handover_socket_path() -> PathBuf {
-    let dir = std::env::var_os("XDG_RUNTIME_DIR")
+    let dir = ["RUNTIME_DIRECTORY", "XDG_RUNTIME_DIR"]
+        .iter()
+        .filter_map(std::env::var_os)
         .map(PathBuf::from)
-        .filter(|d| d.is_dir())
+        .find(|d| d.is_dir())
         .unwrap_or_else(std::env::temp_dir);
     dir.join(format!("likeguard-{}.sock", std::process::id()))
 }

@@ -1,4 +1,6 @@
-//! The pingora proxy. Two paths, chosen per request in `request_filter`:
+//! The proxy. On `listen`, the fast front (`fast`) streams pass-through routes itself and hands
+//! everything else to pingora; pingora serves the TLS listener and, with `front: pingora`,
+//! `listen` too. In pingora, two paths, chosen per request in `request_filter`:
 //!
 //! - **pass-through** (route inspects nothing, or an upgrade request): pingora's own streaming
 //!   path, nothing buffered;

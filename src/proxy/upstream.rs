@@ -1,6 +1,6 @@
 //! The client for the inspected path: a pooled HTTP/1.1 client to the route's upstream, over
 //! TLS for `https://` upstreams (OpenSSL, the same library pingora links).
-//! (Non-inspected traffic never comes here: pingora streams it.)
+//! (Non-inspected traffic never comes here: the fast front or pingora streams it.)
 
 use std::path::Path;
 use std::sync::Arc;

@@ -282,15 +282,7 @@ async fn passthrough_is_counted_in_metrics() {
         assert_eq!(r.status(), 200);
         assert_eq!(&r.bytes().await.unwrap()[..], b"12345");
     }
-    let text = c
-        .get(lg.admin_url("/metrics"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = lg.metrics().await;
     let line = text
         .lines()
         .find(|l| {

@@ -364,15 +364,7 @@ async fn policy_files_reload_atomically_and_shadow_rules_only_record() {
     // The shadow rule holds for every match but changes nothing; it is counted.
     assert_eq!(upload(&lg, Y).await.status(), 200);
     assert_eq!(upload(&lg, X_OTHER).await.status(), 451);
-    let metrics = client()
-        .get(lg.admin_url("/metrics"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = lg.metrics().await;
     assert!(
         metrics.contains("likeguard_policy_shadow_matches_total{rule=\"would-tag-everyone\"} 1"),
         "{metrics}"

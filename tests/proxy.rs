@@ -221,15 +221,7 @@ async fn known_media_upload_is_blocked_before_the_upstream_sees_it() {
     );
 
     // The decision is counted.
-    let m = c
-        .get(lg.admin_url("/metrics"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = lg.metrics().await;
     assert!(
         m.contains(r#"likeguard_decisions_total{action="block",rule="known-media"} 4"#),
         "{m}"

@@ -282,6 +282,18 @@ impl Likeguard {
         format!("http://{}{path}", self.admin)
     }
 
+    /// The Prometheus text from the admin listener (with the token).
+    pub async fn metrics(&self) -> String {
+        let r = client()
+            .get(self.admin_url("/metrics"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    }
+
     /// Register media in the known-media bank through the admin API.
     pub async fn register(&self, data: Vec<u8>, action: &str) -> serde_json::Value {
         let r = client()

@@ -262,30 +262,31 @@ async fn handover(front: &Front, mut client: TcpStream, read: BytesMut) {
     drop(read);
     let (mut client_in, mut client_out) = client.split();
     let (mut pingora_in, mut pingora_out) = pingora.split();
-    let client_done = {
+    let client_ended = {
         let mut to_pingora = std::pin::pin!(async {
-            // Ends at the client's end of input, or when pingora stops reading (it may have
-            // answered early, e.g. 413, 451): the answer still has to get through.
+            // Ends at the client's end of input (Ok), or when pingora stops reading (Err: it may
+            // have answered early, e.g. 413, 451): the answer still has to get through.
             let mut from = tokio::io::BufReader::with_capacity(RELAY_BUF, &mut client_in);
-            let _ = tokio::io::copy_buf(&mut from, &mut pingora_out).await;
+            let copied = tokio::io::copy_buf(&mut from, &mut pingora_out).await;
             let _ = pingora_out.shutdown().await;
+            copied.is_ok()
         });
         let mut to_client = std::pin::pin!(async {
             let mut from = tokio::io::BufReader::with_capacity(RELAY_BUF, &mut pingora_in);
             let _ = tokio::io::copy_buf(&mut from, &mut client_out).await;
             let _ = client_out.shutdown().await;
         });
-        let mut client_done = false;
+        let mut client_ended = None;
         loop {
             tokio::select! {
-                () = &mut to_pingora, if !client_done => client_done = true,
-                () = &mut to_client => break client_done,
+                ended = &mut to_pingora, if client_ended.is_none() => client_ended = Some(ended),
+                () = &mut to_client => break client_ended.unwrap_or(false),
             }
         }
     };
-    if !client_done {
-        // pingora has answered and closed while the client still sends: read and discard for a
-        // moment, so closing does not reset the connection and lose the answer.
+    if !client_ended {
+        // pingora has answered and closed while the client may still send: read and discard
+        // for a moment, so closing does not reset the connection and lose the answer.
         conn::linger(&mut client_in).await;
     }
 }

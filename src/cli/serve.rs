@@ -174,6 +174,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     server.bootstrap();
     let mut service = http_proxy_service(&server.configuration, proxy);
     let mut drain_first = None;
+    let mut handover_socket = None;
     match config.front {
         FrontKind::Pingora => service.add_tcp(&config.listen.to_string()),
         FrontKind::Fast => {
@@ -183,6 +184,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
                 &socket.to_string_lossy(),
                 Some(std::fs::Permissions::from_mode(0o600)),
             );
+            handover_socket = Some(socket.clone());
             let front = Arc::new(Front::new(&config, metrics.clone(), socket));
             front
                 .clone()
@@ -215,6 +217,9 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         None => Box::new(UnixShutdownSignalWatch),
     };
     server.run(RunArgs { shutdown_signal });
+    if let Some(socket) = handover_socket {
+        let _ = std::fs::remove_file(socket);
+    }
     std::process::exit(0)
 }
 

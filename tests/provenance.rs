@@ -144,15 +144,7 @@ async fn the_proxy_marks_and_signs_what_it_decides_to_watermark() {
     ));
     let original = media(JPEG);
     lg.register(original.clone(), "watermark").await;
-    up.serve(
-        "/v1/images/7",
-        Canned {
-            status: 200,
-            content_type: "image/jpeg".into(),
-            body: original.into(),
-            chunks: None,
-        },
-    );
+    up.serve("/v1/images/7", Canned::ok("image/jpeg", original, None));
     let r = client().get(lg.url("/v1/images/7")).send().await.unwrap();
     let (decision, body) = decided(r).await;
     let w = ImageWatermarker::new(&WatermarkConfig {
@@ -174,15 +166,7 @@ async fn the_proxy_marks_and_signs_what_it_decides_to_watermark() {
     // A generated video: re-encoded with every frame marked, then signed.
     let clip = media("video/faces/liveportrait/driving_d18.mp4");
     lg.register(clip.clone(), "watermark").await;
-    up.serve(
-        "/v1/videos/7",
-        Canned {
-            status: 200,
-            content_type: "video/mp4".into(),
-            body: clip.into(),
-            chunks: None,
-        },
-    );
+    up.serve("/v1/videos/7", Canned::ok("video/mp4", clip, None));
     let r = client().get(lg.url("/v1/videos/7")).send().await.unwrap();
     let (decision, body) = decided(r).await;
     let m = read(&body, "video/mp4").unwrap();

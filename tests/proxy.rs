@@ -245,15 +245,7 @@ async fn tag_headers_go_upstream_on_requests_and_to_the_client_on_responses() {
     assert_eq!(sha(&got.body), sha(&png));
 
     // Response side: a generation service returns the tagged image.
-    up.serve(
-        "/gen/tagged",
-        Canned {
-            status: 200,
-            content_type: "image/png".into(),
-            body: png.clone().into(),
-            chunks: Some(7),
-        },
-    );
+    up.serve("/gen/tagged", Canned::ok("image/png", png.clone(), Some(7)));
     let r = c.get(lg.url("/gen/tagged")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["likeguard-decision"], "tag");
@@ -268,15 +260,7 @@ async fn known_media_in_a_response_becomes_451() {
     let c = client();
     let known = media(KNOWN);
     lg.register(known.clone(), "block").await;
-    up.serve(
-        "/gen/raw",
-        Canned {
-            status: 200,
-            content_type: "image/jpeg".into(),
-            body: known.clone().into(),
-            chunks: Some(3),
-        },
-    );
+    up.serve("/gen/raw", Canned::ok("image/jpeg", known.clone(), Some(3)));
     let r = c.get(lg.url("/gen/raw")).send().await.unwrap();
     let v = problem(r, 451).await;
     assert_eq!(v["rule"], "known-media");
@@ -285,12 +269,7 @@ async fn known_media_in_a_response_becomes_451() {
     let json = serde_json::json!({"created": 1, "data": [{"b64_json": b64}]});
     up.serve(
         "/gen/json",
-        Canned {
-            status: 200,
-            content_type: "application/json".into(),
-            body: serde_json::to_vec(&json).unwrap().into(),
-            chunks: None,
-        },
+        Canned::ok("application/json", serde_json::to_vec(&json).unwrap(), None),
     );
     let r = c
         .post(lg.url("/gen/json"))
@@ -488,15 +467,7 @@ async fn embedded_default_inspects_every_path_both_ways() {
         .await
         .unwrap();
     problem(r, 451).await;
-    up.serve(
-        "/generated.jpg",
-        Canned {
-            status: 200,
-            content_type: "image/jpeg".into(),
-            body: known.into(),
-            chunks: None,
-        },
-    );
+    up.serve("/generated.jpg", Canned::ok("image/jpeg", known, None));
     problem(c.get(lg.url("/generated.jpg")).send().await.unwrap(), 451).await;
     assert_eq!(up.received_on("/any/path").len(), 0);
 }

@@ -145,18 +145,11 @@ async fn a_watermark_decision_on_a_generated_video_reaches_the_client_marked() {
     lg.register(clip.clone(), "watermark").await;
     up.serve(
         "/v1/videos/1",
-        Canned {
-            status: 200,
-            content_type: "video/mp4".into(),
-            body: clip.clone().into(),
-            chunks: Some(4),
-        },
+        Canned::ok("video/mp4", clip.clone(), Some(4)),
     );
-    let r = client().get(lg.url("/v1/videos/1")).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.headers()["content-type"], "video/mp4");
-    assert_eq!(r.headers()["likeguard-decision"], "watermark");
-    let (decision, body) = decided(r).await;
+    let (decision, body) = lg
+        .get_decided("/v1/videos/1", "video/mp4", "watermark")
+        .await;
     let read = watermarker(KEY).detect(body).unwrap();
     assert_eq!(read.detection.payload, Some(payload_for(&decision)));
 }

@@ -197,18 +197,11 @@ async fn a_watermark_decision_marks_the_image_on_both_sides() {
     // Response side: a generation service returns the image; the client gets it marked.
     up.serve(
         "/v1/images/1",
-        Canned {
-            status: 200,
-            content_type: "image/jpeg".into(),
-            body: original.clone().into(),
-            chunks: Some(5),
-        },
+        Canned::ok("image/jpeg", original.clone(), Some(5)),
     );
-    let r = client().get(lg.url("/v1/images/1")).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.headers()["content-type"], "image/jpeg");
-    assert_eq!(r.headers()["likeguard-decision"], "watermark");
-    let (decision, body) = decided(r).await;
+    let (decision, body) = lg
+        .get_decided("/v1/images/1", "image/jpeg", "watermark")
+        .await;
     assert_ne!(body.as_ref(), original.as_slice());
     let d = w.detect_file(&body).unwrap();
     assert_eq!(
@@ -313,15 +306,11 @@ async fn media_inside_forms_and_json_is_marked_where_it_sits() {
     let b64 = base64::engine::general_purpose::STANDARD.encode(&photo);
     up.serve(
         "/v1/images/generations",
-        Canned {
-            status: 200,
-            content_type: "application/json".into(),
-            body: format!(
-                r#"{{"created":1,"data":[{{"b64_json":"{b64}","revised_prompt":"p"}}]}}"#
-            )
-            .into(),
-            chunks: Some(3),
-        },
+        Canned::ok(
+            "application/json",
+            format!(r#"{{"created":1,"data":[{{"b64_json":"{b64}","revised_prompt":"p"}}]}}"#),
+            Some(3),
+        ),
     );
     let r = client()
         .post(lg.url("/v1/images/generations"))

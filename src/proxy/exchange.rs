@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep, timeout, timeout_at};
 
 use super::upstream::{UpBody, copy_end_to_end};
-use super::{Proxy, Route, write_problem};
+use super::{LINGER_BYTES, LINGER_TIME, Proxy, Route, write_problem};
 use crate::actions::{Problem, ProblemKind};
 use crate::capture::{self, BodyBuf, CaptureError};
 use crate::config::{FailureMode, UnsupportedMedia};
@@ -58,12 +58,6 @@ struct Enforced {
     /// New body bytes (watermarked media).
     body: Option<Bytes>,
 }
-
-/// After refusing a request whose body is still arriving, keep reading (and discarding) it for a
-/// bounded time and size before closing, so the client reads our answer instead of a reset
-/// (closing a socket with unread data makes the kernel send RST) — nginx's "lingering close".
-const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
-const LINGER_BYTES: usize = 64 * 1024 * 1024;
 
 /// Run the exchange; any problem becomes a problem+json response.
 pub(super) async fn run(p: &Proxy, session: &mut Session, route: &Route) -> pingora::Result<()> {

@@ -28,6 +28,13 @@ use crate::config::{Config, Timeouts};
 use crate::inspect::Inspection;
 use crate::telemetry::{Metrics, status_class};
 
+/// After answering a client whose request body is still arriving, keep reading (and discarding)
+/// it for a bounded time and size before closing, so the client reads the answer instead of a
+/// reset (closing a socket with unread data makes the kernel send RST) — nginx's "lingering
+/// close". Used by the inspected exchange and by the fast front.
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+const LINGER_BYTES: usize = 64 * 1024 * 1024;
+
 /// Everything the proxy shares across requests, built once at start.
 pub struct Proxy {
     router: Router,

@@ -53,6 +53,18 @@ pub struct Canned {
     pub chunks: Option<usize>,
 }
 
+impl Canned {
+    /// A 200 with this type and body, sent in `chunks` pieces (no Content-Length) when given.
+    pub fn ok(content_type: &str, body: impl Into<Bytes>, chunks: Option<usize>) -> Self {
+        Self {
+            status: 200,
+            content_type: content_type.into(),
+            body: body.into(),
+            chunks,
+        }
+    }
+}
+
 #[derive(Clone, Default)]
 struct UpState {
     received: Arc<Mutex<Vec<Received>>>,
@@ -283,6 +295,21 @@ impl Likeguard {
 
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin)
+    }
+
+    /// GET `path` through likeguard, expecting a 200 of `content_type` that a decision with
+    /// `action` touched; its decision id and body (see `decided`).
+    pub async fn get_decided(
+        &self,
+        path: &str,
+        content_type: &str,
+        action: &str,
+    ) -> (String, Bytes) {
+        let r = client().get(self.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], content_type);
+        assert_eq!(r.headers()["likeguard-decision"], action);
+        decided(r).await
     }
 
     /// The Prometheus text from the admin listener (with the token).

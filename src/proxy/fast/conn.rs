@@ -18,6 +18,7 @@ use super::body::{Framer, PumpError, READ_CHUNK, pump};
 use super::head::{self, Dispatch, HeadError, RequestHead, ResponseHead};
 use super::pool;
 use crate::actions::{Problem, ProblemKind};
+use crate::proxy::{LINGER_BYTES, LINGER_TIME};
 
 /// A request head bigger than this is refused (431), a response head bigger (502).
 const MAX_HEAD: usize = 64 * 1024;
@@ -390,18 +391,19 @@ pub(super) async fn write_problem(
 }
 
 /// After answering and shutting down the write side: read and discard what the client still
-/// sends, for a bounded time, so the close does not reset the connection (a reset can make the
-/// client lose the answer it has not read yet). Like nginx's lingering close.
+/// sends (the proxy's lingering close, `LINGER_TIME` / `LINGER_BYTES`), ending early after a
+/// quiet half second.
 pub(super) async fn linger<R: AsyncRead + Unpin>(client: &mut R) {
     const QUIET: Duration = Duration::from_millis(500);
-    const AT_MOST: Duration = Duration::from_secs(2);
     let mut sink = [0u8; 16 * 1024];
     let drain = async {
-        while let Ok(Ok(n)) = tokio::time::timeout(QUIET, client.read(&mut sink)).await {
-            if n == 0 {
-                break;
+        let mut drained = 0usize;
+        while drained < LINGER_BYTES {
+            match tokio::time::timeout(QUIET, client.read(&mut sink)).await {
+                Ok(Ok(n)) if n > 0 => drained += n,
+                _ => break,
             }
         }
     };
-    let _ = tokio::time::timeout(AT_MOST, drain).await;
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
 }

@@ -105,19 +105,7 @@ fn cli_marks_and_reads_a_clip() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("marked.mp4");
     let src = testdata().join(CLIP);
-    let run = |args: &[&str]| {
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_likeguard"))
-            .args(args)
-            .env("LIKEGUARD_WATERMARK_KEY", KEY)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
-    };
+    let run = |args: &[&str]| watermark_cli(KEY, args);
     let said = run(&[
         "watermark",
         "embed",

@@ -129,19 +129,7 @@ fn cli_embeds_and_detects_with_json() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("marked.jpg");
     let bin = env!("CARGO_BIN_EXE_likeguard");
-    let run = |args: &[&str]| {
-        let o = std::process::Command::new(bin)
-            .args(args)
-            .env("LIKEGUARD_WATERMARK_KEY", KEY)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
-    };
+    let run = |args: &[&str]| watermark_cli(KEY, args);
     let src = testdata().join(PHOTOS[3]);
     run(&[
         "watermark",

@@ -346,6 +346,21 @@ impl Drop for Likeguard {
     }
 }
 
+/// Run the `likeguard` command with a watermark key; it must succeed. Its standard output.
+pub fn watermark_cli(key: &str, args: &[&str]) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_likeguard"))
+        .args(args)
+        .env("LIKEGUARD_WATERMARK_KEY", key)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))

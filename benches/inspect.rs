@@ -8,8 +8,9 @@ use base64::Engine;
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use likeguard::config::{ExtractConfig, KnownMediaConfig};
-use likeguard::extract::{BodyClass, extract, sniff};
+use likeguard::extract::{BodyClass, extract};
 use likeguard::knownmedia::{Bank, KnownAction, NewEntry};
+use likeguard::media::sniff;
 
 fn photo(rel: &str) -> Bytes {
     let dir = std::env::var_os("LIKEGUARD_TESTDATA")

@@ -1,16 +1,18 @@
 //! likeguard: an inline reverse proxy that looks inside the media passing through it,
 //! recognises protected identities and enforces their license policy.
 //!
-//! Module map (one concern each): `config` → `proxy` (routes, pass-through, inspected exchange)
-//! → `capture` (holding bodies) → `extract` (media items) → `inspect` (inspectors, e.g.
-//! `knownmedia`) → `policy` (decisions) → `actions` (451, tags, watermark seam); `admin`,
-//! `store`, `telemetry`, `cli` around them.
+//! Module map (one concern each): `config` → `proxy` (pingora: listeners, request targets,
+//! routes, pass-through, inspected exchange) → `capture` (holding bodies) → `decide` (the one
+//! decision pipeline: `extract` finds media items, `inspect` runs the inspectors — `knownmedia`,
+//! faces through `media`, `inference`, `registry`, `license` — `policy` rules, `actions`
+//! enforce: 451, tags, watermark, provenance); `admin`, `store`, `telemetry`, `cli` around them.
 
 pub mod actions;
 pub mod admin;
 pub mod capture;
 pub mod cli;
 pub mod config;
+pub mod decide;
 pub mod extract;
 pub mod inference;
 pub mod inspect;

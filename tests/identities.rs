@@ -270,7 +270,7 @@ fn frame_as_jpeg(rel: &str, at_s: u64) -> Vec<u8> {
     decoder
         .decode(
             Input::Bytes(media(rel).into()),
-            Some(likeguard::extract::MediaKind::Video),
+            Some(likeguard::media::MediaKind::Video),
             &mut |out: Output<'_>| {
                 if let Output::Frame(f) = out
                     && f.pts.is_some_and(|p| p.as_secs() >= at_s)

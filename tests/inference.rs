@@ -8,10 +8,10 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use likeguard::config::{InferenceConfig, MediaConfig};
-use likeguard::extract::sniff;
 use likeguard::inference::{Embedding, FaceEngine, Image, InferenceError};
 use likeguard::inspect::faces::{FoundFace, faces_in_media, main_face};
 use likeguard::media::Decoder;
+use likeguard::media::sniff;
 
 fn models_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models")

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use likeguard::config::MediaConfig;
-use likeguard::extract::MediaKind;
+use likeguard::media::MediaKind;
 use likeguard::media::{DecodeError, Decoder, Input, Limit, Output};
 use support::testdata;
 

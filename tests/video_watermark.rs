@@ -52,7 +52,7 @@ fn every_frame_is_marked_and_the_clip_reads_back_after_reencoding() {
     assert!(out.codec_kept);
     assert_eq!(out.audio_streams, 1, "the AAC track is copied");
     assert_eq!(out.frames, 216);
-    assert_eq!(likeguard::extract::sniff(&out.data).unwrap().format, "mp4");
+    assert_eq!(likeguard::media::sniff(&out.data).unwrap().format, "mp4");
 
     let read = w.detect(out.data.clone().into()).unwrap();
     assert_eq!(read.detection.payload, Some(0x0DEC_1DED), "{read:?}");

@@ -383,7 +383,7 @@ fn a_rule_asking_for_it_gets_the_visible_stamp_as_well() {
     let item = likeguard::extract::MediaItem {
         index: 0,
         source: likeguard::extract::ItemSource::Body,
-        media: likeguard::extract::sniff(&photo).unwrap(),
+        media: likeguard::media::sniff(&photo).unwrap(),
         data: photo.clone().into(),
     };
     let visible: VisibleConfig =

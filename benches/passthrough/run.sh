@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Pass-through overhead, side by side in one run against the same upstream on loopback:
-#   direct upstream  |  nginx proxy_pass  |  likeguard (pass-through route; fast front and, for
-#   comparison, `front: pingora`)
-# plus likeguard's inspected (hold-mode) route with 1 MB non-media bodies.
+#   direct upstream  |  nginx proxy_pass  |  bare pingora (no hooks)  |  likeguard (pass-through
+#   route: pingora's proxy path with likeguard's admission, normalisation and routing)
+# plus likeguard's inspected (hold-mode) route, GETs and 1 MB non-media bodies.
 # Load generator: wrk. Everything listens on 127.0.0.1, each run is time-bounded, all
 # processes are stopped on exit. Needs: scripts/setup-system --bench, a release build.
 #
@@ -15,8 +15,8 @@ bare=${CARGO_TARGET_DIR:-target}/release/examples/bare_pingora
 [[ -x $bin && -x $bare ]] || { echo "build first: cargo build --release --bin likeguard --example bare_pingora" >&2; exit 1; }
 command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "run scripts/setup-system --bench" >&2; exit 1; }
 
-UP=18001 NGX=18002 LG=18003 LGA=19003 BARE=18006 LGP=18007 LGPA=19007
-for port in $UP $NGX $LG $LGA $BARE $LGP $LGPA; do
+UP=18001 NGX=18002 LG=18003 LGA=19003 BARE=18006
+for port in $UP $NGX $LG $LGA $BARE; do
   if (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null; then echo "port $port is in use: stop what listens there" >&2; exit 1; fi
 done
 work=$(mktemp -d)
@@ -57,15 +57,11 @@ routes:
     upstream: http://127.0.0.1:$UP
     inspect: {direction: none}
 CONF
-# The same likeguard with pingora serving `listen` itself (the pre-0006 design), for comparison.
-sed -e "s/127.0.0.1:$LG\$/127.0.0.1:$LGP/" -e "s/127.0.0.1:$LGA}/127.0.0.1:$LGPA}/" -e "s|state$|state-p|" \
-  -e "s/^workers: 1$/workers: 1\nfront: pingora/" "$work/lg.yaml" > "$work/lgp.yaml"
 nginx -p "$work/up" -c "$work/up/nginx.conf" & pids+=($!)
 nginx -p "$work/ngx" -c "$work/ngx/nginx.conf" & pids+=($!)
 LIKEGUARD_LOG=off "$bin" serve --config "$work/lg.yaml" & pids+=($!)
-LIKEGUARD_LOG=off "$bin" serve --config "$work/lgp.yaml" & pids+=($!)
 "$bare" 127.0.0.1:$BARE 127.0.0.1:$UP 2>/dev/null & pids+=($!)
-for port in $UP $NGX $LG $BARE $LGP; do
+for port in $UP $NGX $LG $BARE; do
   for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
 
@@ -99,10 +95,10 @@ for conns in 1 16; do
   run "nginx proxy_pass (GET)" "http://127.0.0.1:$NGX/plain" "$conns"
   run "bare pingora, no hooks (GET)" "http://127.0.0.1:$BARE/plain" "$conns"
   run "likeguard pass-through route (GET)" "http://127.0.0.1:$LG/plain" "$conns"
-  run "likeguard front: pingora, pass-through (GET)" "http://127.0.0.1:$LGP/plain" "$conns"
   run "likeguard hold route, no body (GET)" "http://127.0.0.1:$LG/hold" "$conns"
 done
 run "nginx proxy_pass (POST 1 MB text)" "http://127.0.0.1:$NGX/plain" 4 "$work/text1m.lua"
+run "bare pingora (POST 1 MB text)" "http://127.0.0.1:$BARE/plain" 4 "$work/text1m.lua"
 run "likeguard pass-through (POST 1 MB text)" "http://127.0.0.1:$LG/plain" 4 "$work/text1m.lua"
 run "likeguard hold route (POST 1 MB text, streamed)" "http://127.0.0.1:$LG/hold" 4 "$work/text1m.lua"
 run "likeguard hold route (POST 1 MB binary, held+sniffed)" "http://127.0.0.1:$LG/hold" 4 "$work/bin1m.lua"

@@ -20,6 +20,10 @@ pub enum ProblemKind {
     Unauthorized,
     NotFound,
     BadRequest,
+    /// A request origins could read in more than one way (two Hosts, an encoded slash, ...).
+    AmbiguousRequest,
+    /// An upgrade (WebSocket, h2c, ...) on a route that inspects: its bytes would escape.
+    UpgradeRefused,
     /// Well-formed but unusable (e.g. an enrolment photo without exactly one face).
     Unprocessable,
     Unavailable,
@@ -44,6 +48,8 @@ impl ProblemKind {
             Self::Unauthorized => "unauthorized",
             Self::NotFound => "not-found",
             Self::BadRequest => "bad-request",
+            Self::AmbiguousRequest => "ambiguous-request",
+            Self::UpgradeRefused => "upgrade-refused",
             Self::Unprocessable => "unprocessable",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
@@ -67,6 +73,8 @@ impl ProblemKind {
             Self::Unauthorized => "Unauthorized",
             Self::NotFound => "Not found",
             Self::BadRequest => "Bad request",
+            Self::AmbiguousRequest => "Ambiguous request",
+            Self::UpgradeRefused => "Upgrade refused on an inspected route",
             Self::Unprocessable => "Unprocessable content",
             Self::Unavailable => "Service unavailable",
             Self::Internal => "Internal error",
@@ -78,7 +86,11 @@ impl ProblemKind {
             Self::Blocked => 451,
             Self::NoRoute | Self::NotFound => 404,
             Self::BodyTooLarge | Self::TooManyItems => 413,
-            Self::MalformedBody | Self::BadRequest | Self::ClientError => 400,
+            Self::MalformedBody
+            | Self::BadRequest
+            | Self::ClientError
+            | Self::AmbiguousRequest
+            | Self::UpgradeRefused => 400,
             Self::Unprocessable => 422,
             Self::UnsupportedMedia => 415,
             Self::ClientTimeout => 408,
@@ -145,6 +157,19 @@ impl Problem {
 
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_else(|_| b"{}".to_vec())
+    }
+
+    /// The whole response, for any transport: status, headers, body. Every problem likeguard
+    /// answers (proxy and admin) is written from this.
+    pub fn response(&self) -> (u16, [(&'static str, &'static str); 2], Vec<u8>) {
+        (
+            self.status,
+            [
+                ("content-type", CONTENT_TYPE),
+                ("cache-control", "no-store"),
+            ],
+            self.to_json(),
+        )
     }
 }
 

@@ -22,11 +22,11 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::actions::{PROBLEM_CONTENT_TYPE, Problem, ProblemKind};
-use crate::extract::sniff;
+use crate::actions::{Problem, ProblemKind};
 use crate::inspect::faces::FaceService;
 use crate::knownmedia::{Bank, BankError, KnownAction};
 use crate::license::requester::Requester;
+use crate::media::sniff;
 use crate::telemetry::Metrics;
 
 /// Largest media file accepted by the known-media endpoint.
@@ -116,13 +116,9 @@ pub fn router(state: AdminState) -> Router {
 }
 
 fn problem(p: Problem) -> Response {
-    let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (
-        status,
-        [(header::CONTENT_TYPE, PROBLEM_CONTENT_TYPE)],
-        p.to_json(),
-    )
-        .into_response()
+    let (status, headers, body) = p.response();
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, headers, body).into_response()
 }
 
 async fn require_token(State(s): State<AdminState>, req: Request, next: Next) -> Response {

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::{AdminState, problem};
 use crate::actions::{Problem, ProblemKind};
-use crate::extract::sniff;
+use crate::media::sniff;
 use crate::policy::Action;
 
 #[derive(Serialize)]
@@ -64,7 +64,7 @@ pub async fn verify(State(s): State<AdminState>, req: Request) -> Response {
         method: "POST".into(),
         path: "/v1/verify".into(),
         route: "verify".into(),
-        headers: Default::default(),
+        ..Default::default()
     };
     let kind = media.kind;
     // Decode, inference and policy: CPU work, off the runtime.

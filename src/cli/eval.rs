@@ -7,10 +7,10 @@ use anyhow::Context;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::extract::sniff;
 use crate::inference::{Embedding, FaceEngine};
 use crate::inspect::faces::{FoundFace, faces_in_media, main_face};
 use crate::media::Decoder;
+use crate::media::sniff;
 
 /// Verification figures (`--json` keys are the field names).
 #[derive(Debug, Serialize)]

@@ -8,9 +8,9 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::config::MediaConfig;
-use crate::extract::sniff;
 use crate::inference::{Face, FaceEngine};
 use crate::inspect::faces::faces_in_media;
+use crate::media::sniff;
 use crate::media::{Decoder, Input, Output, Summary};
 
 /// One JSON line per file.

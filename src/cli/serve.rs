@@ -1,20 +1,13 @@
 //! `likeguard serve`: build everything once, then hand the listener to pingora.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
-use pingora::proxy::http_proxy_service;
-use pingora::server::configuration::ServerConf;
-use pingora::server::{
-    RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, UnixShutdownSignalWatch,
-};
 
 use crate::admin::{self, AdminState};
-use crate::config::{Config, FrontKind, StoreConfig};
+use crate::config::{Config, StoreConfig};
+use crate::decide::Decider;
 use crate::inference::FaceEngine;
 use crate::inspect::Inspection;
 use crate::inspect::faces::{FaceInspector, FaceService};
@@ -24,7 +17,6 @@ use crate::license::requester::Requester;
 use crate::media::Decoder;
 use crate::policy::store::PolicyStore;
 use crate::proxy::Proxy;
-use crate::proxy::fast::Front;
 use crate::registry::Registry;
 use crate::store::redis::{Event, Kind, RedisStore};
 use crate::telemetry::Metrics;
@@ -116,18 +108,17 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     } else {
         None
     };
-    let inspection = Inspection::new(inspectors);
-    let mut proxy = Proxy::new(&config, inspection, metrics.clone())?;
+    let mut decider = Decider::new(&config, Inspection::new(inspectors), metrics.clone())?;
     if config.watermark.enabled {
-        proxy = proxy.with_watermarker(Arc::new(crate::actions::watermark::MediaWatermarker::new(
-            &config.watermark,
-            &config.media,
-        )?));
+        decider = decider.with_watermarker(Arc::new(
+            crate::actions::watermark::MediaWatermarker::new(&config.watermark, &config.media)?,
+        ));
     }
     if config.provenance.enabled {
         let signer = crate::actions::provenance::Provenance::load(&config.provenance)?;
-        proxy = proxy.with_provenance(Arc::new(signer));
+        decider = decider.with_provenance(Arc::new(signer));
     }
+    let proxy = Proxy::new(&config, decider, metrics.clone())?;
 
     let token = config.admin_token();
     if token.is_none() {
@@ -164,93 +155,6 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             });
         })?;
 
-    let conf = ServerConf {
-        threads: config.worker_threads(),
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(config.timeouts.shutdown_grace.as_secs()),
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
-    let mut service = http_proxy_service(&server.configuration, proxy);
-    let mut drain_first = None;
-    let mut handover_socket = None;
-    match config.front {
-        FrontKind::Pingora => service.add_tcp(&config.listen.to_string()),
-        FrontKind::Fast => {
-            // pingora takes what the front hands over on a socket only this user can open.
-            let socket = handover_socket_path();
-            service.add_uds(
-                &socket.to_string_lossy(),
-                Some(std::fs::Permissions::from_mode(0o600)),
-            );
-            handover_socket = Some(socket.clone());
-            let front = Arc::new(Front::new(&config, metrics.clone(), socket));
-            front
-                .clone()
-                .start(config.listen, config.worker_threads())
-                .with_context(|| format!("cannot listen on {}", config.listen))?;
-            drain_first = Some(front);
-        }
-    }
-    if let Some(tls) = &config.tls {
-        let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
-        let mut settings = pingora::listeners::tls::TlsSettings::intermediate(
-            &path(&tls.cert_file),
-            &path(&tls.key_file),
-        )
-        .map_err(|e| anyhow::anyhow!("tls: cannot load the certificate or key: {e}"))?;
-        if tls.http2 {
-            settings.enable_h2();
-        }
-        service.add_tls_with_settings(&tls.listen.to_string(), None, settings);
-    }
-    server.add_service(service);
-    tracing::info!(listen = %config.listen, tls = ?config.tls.as_ref().map(|t| t.listen), admin = %config.admin.listen,
-        routes = config.routes.len(), "likeguard serving");
-    ready.store(true, Ordering::Release);
-    let shutdown_signal: Box<dyn ShutdownSignalWatch> = match drain_first {
-        Some(front) => Box::new(DrainFrontFirst {
-            front,
-            grace: config.timeouts.shutdown_grace,
-        }),
-        None => Box::new(UnixShutdownSignalWatch),
-    };
-    server.run(RunArgs { shutdown_signal });
-    if let Some(socket) = handover_socket {
-        let _ = std::fs::remove_file(socket);
-    }
+    crate::proxy::run(&config, proxy, ready)?;
     std::process::exit(0)
-}
-
-/// On SIGTERM, drain the fast front's exchanges before pingora starts its own graceful
-/// shutdown (which ends the process when pingora is done).
-struct DrainFrontFirst {
-    front: Arc<Front>,
-    grace: Duration,
-}
-
-#[async_trait::async_trait]
-impl ShutdownSignalWatch for DrainFrontFirst {
-    async fn recv(&self) -> ShutdownSignal {
-        let signal = UnixShutdownSignalWatch.recv().await;
-        if let ShutdownSignal::GracefulTerminate = signal {
-            tracing::info!("shutting down: draining the front");
-            self.front.drain(self.grace).await;
-        }
-        signal
-    }
-}
-
-/// pingora's private listener for what the fast front hands over: per process, in the runtime
-/// directory when there is one (systemd's `RuntimeDirectory=`, else `$XDG_RUNTIME_DIR`), else the
-/// temp directory.
-fn handover_socket_path() -> PathBuf {
-    let dir = ["RUNTIME_DIRECTORY", "XDG_RUNTIME_DIR"]
-        .iter()
-        .filter_map(std::env::var_os)
-        .map(PathBuf::from)
-        .find(|d| d.is_dir())
-        .unwrap_or_else(std::env::temp_dir);
-    dir.join(format!("likeguard-{}.sock", std::process::id()))
 }

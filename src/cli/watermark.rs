@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::actions::watermark::attack::{Attack, psnr, ssim};
 use crate::actions::watermark::{Detection, ImageWatermarker, MIN_SIDE, MediaWatermarker};
 use crate::config::WatermarkConfig;
-use crate::extract::{MediaKind, sniff};
+use crate::media::{MediaKind, sniff};
 
 /// Marks an image, or re-encodes a video with every frame marked.
 pub fn embed(
@@ -320,7 +320,7 @@ pub fn print_report(r: &EvalReport) {
 /// Prints the manifest report; fails (exit 1) when there is no valid manifest.
 pub fn provenance_read(file: &Path, json: bool) -> anyhow::Result<()> {
     let data = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let mime = crate::extract::sniff(&data)
+    let mime = crate::media::sniff(&data)
         .map(|m| m.mime)
         .with_context(|| format!("{}: not a media file", file.display()))?;
     let r = crate::actions::provenance::read(&data, mime)

@@ -50,10 +50,9 @@ pub struct Config {
     /// Proxy worker threads; 0 = one per CPU.
     #[serde(default)]
     pub workers: usize,
-    /// Who serves `listen`: `fast` (likeguard's own HTTP/1.1 front streams non-inspected
-    /// routes and hands everything else to pingora) or `pingora` (pingora serves it all).
+    /// How request paths are read (docs/proxy.md).
     #[serde(default)]
-    pub front: FrontKind,
+    pub paths: PathsConfig,
     #[serde(default)]
     pub admin: AdminConfig,
     /// Where likeguard keeps its own state (known-media bank, ...).
@@ -89,13 +88,23 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
 }
 
-/// See `Config::front` and docs/decisions/0006-fast-front.md.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathsConfig {
+    /// `%2F`, `%5C` and `\` in a path: `reject` (400) or `decode` (read as `/`).
+    #[serde(default)]
+    pub encoded_slashes: SlashMode,
+}
+
+/// What to do with `%2F`, `%5C` and `\` in a path: origins disagree on whether they separate
+/// segments, so by default they are refused.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum FrontKind {
+pub enum SlashMode {
     #[default]
-    Fast,
-    Pingora,
+    Reject,
+    /// Treat them as `/` (the path forwarded upstream has a plain `/` there).
+    Decode,
 }
 
 /// `embedded`: files in `state_dir` (one process). `redis`: shared by every instance.

@@ -5,7 +5,8 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::{ExtractError, ItemSource, MediaItem, sniff};
+use super::{ExtractError, ItemSource, MediaItem};
+use crate::media::sniff;
 
 /// Standard and URL-safe alphabets, padding optional: generators emit both.
 const LENIENT: GeneralPurposeConfig =

@@ -7,7 +7,6 @@
 
 mod json;
 mod multipart;
-mod sniff;
 mod splice;
 
 use bytes::Bytes;
@@ -16,7 +15,7 @@ use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 
 use crate::config::ExtractConfig;
 
-pub use sniff::{MediaKind, MediaType, sniff};
+use crate::media::{MediaType, sniff};
 pub use splice::splice;
 
 /// Where in the body an item was found (for explanations; never holds body bytes).
@@ -87,11 +86,22 @@ pub enum ExtractError {
 
 /// Classify a body by its headers under the route's extraction settings.
 pub fn classify(headers: &HeaderMap, cfg: &ExtractConfig) -> BodyClass {
-    if let Some(enc) = headers.get(CONTENT_ENCODING) {
-        let enc = enc.to_str().unwrap_or("?").trim().to_ascii_lowercase();
-        if !enc.is_empty() && enc != "identity" {
-            return BodyClass::Encoded { encoding: enc };
-        }
+    // Every Content-Encoding value counts: `identity` then `gzip` is a gzip body.
+    let encodings: Vec<String> = headers
+        .get_all(CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+        .map(|e| e.trim().to_ascii_lowercase())
+        .filter(|e| !e.is_empty() && e != "identity")
+        .collect();
+    if !encodings.is_empty() {
+        return BodyClass::Encoded {
+            encoding: encodings.join(", "),
+        };
+    }
+    // Two Content-Types: which one the receiver believes is unknowable, so look at the bytes.
+    if headers.get_all(CONTENT_TYPE).iter().nth(1).is_some() {
+        return BodyClass::Sniff;
     }
     let Some(ct) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return if cfg.raw {
@@ -203,6 +213,13 @@ mod tests {
             }
         );
         assert_eq!(classify(&HeaderMap::new(), &cfg), BodyClass::Sniff);
+        let mut two = headers("text/plain");
+        two.append(CONTENT_TYPE, "image/png".parse().unwrap());
+        assert_eq!(classify(&two, &cfg), BodyClass::Sniff);
+        let mut enc = headers("image/png");
+        enc.append(CONTENT_ENCODING, "identity".parse().unwrap());
+        enc.append(CONTENT_ENCODING, "gzip".parse().unwrap());
+        assert!(matches!(classify(&enc, &cfg), BodyClass::Encoded { .. }));
         assert_eq!(
             classify(&headers("multipart/form-data; boundary=abc"), &cfg),
             BodyClass::Multipart {

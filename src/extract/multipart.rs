@@ -2,7 +2,8 @@
 
 use bytes::Bytes;
 
-use super::{ExtractError, ItemSource, MediaItem, sniff};
+use super::{ExtractError, ItemSource, MediaItem};
+use crate::media::sniff;
 
 /// Upper bound on parts of any kind, so a body of a million empty parts costs little.
 const MAX_PARTS: usize = 1024;

@@ -90,7 +90,7 @@ pub fn splice(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::extract::sniff;
+    use crate::media::sniff;
 
     const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR old";
     const NEW: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR brand new bytes";

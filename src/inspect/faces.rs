@@ -7,9 +7,9 @@ use bytes::Bytes;
 
 use std::sync::Arc;
 
-use crate::extract::MediaKind;
 use crate::inference::{Embedding, Face, FaceEngine, Image, InferenceError};
 use crate::license::{License, Licenses};
+use crate::media::MediaKind;
 use crate::media::{DecodeError, Decoder, Input, Output, Summary};
 use crate::policy::rules::{Input as PolicyInput, LicenseInfo, MatchInfo, MediaInfo, RequestInfo};
 use crate::policy::store::PolicyStore;
@@ -106,7 +106,7 @@ pub fn reference_embeddings(
 ) -> Result<Vec<Embedding>, String> {
     let mut out = Vec::new();
     for (label, data) in photos {
-        let Some(media) = crate::extract::sniff(&data) else {
+        let Some(media) = crate::media::sniff(&data) else {
             return Err(format!("{label}: not an image likeguard reads"));
         };
         let (_, faces) = faces_in_media(decoder, engine, data, Some(media.kind), true)

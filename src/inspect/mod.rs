@@ -27,6 +27,8 @@ pub struct Context {
     pub method: String,
     pub path: String,
     pub route: String,
+    /// The client's address (audit only; never given to the policy as personal data).
+    pub client: Option<std::net::IpAddr>,
     /// The request headers `policy.expose_headers` names (lower-case name → value).
     pub headers: std::collections::BTreeMap<String, String>,
 }

@@ -4,7 +4,7 @@ use std::io::Cursor;
 
 use sha2::{Digest, Sha256};
 
-use crate::extract::{MediaKind, MediaType};
+use crate::media::{MediaKind, MediaType};
 
 /// A PDQ hash: 256 bits.
 pub type Pdq = [u64; 4];

@@ -17,8 +17,9 @@ use serde::{Deserialize, Serialize};
 
 pub use fingerprint::{Fingerprint, Pdq, fingerprint, hamming, pdq_from_hex, pdq_to_hex};
 
-use crate::extract::{MediaItem, MediaType};
+use crate::extract::MediaItem;
 use crate::inspect::{InspectError, Inspector};
+use crate::media::MediaType;
 use crate::policy::{Action, Finding};
 use crate::store::{self, StoreError};
 

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
-use crate::extract::MediaKind;
+use crate::media::MediaKind;
 use crate::store::redis::{Kind, RedisStore};
 use crate::store::{StoreError, read_json, write_json_atomic};
 

@@ -11,9 +11,10 @@ use gstreamer::prelude::*;
 use gstreamer_app::AppSrcCallbacks;
 
 use super::run::{FirstFailure, Teardown};
+use super::sample::Sampler;
+use super::sniff::{MediaKind, sniff};
 use super::{Audio, DecodeError, Frame, Input, Limit, Output, Summary, Templates, still};
 use crate::config::{MediaConfig, StillImages};
-use crate::extract::{MediaKind, sniff};
 
 /// Bytes pushed into appsrc per buffer (zero-copy slices of the input).
 const CHUNK: usize = 64 * 1024;
@@ -23,47 +24,6 @@ const FRAMES_IN_FLIGHT: u64 = 8;
 const TICK: gst::ClockTime = gst::ClockTime::from_mseconds(20);
 
 /// State shared with GStreamer's streaming threads.
-/// Frame sampling, applied right after the decoder so skipped frames cost no scaling or
-/// conversion: the first frame always, then the first frame at or after each period boundary
-/// (media time from the first frame), optionally key frames only.
-#[derive(Default)]
-pub(super) struct Sampler {
-    period: Option<Duration>,
-    keyframes_only: bool,
-    first_pts: Option<u64>,
-    next_t: Duration,
-    taken: u64,
-}
-
-impl Sampler {
-    pub(super) fn new(sampling: &crate::config::Sampling) -> Self {
-        Self {
-            period: (sampling.fps > 0.0).then(|| Duration::from_secs_f64(1.0 / sampling.fps)),
-            keyframes_only: sampling.keyframes_only,
-            ..Self::default()
-        }
-    }
-
-    /// Media time of a raw timestamp (the first one seen is 0).
-    pub(super) fn media_time(&mut self, raw_ns: u64) -> Duration {
-        Duration::from_nanos(raw_ns.saturating_sub(*self.first_pts.get_or_insert(raw_ns)))
-    }
-
-    /// Whether the frame at `raw_ns` is sampled (updates the schedule when it is).
-    pub(super) fn take(&mut self, raw_ns: Option<u64>, keyframe: bool) -> bool {
-        let t = raw_ns.map(|r| self.media_time(r));
-        let due = self.period.is_none() || t.is_none_or(|t| t >= self.next_t);
-        let keep = self.taken == 0 || (due && (keyframe || !self.keyframes_only));
-        if keep {
-            self.taken += 1;
-            if let (Some(p), Some(t)) = (self.period, t) {
-                self.next_t = next_boundary(t, p);
-            }
-        }
-        keep
-    }
-}
-
 #[derive(Default)]
 struct Shared {
     failure: Arc<FirstFailure>,
@@ -511,10 +471,6 @@ fn watch_decoder(decode: &gst::Element, cfg: &MediaConfig, shared: &Arc<Shared>)
 }
 
 /// The first period boundary after `t` (integer nanoseconds: no float rounding at boundaries).
-fn next_boundary(t: Duration, period: Duration) -> Duration {
-    let p = period.as_nanos().max(1);
-    Duration::from_nanos(((t.as_nanos() / p + 1) * p) as u64)
-}
 
 /// Record which frames are key frames, at the video decoder's input.
 fn watch_keyframes(pipeline: &gst::Pipeline, shared: &Arc<Shared>) {

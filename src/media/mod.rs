@@ -10,6 +10,8 @@ mod decode;
 mod pipeline;
 mod reencode;
 mod run;
+mod sample;
+mod sniff;
 mod still;
 
 use std::ops::ControlFlow;
@@ -24,7 +26,7 @@ pub use pipeline::{Template, Templates};
 pub use reencode::{Chroma, FrameEditor, LumaFrame, Reencoded, Reencoder};
 
 use crate::config::MediaConfig;
-use crate::extract::{MediaKind, sniff};
+pub use sniff::{MediaKind, MediaType, sniff};
 
 /// What goes into a decode.
 pub enum Input {

@@ -7,7 +7,7 @@ use gstreamer::prelude::*;
 use serde::Deserialize;
 
 use super::MediaError;
-use crate::extract::MediaKind;
+use crate::media::MediaKind;
 
 const IMAGE: &str = include_str!("../../pipelines/image.yaml");
 const VIDEO: &str = include_str!("../../pipelines/video.yaml");

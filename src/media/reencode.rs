@@ -18,7 +18,7 @@ use serde::Deserialize;
 use super::run::{FirstFailure, Teardown};
 use super::{DecodeError, Limit, MediaError};
 use crate::config::Limits;
-use crate::extract::{MediaKind, sniff};
+use crate::media::{MediaKind, sniff};
 
 const BUILTIN: &str = include_str!("../../pipelines/reencode.yaml");
 const FILE: &str = "reencode.yaml";

@@ -103,7 +103,7 @@ pub fn decode_gif(
         ));
     }
     // The same sampling schedule as video (every GIF frame is a key frame).
-    let mut sampler = super::decode::Sampler::new(&cfg.sampling);
+    let mut sampler = super::sample::Sampler::new(&cfg.sampling);
     let mut t = Duration::ZERO;
     let (mut decoded, mut sampled) = (0u64, 0u64);
     for frame in dec.into_frames() {

@@ -1,64 +1,66 @@
-//! The proxy. On `listen`, the fast front (`fast`) streams pass-through routes itself and hands
-//! everything else to pingora; pingora serves the TLS listener and, with `front: pingora`,
-//! `listen` too. In pingora, two paths, chosen per request in `request_filter`:
+//! The proxy: pingora is the only HTTP engine on the client side — every listener (plain and
+//! TLS, HTTP/1.1 and HTTP/2), all request and response framing, hop-by-hop handling and
+//! header validation are pingora's. This module adds what an inline inspector needs:
 //!
-//! - **pass-through** (route inspects nothing, or an upgrade request): pingora's own streaming
-//!   path, nothing buffered;
-//! - **inspected** (route inspects a direction): `exchange` reads what it must hold, decides,
-//!   and performs the upstream exchange itself, so a blocked upload never reaches the upstream
-//!   and a blocked response can still be a 451. See docs/decisions/0001-inspected-exchange.md.
+//! - the request target read as an origin reads it (`target`) and the route chosen on that
+//!   form (`route`); requests origins could read in two ways are refused (`admit`);
+//! - two paths, chosen per request in `request_filter`:
+//!   - **pass-through** (the route inspects nothing): pingora's own streaming path, nothing
+//!     buffered, the normalised target forwarded;
+//!   - **inspected** (the route inspects a direction): `exchange` reads what it must hold,
+//!     asks `decide` for the ruling, and performs the upstream exchange itself, so a blocked
+//!     upload never reaches the upstream and a blocked response can still be a 451
+//!     (docs/decisions/0001-inspected-exchange.md, 0006-one-http-engine.md).
 
+mod admit;
+mod call;
 mod exchange;
-pub mod fast;
+mod hold;
 mod route;
+mod server;
+pub mod target;
 mod upstream;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use pingora::http::ResponseHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
 pub use route::{Route, Router};
+pub use server::run;
 
-use crate::actions::{Problem, ProblemKind, TagHeaders, Watermarker};
-use crate::config::{Config, Timeouts};
-use crate::inspect::Inspection;
+use crate::actions::{Problem, ProblemKind};
+use crate::config::{Config, SlashMode, Timeouts};
+use crate::decide::Decider;
 use crate::telemetry::{Metrics, status_class};
 
 /// After answering a client whose request body is still arriving, keep reading (and discarding)
 /// it for a bounded time and size before closing, so the client reads the answer instead of a
 /// reset (closing a socket with unread data makes the kernel send RST) — nginx's "lingering
-/// close". Used by the inspected exchange and by the fast front.
+/// close".
 const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 const LINGER_BYTES: usize = 64 * 1024 * 1024;
 
 /// Everything the proxy shares across requests, built once at start.
 pub struct Proxy {
     router: Router,
-    inspection: Inspection,
-    tags: TagHeaders,
+    decider: Decider,
     metrics: Arc<Metrics>,
-    client: upstream::UpClient,
-    /// Extra roots for TLS upstreams (`upstream_ca_file`), for pingora's pass-through peers.
-    upstream_ca: Option<Arc<Box<[pingora::tls::x509::X509]>>>,
+    /// pingora's upstream pool for the inspected exchange (the pass-through path has its own).
+    connector: pingora::connectors::http::Connector,
+    /// Extra roots for TLS upstreams (`upstream_ca_file`).
+    upstream_ca: upstream::Roots,
     timeouts: Timeouts,
-    watermarker: Option<Arc<dyn Watermarker>>,
-    /// Signs C2PA manifests onto response-side images decided tag/watermark.
-    provenance: Option<Arc<crate::actions::provenance::Provenance>>,
-    /// Who a request acts for (`licensing`).
-    requester: crate::license::requester::Requester,
-    /// Request headers the policy may read (`policy.expose_headers`).
-    exposed_headers: Vec<http::HeaderName>,
+    slashes: SlashMode,
 }
 
 /// A proxy that cannot be built from its configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    #[error(transparent)]
-    Http(#[from] http::Error),
     #[error("{0}")]
     Config(String),
 }
@@ -68,71 +70,71 @@ pub enum ProxyError {
 pub struct Ctx {
     route: Option<Arc<Route>>,
     inspected: bool,
+    /// The normalised path and the raw query: what the upstream receives.
+    forward: Option<String>,
+    client: Option<IpAddr>,
 }
 
 impl Proxy {
     pub fn new(
         config: &Config,
-        inspection: Inspection,
+        decider: Decider,
         metrics: Arc<Metrics>,
     ) -> Result<Self, ProxyError> {
         Ok(Self {
             router: Router::new(&config.routes),
-            inspection,
-            tags: TagHeaders::new(&config.tag)?,
+            decider,
             metrics,
-            client: upstream::client(
-                config.timeouts.upstream_connect,
-                config.upstream_ca_file.as_deref(),
-            )
-            .map_err(ProxyError::Config)?,
+            connector: pingora::connectors::http::Connector::new(None),
             upstream_ca: upstream::load_roots(config.upstream_ca_file.as_deref())
                 .map_err(ProxyError::Config)?,
             timeouts: config.timeouts.clone(),
-            watermarker: None,
-            provenance: None,
-            requester: crate::license::requester::Requester::new(&config.licensing)
-                .map_err(ProxyError::Config)?,
-            exposed_headers: config
-                .policy
-                .expose_headers
-                .iter()
-                .map(|h| {
-                    http::HeaderName::try_from(h.to_ascii_lowercase()).map_err(|_| {
-                        ProxyError::Config(format!(
-                            "policy.expose_headers: {h:?} is not a header name"
-                        ))
-                    })
-                })
-                .collect::<Result<_, _>>()?,
+            slashes: config.paths.encoded_slashes,
         })
-    }
-
-    /// Fill the watermark seam (done by the watermark issue).
-    pub fn with_provenance(mut self, p: Arc<crate::actions::provenance::Provenance>) -> Self {
-        self.provenance = Some(p);
-        self
-    }
-
-    pub fn with_watermarker(mut self, w: Arc<dyn Watermarker>) -> Self {
-        self.watermarker = Some(w);
-        self
     }
 
     fn count_error(&self, p: &Problem) {
         self.metrics.errors.with_label_values(&[p.slug()]).inc();
     }
+
+    /// Answer with a problem before anything reached the upstream, and close the connection
+    /// (after a lingering read of any body the client is still sending).
+    async fn refuse(&self, session: &mut Session, p: &Problem) -> Result<bool> {
+        self.count_error(p);
+        session.set_keepalive(None);
+        write_problem(session, p).await?;
+        if !session.is_body_done() {
+            linger(session).await;
+        }
+        Ok(true)
+    }
 }
 
-/// Write a problem+json response.
+/// Write a problem+json response (the one writer on the proxy side; `Problem::response` makes
+/// the parts).
 pub(crate) async fn write_problem(session: &mut Session, p: &Problem) -> Result<()> {
-    let body = Bytes::from(p.to_json());
-    let mut h = ResponseHeader::build(p.status, Some(4))?;
-    h.insert_header("content-type", crate::actions::PROBLEM_CONTENT_TYPE)?;
+    let (status, headers, body) = p.response();
+    let mut h = ResponseHeader::build(status, Some(headers.len() + 1))?;
+    for (name, value) in headers {
+        h.insert_header(name, value)?;
+    }
     h.insert_header("content-length", body.len().to_string())?;
-    h.insert_header("cache-control", "no-store")?;
     session.write_response_header(Box::new(h), false).await?;
-    session.write_response_body(Some(body), true).await
+    session
+        .write_response_body(Some(Bytes::from(body)), true)
+        .await
+}
+
+/// Read and discard what the client still sends, bounded in time and bytes.
+async fn linger(session: &mut Session) {
+    let deadline = tokio::time::Instant::now() + LINGER_TIME;
+    let mut drained = 0usize;
+    while drained < LINGER_BYTES {
+        match tokio::time::timeout_at(deadline, session.read_request_body()).await {
+            Ok(Ok(Some(chunk))) => drained += chunk.len(),
+            _ => break,
+        }
+    }
 }
 
 #[async_trait]
@@ -147,24 +149,42 @@ impl ProxyHttp for Proxy {
         // Slow clients: bound the wait for each body chunk on both paths.
         session.set_read_timeout(Some(self.timeouts.client_read));
         session.set_keepalive(Some(self.timeouts.client_idle.as_secs()));
-        let req = session.req_header();
-        let host = req
-            .headers
-            .get(http::header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| req.uri.host());
-        let Some(route) = self.router.find(host, req.uri.path()).cloned() else {
+        ctx.client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let admitted = match admit::admit(session.req_header(), self.slashes) {
+            Ok(a) => a,
+            Err(p) => return self.refuse(session, &p).await,
+        };
+        let Some(route) = self
+            .router
+            .find(admitted.host.as_deref(), &admitted.path.matched)
+            .cloned()
+        else {
             let p = Problem::new(ProblemKind::NoRoute, "no route matches this host and path");
-            self.count_error(&p);
-            write_problem(session, &p).await?;
-            return Ok(true);
+            return self.refuse(session, &p).await;
         };
         ctx.route = Some(route.clone());
-        if !route.inspect.direction.any() || session.is_upgrade_req() {
+        ctx.forward = Some(admitted.forward);
+        if !route.inspect.direction.any() {
             return Ok(false);
         }
         ctx.inspected = true;
-        exchange::run(self, session, &route).await?;
+        // Any Upgrade header, even one pingora would not act on: its bytes must not escape.
+        if session.is_upgrade_req()
+            || session
+                .req_header()
+                .headers
+                .contains_key(http::header::UPGRADE)
+        {
+            let p = Problem::new(
+                ProblemKind::UpgradeRefused,
+                "this route inspects its traffic: protocol upgrades are not allowed on it",
+            );
+            return self.refuse(session, &p).await;
+        }
+        exchange::run(self, session, &route, ctx).await?;
         Ok(true)
     }
 
@@ -173,21 +193,63 @@ impl ProxyHttp for Proxy {
             .route
             .as_ref()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route selected"))?;
-        let mut peer = HttpPeer::new(
-            route.upstream.authority.as_str(),
-            route.upstream.tls,
-            route.upstream.host.clone(),
-        );
-        peer.options.ca = self.upstream_ca.clone();
-        peer.options.connection_timeout = Some(self.timeouts.upstream_connect);
-        peer.options.read_timeout = Some(self.timeouts.upstream_response);
-        Ok(Box::new(peer))
+        Ok(Box::new(upstream::peer(
+            &route.upstream,
+            &self.upstream_ca,
+            &self.timeouts,
+        )))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        up: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        // The upstream reads the path the route was chosen on, nothing else.
+        if let Some(forward) = &ctx.forward {
+            let uri = http::Uri::try_from(forward.as_str())
+                .map_err(|e| Error::because(ErrorType::InternalError, "normalised target", e))?;
+            up.set_uri(uri);
+        }
+        for name in upstream::droppable_hop_by_hop(&up.headers) {
+            up.remove_header(&name);
+        }
+        if let Some(client) = ctx.client {
+            let xff = upstream::forwarded_for(up.headers.get(upstream::X_FORWARDED_FOR), client);
+            up.insert_header(upstream::X_FORWARDED_FOR, xff)?;
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        // A 101 the client did not ask for would turn the connection into a blind tunnel.
+        if resp.status == http::StatusCode::SWITCHING_PROTOCOLS && !session.is_upgrade_req() {
+            return Error::e_explain(
+                ErrorType::HTTPStatus(502),
+                "the upstream switched protocols on a request that asked for no upgrade",
+            );
+        }
+        // An HTTP/1.0 client cannot read chunks: its body ends at the connection's close.
+        if session.req_header().version == http::Version::HTTP_10
+            && resp.headers.contains_key(http::header::TRANSFER_ENCODING)
+        {
+            resp.remove_header(&http::header::TRANSFER_ENCODING);
+            session.set_keepalive(None);
+        }
+        Ok(())
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
         use ErrorType::*;
         let kind = match (e.esource(), e.etype()) {
-            (_, HTTPStatus(400)) => Some(ProblemKind::BadRequest),
+            (_, HTTPStatus(400)) | (_, InvalidHTTPHeader) => Some(ProblemKind::BadRequest),
+            (_, HTTPStatus(502)) => Some(ProblemKind::UpstreamError),
             (ErrorSource::Downstream, ReadTimedout) => Some(ProblemKind::ClientTimeout),
             // Otherwise the client is gone or broke the protocol: nobody to answer.
             (ErrorSource::Downstream, _) => None,
@@ -206,7 +268,10 @@ impl ProxyHttp for Proxy {
             let p = Problem::new(kind, "the request could not be proxied");
             self.count_error(&p);
             code = p.status;
-            if session.response_written().is_none() {
+            if session
+                .response_written()
+                .is_none_or(|h| h.status.is_informational())
+            {
                 // The connection is not reused after a failure: say so in the response.
                 session.set_keepalive(None);
                 let _ = write_problem(session, &p).await;

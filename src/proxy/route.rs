@@ -1,16 +1,40 @@
-//! Route matching: first route whose host and path prefix match wins.
+//! Route matching on the normalised target (`target`): the first route whose host and path
+//! prefix match wins.
+//!
+//! Matching leans towards inspection: paths compare without case, and a route that inspects
+//! matches its prefix as a plain string (`/upload` also takes `/uploads`, as nginx's
+//! `location /upload` would), while a pass-through route matches whole segments only
+//! (`/static` takes `/static/x`, not `/statics`). Over-inspecting costs CPU; under-inspecting
+//! is a breach.
 
 use std::sync::Arc;
 
+use super::target::{SlashMode, normalize_host, normalize_path};
 use crate::config::{InspectConfig, RouteConfig, Upstream};
 
 #[derive(Debug)]
 pub struct Route {
     pub name: String,
+    /// Normalised (`target::normalize_host`).
     host: Option<String>,
+    /// Normalised and lower-cased, as `NormalPath::matched`.
     prefix: String,
     pub upstream: Upstream,
     pub inspect: InspectConfig,
+}
+
+impl Route {
+    fn matches(&self, host: Option<&str>, path: &str) -> bool {
+        let host_ok = self.host.as_deref().is_none_or(|want| host == Some(want));
+        host_ok
+            && match path.strip_prefix(self.prefix.as_str()) {
+                None => false,
+                Some(_) if self.inspect.direction.any() => true,
+                Some(rest) => {
+                    self.prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/')
+                }
+            }
+    }
 }
 
 pub struct Router {
@@ -22,10 +46,20 @@ impl Router {
         let routes = configs
             .iter()
             .map(|c| {
+                // Validated to start with '/'; a prefix with escapes normalises like a path.
+                let prefix = normalize_path(&c.matcher.path_prefix, SlashMode::Decode).map_or_else(
+                    |_| c.matcher.path_prefix.to_ascii_lowercase(),
+                    |p| p.matched,
+                );
+                // "/upload" normalises to "/upload"; keep a prefix's own trailing slash only.
+                let prefix = match c.matcher.path_prefix.ends_with('/') {
+                    true => prefix,
+                    false => prefix.trim_end_matches('/').to_string(),
+                };
                 Arc::new(Route {
                     name: c.name.clone(),
-                    host: c.matcher.host.as_ref().map(|h| h.to_ascii_lowercase()),
-                    prefix: c.matcher.path_prefix.clone(),
+                    host: c.matcher.host.as_deref().map(normalize_host),
+                    prefix,
                     upstream: c.upstream.clone(),
                     inspect: c.inspect.clone(),
                 })
@@ -34,40 +68,9 @@ impl Router {
         Self { routes }
     }
 
-    /// `host` is the Host header (a port, if any, is ignored).
+    /// `host` normalised (`target::normalize_host`), `path` a `NormalPath::matched`.
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Arc<Route>> {
-        self.position(host, path).map(|i| &self.routes[i])
-    }
-
-    /// Like `find`, as an index into `routes()`.
-    pub fn position(&self, host: Option<&str>, path: &str) -> Option<usize> {
-        let host = host.map(strip_port);
-        self.routes.iter().position(|r| {
-            r.host
-                .as_deref()
-                .is_none_or(|want| host.is_some_and(|h| h.eq_ignore_ascii_case(want)))
-                && prefix_matches(&r.prefix, path)
-        })
-    }
-
-    pub fn routes(&self) -> &[Arc<Route>] {
-        &self.routes
-    }
-}
-
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        // [v6]:port
-        return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
-    }
-    host.rsplit_once(':').map_or(host, |(h, _)| h)
-}
-
-/// `/upload` matches `/upload`, `/upload/x`, `/upload?x` — not `/uploads`.
-fn prefix_matches(prefix: &str, path: &str) -> bool {
-    match path.strip_prefix(prefix) {
-        None => false,
-        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with(['/', '?']),
+        self.routes.iter().find(|r| r.matches(host, path))
     }
 }
 
@@ -76,20 +79,32 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    #[test]
-    fn first_match_wins_with_host_and_segment_prefix() {
+    fn router() -> Router {
         let c = Config::parse(
-            "routes:\n  - {name: up, match: {host: Up.Example, path_prefix: /upload}, upstream: 'http://a:1'}\n  - {name: all, upstream: 'http://b:1'}\n",
+            "routes:\n  - {name: up, match: {host: Up.Example., path_prefix: /Upload}, upstream: 'http://a:1'}\n  - {name: static, match: {path_prefix: /static}, upstream: 'http://a:1', inspect: {direction: none}}\n  - {name: all, upstream: 'http://b:1'}\n",
             "t",
         )
         .unwrap();
-        let r = Router::new(&c.routes);
+        Router::new(&c.routes)
+    }
+
+    #[test]
+    fn first_match_wins_on_normalised_host_and_path() {
+        let r = router();
         let name = |h, p| r.find(h, p).map(|r| r.name.as_str());
-        assert_eq!(name(Some("up.example:8080"), "/upload/a"), Some("up"));
+        assert_eq!(name(Some("up.example"), "/upload/a"), Some("up"));
         assert_eq!(name(Some("up.example"), "/upload"), Some("up"));
-        assert_eq!(name(Some("up.example"), "/uploads"), Some("all"));
         assert_eq!(name(Some("other"), "/upload"), Some("all"));
         assert_eq!(name(None, "/upload"), Some("all"));
-        assert_eq!(strip_port("[::1]:80"), "::1");
+    }
+
+    #[test]
+    fn inspecting_prefixes_match_as_strings_pass_through_ones_by_segment() {
+        let r = router();
+        let name = |h, p| r.find(h, p).map(|r| r.name.as_str());
+        assert_eq!(name(Some("up.example"), "/uploads"), Some("up"));
+        assert_eq!(name(None, "/static/a.css"), Some("static"));
+        assert_eq!(name(None, "/static"), Some("static"));
+        assert_eq!(name(None, "/statics"), Some("all"));
     }
 }

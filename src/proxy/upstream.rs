@@ -1,49 +1,31 @@
-//! The client for the inspected path: a pooled HTTP/1.1 client to the route's upstream, over
-//! TLS for `https://` upstreams (OpenSSL, the same library pingora links).
-//! (Non-inspected traffic never comes here: the fast front or pingora streams it.)
+//! The upstream side, for both paths: pingora's peers (its connection pool, its HTTP/1.1
+//! client, OpenSSL for `https://` upstreams with `upstream_ca_file` added to the system roots),
+//! and the header rules both paths share — hop-by-hop headers and `X-Forwarded-For`.
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::Bytes;
 use http::HeaderMap;
 use http::header::{self, HeaderName};
-use http_body_util::combinators::BoxBody;
-use hyper_openssl::client::legacy::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use openssl::ssl::{SslConnector, SslMethod};
+use pingora::upstreams::peer::HttpPeer;
 
-pub type UpBody = BoxBody<Bytes, std::io::Error>;
-pub type UpClient = Client<HttpsConnector<HttpConnector>, UpBody>;
+use crate::config::{Timeouts, Upstream};
 
-/// The pooled client; `ca_file` adds trusted roots to the system's for TLS upstreams.
-pub fn client(connect_timeout: Duration, ca_file: Option<&Path>) -> Result<UpClient, String> {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.set_nodelay(true);
-    connector.enforce_http(false);
-    let tls_err = |e: openssl::error::ErrorStack| format!("upstream TLS: {e}");
-    // Verifies the peer against the system roots by default.
-    let mut ssl = SslConnector::builder(SslMethod::tls_client()).map_err(tls_err)?;
-    if let Some(ca) = ca_file {
-        ssl.set_ca_file(ca)
-            .map_err(|e| format!("upstream_ca_file: {}: {e}", ca.display()))?;
-    }
-    // The inspected path speaks HTTP/1.1 to the upstream.
-    ssl.set_alpn_protos(b"\x08http/1.1").map_err(tls_err)?;
-    let https = HttpsConnector::with_connector(connector, ssl).map_err(tls_err)?;
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build(https))
+/// Roots for TLS upstreams, loaded once.
+pub type Roots = Option<Arc<Box<[pingora::tls::x509::X509]>>>;
+
+/// The peer for a route's upstream (HTTP/1.1; TLS with SNI = host when `https://`).
+pub fn peer(up: &Upstream, roots: &Roots, t: &Timeouts) -> HttpPeer {
+    let mut peer = HttpPeer::new(up.authority.as_str(), up.tls, up.host.clone());
+    peer.options.ca = roots.clone();
+    peer.options.connection_timeout = Some(t.upstream_connect);
+    peer.options.read_timeout = Some(t.upstream_response);
+    peer.options.write_timeout = Some(t.upstream_response);
+    peer
 }
 
-/// `upstream_ca_file`'s certificates, for pingora's peers (loaded once).
-pub fn load_roots(
-    ca_file: Option<&Path>,
-) -> Result<Option<Arc<Box<[pingora::tls::x509::X509]>>>, String> {
+/// `upstream_ca_file`'s certificates (loaded once).
+pub fn load_roots(ca_file: Option<&Path>) -> Result<Roots, String> {
     let Some(path) = ca_file else {
         return Ok(None);
     };
@@ -60,16 +42,13 @@ pub fn load_roots(
     Ok(Some(Arc::new(certs.into_boxed_slice())))
 }
 
+pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
+
 /// Copy end-to-end headers, dropping hop-by-hop ones (RFC 9110 §7.6.1), including any the
-/// Connection header names.
+/// Connection header names — except the ones that frame or route the message: naming
+/// `Content-Length` in Connection must never change where a body ends.
 pub fn copy_end_to_end(from: &HeaderMap) -> HeaderMap {
-    let named: Vec<HeaderName> = from
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::try_from(n.trim()).ok())
-        .collect();
+    let named = connection_named(from);
     let mut out = HeaderMap::with_capacity(from.len());
     for (name, value) in from {
         if is_hop_by_hop(name) || named.contains(name) {
@@ -78,6 +57,43 @@ pub fn copy_end_to_end(from: &HeaderMap) -> HeaderMap {
         out.append(name.clone(), value.clone());
     }
     out
+}
+
+/// For pingora's pass-through path, which manages Connection, Upgrade and the framing headers
+/// itself: the other headers Connection names, and the legacy hop-by-hop ones, to drop.
+pub fn droppable_hop_by_hop(headers: &HeaderMap) -> Vec<HeaderName> {
+    let mut names = connection_named(headers);
+    names.push(HeaderName::from_static("keep-alive"));
+    names.push(HeaderName::from_static("proxy-connection"));
+    names
+}
+
+/// Names listed in Connection that may be dropped (never framing, routing or the upgrade).
+fn connection_named(from: &HeaderMap) -> Vec<HeaderName> {
+    from.get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::try_from(n.trim()).ok())
+        .filter(|n| {
+            !matches!(
+                *n,
+                header::CONTENT_LENGTH
+                    | header::TRANSFER_ENCODING
+                    | header::HOST
+                    | header::UPGRADE
+                    | header::CONNECTION
+            )
+        })
+        .collect()
+}
+
+/// `X-Forwarded-For` with the client appended (what nginx's `$proxy_add_x_forwarded_for` sends).
+pub fn forwarded_for(existing: Option<&http::HeaderValue>, client: std::net::IpAddr) -> String {
+    match existing.and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {client}"),
+        _ => client.to_string(),
+    }
 }
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
@@ -110,5 +126,28 @@ mod tests {
         let out = copy_end_to_end(&h);
         assert_eq!(out.len(), 2);
         assert_eq!(out.get_all("x-keep").iter().count(), 2);
+    }
+
+    #[test]
+    fn connection_never_removes_framing_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "content-length, host, x-a".parse().unwrap());
+        h.insert("content-length", "5".parse().unwrap());
+        h.insert("host", "a".parse().unwrap());
+        h.insert("x-a", "1".parse().unwrap());
+        let out = copy_end_to_end(&h);
+        assert!(out.contains_key("content-length") && out.contains_key("host"));
+        assert!(!out.contains_key("x-a"));
+        let names = droppable_hop_by_hop(&h);
+        assert!(names.contains(&HeaderName::from_static("x-a")));
+        assert!(!names.contains(&header::CONTENT_LENGTH) && !names.contains(&header::HOST));
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let ip: std::net::IpAddr = "10.0.0.7".parse().unwrap();
+        assert_eq!(forwarded_for(None, ip), "10.0.0.7");
+        let prior = http::HeaderValue::from_static("1.2.3.4");
+        assert_eq!(forwarded_for(Some(&prior), ip), "1.2.3.4, 10.0.0.7");
     }
 }

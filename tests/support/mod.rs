@@ -238,9 +238,6 @@ impl Likeguard {
                 PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"),
             )
             .env("LIKEGUARD_LOG", "warn")
-            // The front's handover socket goes with the test's state dir.
-            .env("XDG_RUNTIME_DIR", state_dir.path())
-            .env_remove("RUNTIME_DIRECTORY")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

@@ -26,7 +26,8 @@ pub use visible::Stamp;
 
 use super::{WatermarkError, Watermarker};
 use crate::config::WatermarkConfig;
-use crate::extract::{MediaItem, MediaKind};
+use crate::extract::MediaItem;
+use crate::media::MediaKind;
 use crate::policy::Decision;
 
 /// JPEG quality used when the source's tables cannot be read.

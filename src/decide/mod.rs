@@ -1,0 +1,316 @@
+//! The one decision pipeline: a held body and what is known of the request in; a ruling and
+//! the body to send on out. Transport-neutral — it knows nothing of sockets or pingora — so
+//! the proxy, and later the ICAP server and the async scanner, call the same thing.
+//!
+//! Inside: extraction finds the media items, the inspectors (known media, faces → registry,
+//! licenses, policy) rule on them within the route's time budget, and the ruling is enforced:
+//! allow, block (a problem), tag (headers, and a C2PA manifest on response images), watermark
+//! (marked media spliced back into the body), or the route's failure modes when inspection
+//! could not decide.
+
+mod rewrite;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http::header::{HeaderName, HeaderValue};
+use tokio::time::timeout;
+
+use crate::actions::provenance::Provenance;
+use crate::actions::{Problem, ProblemKind, TagHeaders, Watermarker};
+use crate::config::{Config, FailureMode, InspectConfig, UnsupportedMedia};
+use crate::extract::{self, BodyClass, ExtractError, MediaItem};
+use crate::inspect::{Context, Inspection};
+use crate::license::requester::Requester;
+use crate::policy::{Action, Decision};
+use crate::telemetry::Metrics;
+
+/// Which body a decision is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Request,
+    Response,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Request => "request",
+            Self::Response => "response",
+        }
+    }
+}
+
+/// What is being decided: one held body of one exchange on one route.
+pub struct Subject<'a> {
+    pub route: &'a str,
+    pub inspect: &'a InspectConfig,
+    pub side: Side,
+    pub class: &'a BodyClass,
+    pub ctx: &'a Context,
+}
+
+/// What happens to the exchange.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Send it on, with these headers added and, when `Some`, this body instead.
+    Forward {
+        headers: Vec<(HeaderName, HeaderValue)>,
+        body: Option<Bytes>,
+    },
+    /// Answer with this problem instead (a block, or a refusal).
+    Refuse(Problem),
+}
+
+impl Outcome {
+    fn pass() -> Self {
+        Self::Forward {
+            headers: Vec::new(),
+            body: None,
+        }
+    }
+}
+
+/// The outcome of looking at one held body, before enforcement.
+enum Verdict {
+    Decided(Decision, Vec<MediaItem>),
+    /// The body is not what it claims (malformed, too many items): the sender's fault.
+    Rejected(Problem),
+    /// It claims to be media but likeguard cannot read it.
+    Unsupported(String),
+    /// Inspection itself failed or ran out of time: the route's `on_failure` decides.
+    Failed(String),
+}
+
+/// Everything a decision needs, built once at start and shared by every exchange.
+pub struct Decider {
+    inspection: Inspection,
+    tags: TagHeaders,
+    metrics: Arc<Metrics>,
+    watermarker: Option<Arc<dyn Watermarker>>,
+    /// Signs C2PA manifests onto response-side media decided tag/watermark.
+    provenance: Option<Arc<Provenance>>,
+    /// Who a request acts for (`licensing`).
+    requester: Requester,
+    /// Request headers the policy may read (`policy.expose_headers`).
+    exposed_headers: Vec<HeaderName>,
+}
+
+/// A decider that cannot be built from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    #[error(transparent)]
+    Http(#[from] http::Error),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// What a request says about itself, for `Decider::context`.
+pub struct RequestFacts<'a> {
+    pub method: &'a str,
+    /// The normalised path (what the route was matched on and the upstream receives).
+    pub path: &'a str,
+    pub route: &'a str,
+    pub headers: &'a HeaderMap,
+    pub client: Option<std::net::IpAddr>,
+}
+
+impl Decider {
+    pub fn new(
+        config: &Config,
+        inspection: Inspection,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, DecideError> {
+        Ok(Self {
+            inspection,
+            tags: TagHeaders::new(&config.tag)?,
+            metrics,
+            watermarker: None,
+            provenance: None,
+            requester: Requester::new(&config.licensing).map_err(DecideError::Config)?,
+            exposed_headers: config
+                .policy
+                .expose_headers
+                .iter()
+                .map(|h| {
+                    HeaderName::try_from(h.to_ascii_lowercase()).map_err(|_| {
+                        DecideError::Config(format!(
+                            "policy.expose_headers: {h:?} is not a header name"
+                        ))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    pub fn with_watermarker(mut self, w: Arc<dyn Watermarker>) -> Self {
+        self.watermarker = Some(w);
+        self
+    }
+
+    pub fn with_provenance(mut self, p: Arc<Provenance>) -> Self {
+        self.provenance = Some(p);
+        self
+    }
+
+    /// What inspectors and the policy may know of a request.
+    pub fn context(&self, r: &RequestFacts<'_>) -> Context {
+        Context {
+            licensee: self.requester.licensee(r.headers),
+            method: r.method.to_string(),
+            path: r.path.to_string(),
+            route: r.route.to_string(),
+            client: r.client,
+            headers: self
+                .exposed_headers
+                .iter()
+                .filter_map(|name| {
+                    let v = r.headers.get(name)?.to_str().ok()?;
+                    Some((name.as_str().to_string(), v.to_string()))
+                })
+                .collect(),
+        }
+    }
+
+    /// Decide on a held body and enforce the ruling.
+    pub async fn decide(&self, s: &Subject<'_>, body: Bytes) -> Outcome {
+        let verdict = self.judge(s, body.clone()).await;
+        self.enforce(s, &body, verdict).await
+    }
+
+    /// Inspection could not happen or could not decide: honour the route's failure mode.
+    pub fn failed(&self, s: &Subject<'_>, reason: String) -> Outcome {
+        self.metrics
+            .errors
+            .with_label_values(&["inspection-failed"])
+            .inc();
+        tracing::warn!(route = %s.route, side = s.side.as_str(), reason = %reason,
+            mode = ?s.inspect.on_failure, "inspection failed");
+        match s.inspect.on_failure {
+            FailureMode::FailOpen => Outcome::Forward {
+                headers: vec![self.tags.for_failure()],
+                body: None,
+            },
+            FailureMode::FailClosed => Outcome::Refuse(on_side(
+                s.side,
+                Problem::new(ProblemKind::InspectionFailed, reason),
+            )),
+        }
+    }
+
+    /// Extract and inspect a held body within the route's time budget.
+    async fn judge(&self, s: &Subject<'_>, body: Bytes) -> Verdict {
+        let started = Instant::now();
+        let work = async {
+            let items = extract::extract(s.class, body, &s.inspect.extract, s.inspect.max_items)
+                .await
+                .map_err(Judged::Extract)?;
+            let decision = self
+                .inspection
+                .decide(&items, s.ctx)
+                .await
+                .map_err(Judged::Inspect)?;
+            Ok::<_, Judged>((decision, items))
+        };
+        let out = timeout(s.inspect.time_budget, work).await;
+        self.metrics
+            .inspection_seconds
+            .with_label_values(&[s.side.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+        match out {
+            Err(_) => Verdict::Failed(format!(
+                "inspection exceeded the time budget of {:?}",
+                s.inspect.time_budget
+            )),
+            Ok(Err(Judged::Inspect(e))) => Verdict::Failed(e.to_string()),
+            Ok(Err(Judged::Extract(e))) => match e {
+                ExtractError::Malformed { .. } => {
+                    Verdict::Rejected(Problem::new(ProblemKind::MalformedBody, e.to_string()))
+                }
+                ExtractError::TooManyItems(_) => {
+                    Verdict::Rejected(Problem::new(ProblemKind::TooManyItems, e.to_string()))
+                }
+                ExtractError::Unsupported(detail) => Verdict::Unsupported(detail),
+            },
+            Ok(Ok((decision, items))) => {
+                self.record(s, &decision, &items);
+                Verdict::Decided(decision, items)
+            }
+        }
+    }
+
+    /// Audit event and metrics for one decision. Never body bytes or personal data.
+    fn record(&self, s: &Subject<'_>, d: &Decision, items: &[MediaItem]) {
+        for item in items {
+            self.metrics
+                .items
+                .with_label_values(&[item.media.kind.as_str(), item.media.format])
+                .inc();
+        }
+        self.metrics
+            .decisions
+            .with_label_values(&[d.action.as_str(), &d.rule])
+            .inc();
+        let client = s.ctx.client.map(|a| a.to_string());
+        let client = client.as_deref().unwrap_or("-");
+        if items.is_empty() {
+            tracing::debug!(target: "likeguard::audit", decision_id = %d.id, route = %s.route,
+                side = s.side.as_str(), client, action = %d.action, rule = %d.rule, items = 0,
+                "decision");
+        } else {
+            // A watermark's payload leads back here from a marked file.
+            let payload = (d.action == Action::Watermark)
+                .then(|| format!("{:08x}", crate::actions::watermark::payload_for(&d.id)));
+            tracing::info!(target: "likeguard::audit", decision_id = %d.id, route = %s.route,
+                side = s.side.as_str(), client, action = %d.action, rule = %d.rule,
+                items = items.len(), watermark = payload.as_deref().unwrap_or("-"),
+                explanation = %d.explanation, "decision");
+        }
+    }
+
+    /// Turn a verdict into what happens next.
+    async fn enforce(&self, s: &Subject<'_>, body: &Bytes, verdict: Verdict) -> Outcome {
+        match verdict {
+            Verdict::Decided(d, items) => match d.action {
+                Action::Allow => Outcome::pass(),
+                Action::Block => Outcome::Refuse(Problem::blocked(&d.rule, &d.id)),
+                Action::Tag | Action::Watermark => {
+                    match self.rewrite(s.side, s.class, body, &items, &d).await {
+                        Ok(body) => Outcome::Forward {
+                            headers: self.tags.for_decision(&d),
+                            body,
+                        },
+                        Err(reason) => self.failed(s, format!("{}: {reason}", d.action.as_str())),
+                    }
+                }
+            },
+            Verdict::Rejected(problem) => match s.side {
+                Side::Request => Outcome::Refuse(problem),
+                Side::Response => self.failed(s, problem.detail),
+            },
+            Verdict::Unsupported(detail) => match s.inspect.on_unsupported {
+                UnsupportedMedia::Pass => Outcome::pass(),
+                UnsupportedMedia::Reject => Outcome::Refuse(on_side(
+                    s.side,
+                    Problem::new(ProblemKind::UnsupportedMedia, detail),
+                )),
+            },
+            Verdict::Failed(reason) => self.failed(s, reason),
+        }
+    }
+}
+
+/// A refusal of what the upstream sent is the upstream's fault: 502 to the client.
+fn on_side(side: Side, p: Problem) -> Problem {
+    match side {
+        Side::Request => p,
+        Side::Response => p.with_status(502),
+    }
+}
+
+enum Judged {
+    Extract(ExtractError),
+    Inspect(crate::inspect::InspectError),
+}

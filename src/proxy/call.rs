@@ -1,0 +1,213 @@
+//! One request to an upstream over pingora's client (the same pool and HTTP/1.1 implementation
+//! pingora's own proxy path uses): send the head and a held, streamed or empty body, and hand
+//! back the session positioned at the final response head.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use pingora::connectors::http::Connector;
+use pingora::http::RequestHeader;
+use pingora::protocols::http::client::HttpSession;
+use pingora::proxy::Session;
+use pingora::upstreams::peer::HttpPeer;
+use tokio::time::timeout;
+
+use super::hold::read_error;
+use crate::actions::{Problem, ProblemKind};
+use crate::capture::CaptureError;
+
+/// The request body to send upstream.
+pub enum UpBody {
+    None,
+    /// Held (and maybe rewritten): can be sent again on a fresh connection.
+    Held(Bytes),
+    /// Streamed from the client as it arrives.
+    Stream,
+}
+
+/// A session whose final response head has been read.
+pub struct Answered {
+    pub up: HttpSession,
+    /// The client's request body was read to its end (else the client connection must close).
+    pub request_done: bool,
+}
+
+/// Send `head` + `body` to `peer`. A failure on a reused (pooled) connection before any
+/// answer is retried once on a fresh one when the body can be sent again.
+pub async fn send(
+    connector: &Connector,
+    peer: &HttpPeer,
+    head: RequestHeader,
+    body: &UpBody,
+    client: &mut Session,
+    t: &crate::config::Timeouts,
+) -> Result<Answered, Problem> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (mut up, reused) = connector
+            .get_http_session(peer)
+            .await
+            .map_err(|e| connect_problem(&e))?;
+        up.set_read_timeout(Some(t.upstream_response));
+        up.set_write_timeout(Some(t.upstream_response));
+        match exchange(&mut up, head.clone(), body, client, t).await {
+            Ok(request_done) => {
+                return Ok(Answered { up, request_done });
+            }
+            Err(Failure::Replayable(_)) if reused && attempt == 1 => continue,
+            Err(Failure::Replayable(p) | Failure::Final(p)) => return Err(p),
+        }
+    }
+}
+
+enum Failure {
+    /// Nothing was answered and the body can be sent again.
+    Replayable(Problem),
+    Final(Problem),
+}
+
+async fn exchange(
+    up: &mut HttpSession,
+    head: RequestHeader,
+    body: &UpBody,
+    client: &mut Session,
+    t: &crate::config::Timeouts,
+) -> Result<bool, Failure> {
+    let replay = |e: Box<pingora::Error>| match body {
+        UpBody::Stream => Failure::Final(upstream_problem(&e)),
+        _ => Failure::Replayable(upstream_problem(&e)),
+    };
+    up.write_request_header(Box::new(head))
+        .await
+        .map_err(replay)?;
+    let mut request_done = true;
+    match body {
+        UpBody::None => up.finish_request_body().await.map_err(replay)?,
+        UpBody::Held(b) => {
+            up.write_request_body(b.clone(), true)
+                .await
+                .map_err(replay)?;
+            up.finish_request_body().await.map_err(replay)?;
+        }
+        UpBody::Stream => {
+            request_done = pump(up, client, t.client_read)
+                .await
+                .map_err(Failure::Final)?;
+        }
+    }
+    if request_done {
+        read_final_head(up).await.map_err(|e| match e {
+            Read::Io(e) => replay(e),
+            Read::Bad(p) => Failure::Final(p),
+        })?;
+    }
+    Ok(request_done)
+}
+
+/// Stream the client's body upstream while watching for an early answer (an upstream may
+/// answer, e.g. 413, before the body ends). Returns whether the whole body was sent; `false`
+/// means the upstream answered first (its head has been read).
+async fn pump(
+    up: &mut HttpSession,
+    client: &mut Session,
+    read_timeout: Duration,
+) -> Result<bool, Problem> {
+    loop {
+        tokio::select! {
+            // pingora's response-head reader keeps partial reads across cancellation.
+            r = up.read_response_header() => {
+                r.map_err(|e| upstream_problem(&e))?;
+                check_head(up)?;
+                if is_interim(up) {
+                    continue; // a 100 Continue from the upstream: keep sending
+                }
+                return Ok(false);
+            }
+            chunk = timeout(read_timeout, client.read_request_body()) => {
+                let chunk = match chunk {
+                    Err(_) => Err(CaptureError::Timeout),
+                    Ok(r) => r.map_err(|e| read_error(&e)),
+                }
+                .map_err(super::exchange::capture_problem)?;
+                match chunk {
+                    Some(data) => up
+                        .write_request_body(data, false)
+                        .await
+                        .map_err(|e| upstream_problem(&e))?,
+                    None => {
+                        up.finish_request_body()
+                            .await
+                            .map_err(|e| upstream_problem(&e))?;
+                        read_final_head(up).await.map_err(|e| match e {
+                            Read::Io(e) => upstream_problem(&e),
+                            Read::Bad(p) => p,
+                        })?;
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+    }
+}
+
+enum Read {
+    Io(Box<pingora::Error>),
+    Bad(Problem),
+}
+
+/// Read response heads until the final one (interim 1xx are skipped).
+async fn read_final_head(up: &mut HttpSession) -> Result<(), Read> {
+    loop {
+        up.read_response_header().await.map_err(Read::Io)?;
+        check_head(up).map_err(Read::Bad)?;
+        if !is_interim(up) {
+            return Ok(());
+        }
+    }
+}
+
+fn is_interim(up: &HttpSession) -> bool {
+    up.response_header()
+        .is_some_and(|h| h.status.is_informational())
+}
+
+/// A 101 is never a tunnel here: the inspected path never asks for an upgrade.
+fn check_head(up: &HttpSession) -> Result<(), Problem> {
+    match up.response_header().map(|h| h.status) {
+        Some(StatusCode::SWITCHING_PROTOCOLS) => Err(Problem::new(
+            ProblemKind::UpstreamError,
+            "the upstream switched protocols on a request that asked for no upgrade",
+        )),
+        _ => Ok(()),
+    }
+}
+
+pub fn connect_problem(e: &pingora::Error) -> Problem {
+    use pingora::ErrorType::*;
+    match e.etype() {
+        ConnectTimedout => Problem::new(
+            ProblemKind::UpstreamTimeout,
+            "connecting to the upstream timed out",
+        ),
+        _ => Problem::new(
+            ProblemKind::UpstreamUnreachable,
+            "cannot connect to the upstream",
+        ),
+    }
+}
+
+pub fn upstream_problem(e: &pingora::Error) -> Problem {
+    use pingora::ErrorType::*;
+    match e.etype() {
+        ReadTimedout | WriteTimedout => Problem::new(
+            ProblemKind::UpstreamTimeout,
+            "the upstream did not answer in time",
+        ),
+        _ => Problem::new(
+            ProblemKind::UpstreamError,
+            format!("upstream exchange failed: {e}"),
+        ),
+    }
+}

@@ -79,6 +79,11 @@ fn status(head: &str) -> u16 {
     head[9..12].parse().unwrap()
 }
 
+/// Read until the server closes the connection.
+fn drain(s: &mut TcpStream) {
+    let _ = s.read_to_end(&mut Vec::new());
+}
+
 /// Whether the server closed the connection (EOF or reset) within the read timeout.
 fn closed(s: &mut TcpStream) -> bool {
     let mut b = [0u8; 1];
@@ -251,6 +256,20 @@ routes:
             let (head, _) = send(lg_addr, &raw);
             assert_eq!(status(&head), 415, "Host: {host}: {head}");
         }
+        // Hosts origins would split differently are refused, never routed past the host route.
+        for host in ["up.example:80:90", "up.example:x:"] {
+            let raw = post(
+                "/any",
+                &format!("Host: {host}\r\nContent-Type: image/png\r\n"),
+                NOT_PNG,
+            );
+            let (head, body) = send(lg_addr, &raw);
+            assert_eq!(status(&head), 400, "Host: {host}: {head}");
+            assert_ne!(body, b"other", "Host: {host}");
+        }
+        // A target that is not a path is refused, not forwarded as some other path.
+        let (head, _) = send(lg_addr, &post("upload", png, NOT_PNG));
+        assert_eq!(status(&head), 400, "{head}");
         // A pass-through path still passes (to nginx's other handler).
         let (head, body) = send(lg_addr, &post("/other", png, NOT_PNG));
         assert_eq!(status(&head), 200, "{head}");
@@ -306,11 +325,7 @@ async fn smuggled_and_ambiguous_requests_never_reach_the_origin_uninspected() {
         raw.extend_from_slice(b"GET /after HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
         let mut s = connect(addr);
         s.write_all(&raw).unwrap();
-        while let Ok(n) = s.read(&mut [0u8; 4096]) {
-            if n == 0 {
-                break;
-            }
-        }
+        drain(&mut s);
         // Connection names Transfer-Encoding, with a chunked body holding a request.
         let mut raw = b"POST /y HTTP/1.1\r\nHost: a\r\nConnection: transfer-encoding\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
         raw.extend_from_slice(format!("{inner_len:x}\r\n").as_bytes());
@@ -319,11 +334,7 @@ async fn smuggled_and_ambiguous_requests_never_reach_the_origin_uninspected() {
         raw.extend_from_slice(b"GET /after HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
         let mut s = connect(addr);
         s.write_all(&raw).unwrap();
-        while let Ok(n) = s.read(&mut [0u8; 4096]) {
-            if n == 0 {
-                break;
-            }
-        }
+        drain(&mut s);
         // Content-Length and Transfer-Encoding together: chunked wins (RFC 9112 §6.3), the
         // connection closes after.
         let mut raw = format!(
@@ -396,7 +407,9 @@ async fn bad_chunked_framing_closes_the_connection() {
     let lg = Likeguard::start(&recording_config(&up.url(), &format!("http://{raw}")));
     let addr = lg.addr;
     tokio::task::spawn_blocking(move || {
-        for body in [&b"5 zz\r\nhello\r\n0\r\n\r\n"[..], b"zz\r\nhello\r\n0\r\n\r\n"] {
+        let bodies = [&b"5 zz\r\nhello\r\n0\r\n\r\n"[..], b"zz\r\nhello\r\n0\r\n\r\n"];
+        // Several times each: whether the connection is kept must not depend on timing.
+        for body in bodies.iter().cycle().take(10) {
             let mut s = connect(addr);
             s.write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
             s.write_all(body).unwrap();
@@ -537,4 +550,100 @@ async fn a_connection_alternates_inspected_and_pass_through_requests() {
 
 fn photo_len() -> usize {
     media("images/faces/deepface/img1.jpg").len()
+}
+
+/// What the headers do not call media is still looked at: a registered photo is blocked under
+/// any Content-Type, or none, on both sides; agreeing Content-Length lists keep the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_is_found_whatever_the_headers_say() {
+    let up = Upstream::start().await;
+    let raw = raw_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    let lg = Likeguard::start(&recording_config(&up.url(), &format!("http://{raw}")));
+    let photo = media("images/faces/deepface/img1.jpg");
+    lg.register(photo.clone(), "block").await;
+    up.serve(
+        "/raw-inspected-not-here",
+        Canned::ok("text/plain", "x", None),
+    );
+    let addr = lg.addr;
+    let sent = photo.clone();
+    tokio::task::spawn_blocking(move || {
+        for headers in [
+            "Host: a\r\nContent-Type: text/plain\r\n",
+            "Host: a\r\nContent-Type: image /png\r\n",
+            "Host: a\r\nContent-Type: text/plain, image/png\r\n",
+            "Host: a\r\n",
+            "Host: a\r\nContent-Type: image/png\r\nConnection: content-type\r\n",
+        ] {
+            let (head, _) = send(addr, &post("/upload", headers, &sent));
+            assert_eq!(status(&head), 451, "{headers:?}: {head}");
+        }
+        let mut raw = format!(
+            "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Type: image/jpeg\r\nContent-Length: {n}, {n}\r\nConnection: close\r\n\r\n",
+            n = sent.len()
+        )
+        .into_bytes();
+        raw.extend_from_slice(&sent);
+        let (head, _) = send(addr, &raw);
+        assert_eq!(status(&head), 451, "CL list: {head}");
+    })
+    .await
+    .unwrap();
+    assert!(up.received().iter().all(|r| r.path != "/upload"));
+
+    // Response side: the upstream calls the photo text.
+    up.serve("/disguised", Canned::ok("text/plain", photo, Some(7)));
+    let cfg = format!(
+        "inference: {{enabled: false}}\nroutes:\n  - name: out\n    upstream: {}\n    inspect: {{direction: response}}\n",
+        up.url()
+    );
+    let lg2 = Likeguard::start(&cfg);
+    let photo_hash = lg2
+        .register(media("images/faces/deepface/img1.jpg"), "block")
+        .await;
+    assert!(photo_hash.is_object());
+    let addr = lg2.addr;
+    tokio::task::spawn_blocking(move || {
+        let (head, _) = send(
+            addr,
+            b"GET /disguised HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(status(&head), 451, "{head}");
+    })
+    .await
+    .unwrap();
+}
+
+/// A streamed body on an inspected route: the client gets exactly the upstream's response,
+/// whatever the bodies contain (a body that looks like a response head stays a body).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_exchanges_keep_response_bodies_as_bodies() {
+    let up = Upstream::start().await;
+    let raw = raw_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    let lg = Likeguard::start(&recording_config(&up.url(), &format!("http://{raw}")));
+    let addr = lg.addr;
+    tokio::task::spawn_blocking(move || {
+        let evil = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nSet-Cookie: pwned=1\r\nContent-Length: 5\r\n\r\nEVIL!";
+        let mut s = connect(addr);
+        for _ in 0..3 {
+            let mut raw = format!(
+                "POST /upload/echo HTTP/1.1\r\nHost: a\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+                evil.len()
+            )
+            .into_bytes();
+            raw.extend_from_slice(evil);
+            s.write_all(&raw).unwrap();
+            let (head, body) = read_response(&mut s);
+            assert_eq!(status(&head), 200, "{head}");
+            assert!(!head.contains("pwned"), "{head}");
+            assert_eq!(body, evil);
+        }
+        // An empty chunked body: answered at once.
+        s.write_all(b"POST /upload/echo HTTP/1.1\r\nHost: a\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").unwrap();
+        let (head, body) = read_response(&mut s);
+        assert_eq!(status(&head), 200, "{head}");
+        assert!(body.is_empty());
+    })
+    .await
+    .unwrap();
 }

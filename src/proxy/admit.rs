@@ -43,6 +43,25 @@ pub fn admit(req: &RequestHeader, slashes: SlashMode) -> Result<Admitted, Proble
             ));
         }
     };
+    let host = normalize_host(&host).ok_or_else(|| {
+        Problem::new(
+            ProblemKind::AmbiguousRequest,
+            "the Host is not host[:port]: origins would read it differently",
+        )
+    })?;
+    // Origin-form, asterisk-form (OPTIONS) or absolute-form (pingora kept its path): anything
+    // else would reach the upstream as some other target.
+    let raw = req.raw_path();
+    let form_ok = raw.starts_with(b"/")
+        || (raw == b"*" && req.method == http::Method::OPTIONS)
+        || raw.starts_with(b"http://")
+        || raw.starts_with(b"https://");
+    if !form_ok {
+        return Err(Problem::new(
+            ProblemKind::BadRequest,
+            "the request target must be a path (or absolute-form)",
+        ));
+    }
     let path = normalize_path(req.uri.path(), slashes).map_err(|e| match e {
         TargetError::AmbiguousSlash => Problem::new(
             ProblemKind::AmbiguousRequest,
@@ -57,7 +76,7 @@ pub fn admit(req: &RequestHeader, slashes: SlashMode) -> Result<Admitted, Proble
         None => path.forward.clone(),
     };
     Ok(Admitted {
-        host: Some(normalize_host(&host)),
+        host: Some(host),
         path,
         forward,
     })
@@ -101,6 +120,12 @@ mod tests {
         assert_eq!(a("/%2fupload", &[("host", "a")]), "ambiguous-request");
         assert_eq!(a("/a%zz", &[("host", "a")]), "bad-request");
         assert_eq!(a("/x", &[("host", "a")]), "ok");
+        assert_eq!(
+            a("/x", &[("host", "up.example:80:90")]),
+            "ambiguous-request"
+        );
+        assert_eq!(a("upload", &[("host", "a")]), "bad-request");
+        assert_eq!(a("*", &[("host", "a")]), "bad-request");
     }
 
     #[test]

@@ -22,8 +22,8 @@ pub enum UpBody {
     None,
     /// Held (and maybe rewritten): can be sent again on a fresh connection.
     Held(Bytes),
-    /// Streamed from the client as it arrives.
-    Stream,
+    /// Streamed from the client as it arrives, after these opening bytes (already read).
+    Stream(Bytes),
 }
 
 /// A session whose final response head has been read.
@@ -76,13 +76,13 @@ async fn exchange(
     t: &crate::config::Timeouts,
 ) -> Result<bool, Failure> {
     let replay = |e: Box<pingora::Error>| match body {
-        UpBody::Stream => Failure::Final(upstream_problem(&e)),
+        UpBody::Stream(_) => Failure::Final(upstream_problem(&e)),
         _ => Failure::Replayable(upstream_problem(&e)),
     };
+    // Nothing of the body has been read from the client yet: always safe to send again.
     up.write_request_header(Box::new(head))
         .await
-        .map_err(replay)?;
-    let mut request_done = true;
+        .map_err(|e| Failure::Replayable(upstream_problem(&e)))?;
     match body {
         UpBody::None => up.finish_request_body().await.map_err(replay)?,
         UpBody::Held(b) => {
@@ -91,19 +91,23 @@ async fn exchange(
                 .map_err(replay)?;
             up.finish_request_body().await.map_err(replay)?;
         }
-        UpBody::Stream => {
-            request_done = pump(up, client, t.client_read)
+        UpBody::Stream(prefix) => {
+            if !prefix.is_empty() {
+                up.write_request_body(prefix.clone(), false)
+                    .await
+                    .map_err(|e| Failure::Final(upstream_problem(&e)))?;
+            }
+            // Returns with the final head read, early or not.
+            return pump(up, client, t.client_read)
                 .await
-                .map_err(Failure::Final)?;
+                .map_err(Failure::Final);
         }
     }
-    if request_done {
-        read_final_head(up).await.map_err(|e| match e {
-            Read::Io(e) => replay(e),
-            Read::Bad(p) => Failure::Final(p),
-        })?;
-    }
-    Ok(request_done)
+    read_final_head(up).await.map_err(|e| match e {
+        Read::Io(e) => replay(e),
+        Read::Bad(p) => Failure::Final(p),
+    })?;
+    Ok(true)
 }
 
 /// Stream the client's body upstream while watching for an early answer (an upstream may

@@ -14,7 +14,7 @@ use pingora::proxy::Session;
 use tokio::time::timeout_at;
 
 use super::call::{self, Answered, UpBody, upstream_problem};
-use super::hold::read_request_body;
+use super::hold::{Peeked, SNIFF_BYTES, peek_request_body, read_request_body};
 use super::upstream::{X_FORWARDED_FOR, copy_end_to_end, forwarded_for, peer};
 use super::{Ctx, Proxy, Route, linger, write_problem};
 use crate::actions::{Problem, ProblemKind};
@@ -22,6 +22,7 @@ use crate::capture::{BodyBuf, CaptureError};
 use crate::decide::{Outcome, RequestFacts, Side, Subject};
 use crate::extract::{self, BodyClass};
 use crate::inspect::Context;
+use crate::media::sniff;
 
 /// Run the exchange; any problem becomes a problem+json response.
 pub(super) async fn run(
@@ -32,9 +33,21 @@ pub(super) async fn run(
 ) -> pingora::Result<()> {
     if let Err(problem) = exchange(p, session, route, cx).await {
         p.count_error(&problem);
+        if problem.status >= 500 {
+            tracing::warn!(route = %route.name, upstream = %route.upstream, status = problem.status,
+                kind = problem.slug(), detail = %problem.detail, "inspected exchange failed");
+        } else {
+            tracing::debug!(route = %route.name, status = problem.status, kind = problem.slug(),
+                detail = %problem.detail, "request refused");
+        }
         let unread = !session.is_body_done();
-        if unread {
-            // Never reuse a connection whose request body we did not consume.
+        // Never reuse a connection whose request body we did not consume cleanly: after a
+        // framing error or a timeout, pingora may count the body as done.
+        let broken = matches!(
+            problem.kind,
+            Some(ProblemKind::ClientError | ProblemKind::ClientTimeout | ProblemKind::BodyTooLarge)
+        );
+        if unread || broken {
             session.set_keepalive(None);
         }
         // A `100 Continue` already sent is no answer: the final status still has to follow.
@@ -66,11 +79,7 @@ async fn exchange(
     // pingora has validated the framing: Transfer-Encoding ends in chunked, and a
     // Content-Length beside it is already gone.
     let chunked = req.headers.contains_key(TRANSFER_ENCODING);
-    let content_length = req
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let content_length = content_length(&req.headers)?;
     let has_body = chunked || content_length.is_some_and(|n| n > 0);
     let ctx = p.decider.context(&RequestFacts {
         method: req.method.as_str(),
@@ -93,7 +102,7 @@ async fn exchange(
         // Responses must arrive uncompressed to be inspected.
         headers.remove(ACCEPT_ENCODING);
     }
-    let class = if route.inspect.direction.request() && has_body {
+    let mut class = if route.inspect.direction.request() && has_body {
         extract::classify(&headers, &route.inspect.extract)
     } else {
         BodyClass::Opaque
@@ -111,11 +120,24 @@ async fn exchange(
             .map_err(|e| Problem::new(ProblemKind::ClientError, e.to_string()))?;
     }
 
+    // What the headers do not call media may still be media: look at its opening bytes.
+    let mut prefix = Peeked::default();
+    if route.inspect.direction.request() && has_body && !class.is_held() {
+        prefix = peek_request_body(session, p.timeouts.client_read)
+            .await
+            .map_err(capture_problem)?;
+        if sniff(&prefix.bytes).is_some() {
+            class = BodyClass::Sniff;
+        }
+    }
+
     // The body is framed anew for the upstream.
     headers.remove(CONTENT_LENGTH);
     let body = if class.is_held() {
         let held = read_request_body(
             session,
+            prefix,
+            content_length,
             route.inspect.max_body,
             p.timeouts.client_read,
             p.timeouts.client_body,
@@ -141,7 +163,7 @@ async fn exchange(
             Some(n) if !chunked => headers.insert(CONTENT_LENGTH, HeaderValue::from(n)),
             _ => headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked")),
         };
-        UpBody::Stream
+        UpBody::Stream(prefix.bytes)
     } else {
         if content_length.is_some() {
             headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
@@ -203,39 +225,42 @@ async fn respond(
     let bodyless = *method == Method::HEAD
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let class = if route.inspect.direction.response() && !bodyless {
+    let inspects = route.inspect.direction.response() && !bodyless;
+    let mut class = if inspects {
         extract::classify(&headers, &route.inspect.extract)
     } else {
         BodyClass::Opaque
     };
+    let deadline = tokio::time::Instant::now() + p.timeouts.upstream_response;
+    // What the headers do not call media may still be media: look at its opening bytes.
+    let mut prefix = Bytes::new();
+    if inspects && !class.is_held() {
+        prefix = peek_response_body(&mut up, deadline).await?;
+        if sniff(&prefix).is_some() {
+            class = BodyClass::Sniff;
+        }
+    }
     if !class.is_held() {
         if !bodyless && !headers.contains_key(CONTENT_LENGTH) {
             frame_unknown_length(session, client_version, &mut headers);
         }
         write_head(session, status, &headers).await?;
-        return stream_body(session, Bytes::new(), up).await;
+        return stream_body(session, prefix, up).await;
     }
 
-    let content_length = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let content_length = content_length(&headers)?;
     let mut buf = BodyBuf::new(route.inspect.max_body, content_length);
-    let deadline = tokio::time::Instant::now() + p.timeouts.upstream_response;
-    let overflow = loop {
+    let mut overflow = !prefix.is_empty() && buf.push(prefix).is_err();
+    while !overflow {
         let chunk = timeout_at(deadline, up.read_response_body())
             .await
             .map_err(|_| upstream_timeout())?
             .map_err(|e| upstream_problem(&e))?;
         match chunk {
-            None => break false,
-            Some(data) => {
-                if buf.push(data).is_err() {
-                    break true;
-                }
-            }
+            None => break,
+            Some(data) => overflow = buf.push(data).is_err(),
         }
-    };
+    }
     let subject = Subject {
         route: &route.name,
         inspect: &route.inspect,
@@ -279,6 +304,47 @@ async fn respond(
         .await
         .map_err(client_gone)?;
     Ok(Some(up))
+}
+
+/// Read an upstream body's opening bytes (up to `SNIFF_BYTES`, or its end).
+async fn peek_response_body(
+    up: &mut HttpSession,
+    deadline: tokio::time::Instant,
+) -> Result<Bytes, Problem> {
+    let mut got = bytes::BytesMut::new();
+    while got.len() < SNIFF_BYTES {
+        let chunk = timeout_at(deadline, up.read_response_body())
+            .await
+            .map_err(|_| upstream_timeout())?
+            .map_err(|e| upstream_problem(&e))?;
+        match chunk {
+            Some(data) if got.is_empty() && data.len() >= SNIFF_BYTES => return Ok(data),
+            Some(data) => got.extend_from_slice(&data),
+            None => break,
+        }
+    }
+    Ok(got.freeze())
+}
+
+/// The length a message is framed by: every Content-Length value (repeated headers and comma
+/// lists, which pingora accepts when they agree) must be the same number.
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Problem> {
+    let mut found = None;
+    for v in headers.get_all(CONTENT_LENGTH) {
+        for part in v.to_str().unwrap_or("x").split(',') {
+            let n = part.trim().parse::<u64>().map_err(|_| {
+                Problem::new(ProblemKind::BadRequest, "Content-Length is not a number")
+            })?;
+            if found.is_some_and(|f| f != n) {
+                return Err(Problem::new(
+                    ProblemKind::AmbiguousRequest,
+                    "Content-Length values disagree",
+                ));
+            }
+            found = Some(n);
+        }
+    }
+    Ok(found)
 }
 
 /// A body of unknown length: chunked to an HTTP/1.1 client, to the connection's close for an

@@ -58,7 +58,11 @@ impl Router {
                 };
                 Arc::new(Route {
                     name: c.name.clone(),
-                    host: c.matcher.host.as_deref().map(normalize_host),
+                    host: c
+                        .matcher
+                        .host
+                        .as_deref()
+                        .map(|h| normalize_host(h).unwrap_or_else(|| h.to_ascii_lowercase())),
                     prefix,
                     upstream: c.upstream.clone(),
                     inspect: c.inspect.clone(),

@@ -126,14 +126,29 @@ fn push_slash(out: &mut String, slashes: SlashMode) -> Result<(), TargetError> {
     }
 }
 
-/// A Host (or authority) as routes compare it: lower-case, no port, no trailing dot.
-pub fn normalize_host(host: &str) -> String {
-    let host = if let Some(v6) = host.strip_prefix('[') {
-        v6.split_once(']').map_or(v6, |(h, _)| h)
-    } else {
-        host.rsplit_once(':').map_or(host, |(h, _)| h)
+/// A Host (or authority) as routes compare it: lower-case, no port, no trailing dot. `None` when
+/// it is not `host[:digits]` or `[v6][:digits]` — origins would split it differently (one cuts
+/// `a:80:90` at the first colon, another at the last).
+pub fn normalize_host(host: &str) -> Option<String> {
+    let (name, port) = match host.strip_prefix('[') {
+        Some(v6) => {
+            let (name, rest) = v6.split_once(']')?;
+            (
+                name,
+                rest.strip_prefix(':').or(rest.is_empty().then_some(""))?,
+            )
+        }
+        None => host.split_once(':').unwrap_or((host, "")),
     };
-    host.trim_end_matches('.').to_ascii_lowercase()
+    let name_ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'));
+    let name_ok = name_ok && (host.starts_with('[') || !name.contains(':'));
+    if !name_ok || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(name.trim_end_matches('.').to_ascii_lowercase())
 }
 
 #[cfg(test)]
@@ -212,9 +227,22 @@ mod tests {
 
     #[test]
     fn hosts_compare_without_case_port_or_trailing_dot() {
-        assert_eq!(normalize_host("Up.Example.:8080"), "up.example");
-        assert_eq!(normalize_host("up.example."), "up.example");
-        assert_eq!(normalize_host("[::1]:80"), "::1");
-        assert_eq!(normalize_host("[::1]"), "::1");
+        let n = |h| normalize_host(h);
+        assert_eq!(n("Up.Example.:8080").as_deref(), Some("up.example"));
+        assert_eq!(n("up.example.").as_deref(), Some("up.example"));
+        assert_eq!(n("up.example:").as_deref(), Some("up.example"));
+        assert_eq!(n("[::1]:80").as_deref(), Some("::1"));
+        assert_eq!(n("[::1]").as_deref(), Some("::1"));
+        for bad in [
+            "up.example:80:90",
+            "up.example:x:",
+            "a b",
+            "",
+            "[::1",
+            "[::1]x",
+            "u@up.example",
+        ] {
+            assert_eq!(n(bad), None, "{bad}");
+        }
     }
 }

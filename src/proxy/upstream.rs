@@ -68,7 +68,8 @@ pub fn droppable_hop_by_hop(headers: &HeaderMap) -> Vec<HeaderName> {
     names
 }
 
-/// Names listed in Connection that may be dropped (never framing, routing or the upgrade).
+/// Names listed in Connection that may be dropped: never what frames, routes or types the
+/// message (naming Content-Type must not hide an upload's type from inspection).
 fn connection_named(from: &HeaderMap) -> Vec<HeaderName> {
     from.get_all(header::CONNECTION)
         .iter()
@@ -80,6 +81,8 @@ fn connection_named(from: &HeaderMap) -> Vec<HeaderName> {
                 *n,
                 header::CONTENT_LENGTH
                     | header::TRANSFER_ENCODING
+                    | header::CONTENT_TYPE
+                    | header::CONTENT_ENCODING
                     | header::HOST
                     | header::UPGRADE
                     | header::CONNECTION
@@ -131,12 +134,17 @@ mod tests {
     #[test]
     fn connection_never_removes_framing_headers() {
         let mut h = HeaderMap::new();
-        h.insert("connection", "content-length, host, x-a".parse().unwrap());
+        h.insert(
+            "connection",
+            "content-length, host, content-type, x-a".parse().unwrap(),
+        );
+        h.insert("content-type", "image/png".parse().unwrap());
         h.insert("content-length", "5".parse().unwrap());
         h.insert("host", "a".parse().unwrap());
         h.insert("x-a", "1".parse().unwrap());
         let out = copy_end_to_end(&h);
         assert!(out.contains_key("content-length") && out.contains_key("host"));
+        assert!(out.contains_key("content-type"));
         assert!(!out.contains_key("x-a"));
         let names = droppable_hop_by_hop(&h);
         assert!(names.contains(&HeaderName::from_static("x-a")));

@@ -470,8 +470,6 @@ fn watch_decoder(decode: &gst::Element, cfg: &MediaConfig, shared: &Arc<Shared>)
     });
 }
 
-/// The first period boundary after `t` (integer nanoseconds: no float rounding at boundaries).
-
 /// Record which frames are key frames, at the video decoder's input.
 fn watch_keyframes(pipeline: &gst::Pipeline, shared: &Arc<Shared>) {
     let s = shared.clone();

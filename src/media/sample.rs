@@ -44,6 +44,7 @@ impl Sampler {
     }
 }
 
+/// The first period boundary after `t` (integer nanoseconds: no float rounding at boundaries).
 fn next_boundary(t: Duration, period: Duration) -> Duration {
     let p = period.as_nanos().max(1);
     Duration::from_nanos(((t.as_nanos() / p + 1) * p) as u64)

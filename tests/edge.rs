@@ -461,6 +461,18 @@ async fn upstream_responses_are_framed_for_the_client() {
             assert_eq!(status(&head), 502, "{path}: {head}");
             assert!(!String::from_utf8_lossy(&body).contains("TUNNEL"), "{path}");
 
+            if path == "/raw/a" {
+                // Asked for, on a pass-through route: pingora's tunnel (it passes WebSocket
+                // upgrades only).
+                let mut s = connect(addrs[1]);
+                s.write_all(b"GET /raw/a HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").unwrap();
+                let (head, _) = read_response(&mut s);
+                assert_eq!(status(&head), 101, "{head}");
+                let mut tunnel = [0u8; 6];
+                s.read_exact(&mut tunnel).unwrap();
+                assert_eq!(&tunnel, b"TUNNEL");
+            }
+
             let get10 = format!("GET {path} HTTP/1.0\r\nHost: a\r\n\r\n");
             let (head, body) = send(addrs[2], get10.as_bytes());
             assert_eq!(status(&head), 200, "{path}: {head}");

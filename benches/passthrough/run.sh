@@ -68,6 +68,9 @@ done
 printf 'wrk.method = "POST"\nwrk.body = string.rep("a", 1048576)\nwrk.headers["Content-Type"] = "text/plain"\n' > "$work/text1m.lua"
 printf 'wrk.method = "POST"\nwrk.body = string.rep("\\0", 1048576)\nwrk.headers["Content-Type"] = "application/octet-stream"\n' > "$work/bin1m.lua"
 
+# One keep-alive connection alternating the pass-through and the inspected route.
+printf 'local n = 0\nrequest = function()\n  n = n + 1\n  if n %% 2 == 0 then return wrk.format("GET", "/hold") end\n  return wrk.format("GET", "/plain")\nend\n' > "$work/alternate.lua"
+
 # run LABEL URL CONNECTIONS [LUA]
 run() {
   local label=$1 url=$2 conns=$3 lua=${4:-}
@@ -96,6 +99,7 @@ for conns in 1 16; do
   run "bare pingora, no hooks (GET)" "http://127.0.0.1:$BARE/plain" "$conns"
   run "likeguard pass-through route (GET)" "http://127.0.0.1:$LG/plain" "$conns"
   run "likeguard hold route, no body (GET)" "http://127.0.0.1:$LG/hold" "$conns"
+  run "likeguard alternating pass-through / hold (GET)" "http://127.0.0.1:$LG/" "$conns" "$work/alternate.lua"
 done
 run "nginx proxy_pass (POST 1 MB text)" "http://127.0.0.1:$NGX/plain" 4 "$work/text1m.lua"
 run "bare pingora (POST 1 MB text)" "http://127.0.0.1:$BARE/plain" 4 "$work/text1m.lua"

@@ -81,12 +81,15 @@ async fn exchange(
     let chunked = req.headers.contains_key(TRANSFER_ENCODING);
     let content_length = content_length(&req.headers)?;
     let has_body = chunked || content_length.is_some_and(|n| n > 0);
-    let ctx = p.decider.context(&RequestFacts {
-        method: req.method.as_str(),
-        path: forward.split('?').next().unwrap_or(&forward),
-        route: &route.name,
-        headers: &req.headers,
-        client: cx.client,
+    // What the policy may know, built only where something may be decided.
+    let ctx = route.inspect.direction.any().then(|| {
+        p.decider.context(&RequestFacts {
+            method: req.method.as_str(),
+            path: forward.split('?').next().unwrap_or(&forward),
+            route: &route.name,
+            headers: &req.headers,
+            client: cx.client,
+        })
     });
     let mut headers = copy_end_to_end(&req.headers);
     if let Some(client) = cx.client {
@@ -133,7 +136,7 @@ async fn exchange(
 
     // The body is framed anew for the upstream.
     headers.remove(CONTENT_LENGTH);
-    let body = if class.is_held() {
+    let body = if let (true, Some(ctx)) = (class.is_held(), &ctx) {
         let held = read_request_body(
             session,
             prefix,
@@ -149,7 +152,7 @@ async fn exchange(
             inspect: &route.inspect,
             side: Side::Request,
             class: &class,
-            ctx: &ctx,
+            ctx,
         };
         let (extra, new) = forward_or_refuse(p.decider.decide(&subject, held.clone()).await)?;
         for (k, v) in extra {
@@ -179,7 +182,7 @@ async fn exchange(
         // The upstream answered before the client finished sending: this connection ends.
         session.set_keepalive(None);
     }
-    let up = respond(p, session, route, &method, client_version, &ctx, up).await?;
+    let up = respond(p, session, route, &method, client_version, ctx.as_ref(), up).await?;
     if request_done && let Some(up) = up {
         p.connector
             .release_http_session(up, &peer, Some(UPSTREAM_IDLE))
@@ -214,7 +217,7 @@ async fn respond(
     route: &Route,
     method: &Method,
     client_version: Version,
-    ctx: &Context,
+    ctx: Option<&Context>,
     mut up: HttpSession,
 ) -> Result<Option<HttpSession>, Problem> {
     let resp = up
@@ -225,7 +228,8 @@ async fn respond(
     let bodyless = *method == Method::HEAD
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let inspects = route.inspect.direction.response() && !bodyless;
+    let ctx = ctx.filter(|_| route.inspect.direction.response() && !bodyless);
+    let inspects = ctx.is_some();
     let mut class = if inspects {
         extract::classify(&headers, &route.inspect.extract)
     } else {
@@ -240,13 +244,13 @@ async fn respond(
             class = BodyClass::Sniff;
         }
     }
-    if !class.is_held() {
+    let Some(ctx) = ctx.filter(|_| class.is_held()) else {
         if !bodyless && !headers.contains_key(CONTENT_LENGTH) {
             frame_unknown_length(session, client_version, &mut headers);
         }
         write_head(session, status, &headers).await?;
         return stream_body(session, prefix, up).await;
-    }
+    };
 
     let content_length = content_length(&headers)?;
     let mut buf = BodyBuf::new(route.inspect.max_body, content_length);

@@ -18,6 +18,7 @@ mod exchange;
 mod hold;
 mod route;
 mod server;
+mod stats;
 pub mod target;
 mod upstream;
 
@@ -36,7 +37,7 @@ pub use server::run;
 use crate::actions::{Problem, ProblemKind};
 use crate::config::{Config, SlashMode, Timeouts};
 use crate::decide::Decider;
-use crate::telemetry::{Metrics, status_class};
+use crate::telemetry::Metrics;
 
 /// After answering a client whose request body is still arriving, keep reading (and discarding)
 /// it for a bounded time and size before closing, so the client reads the answer instead of a
@@ -50,6 +51,7 @@ pub struct Proxy {
     router: Router,
     decider: Decider,
     metrics: Arc<Metrics>,
+    stats: stats::Stats,
     /// pingora's upstream pool for the inspected exchange (the pass-through path has its own).
     connector: pingora::connectors::http::Connector,
     /// Extra roots for TLS upstreams (`upstream_ca_file`).
@@ -81,8 +83,10 @@ impl Proxy {
         decider: Decider,
         metrics: Arc<Metrics>,
     ) -> Result<Self, ProxyError> {
+        let router = Router::new(&config.routes);
         Ok(Self {
-            router: Router::new(&config.routes),
+            stats: stats::Stats::new(&metrics, &router),
+            router,
             decider,
             metrics,
             connector: pingora::connectors::http::Connector::new(None),
@@ -168,7 +172,15 @@ impl ProxyHttp for Proxy {
         ctx.route = Some(route.clone());
         ctx.forward = Some(admitted.forward);
         if !route.inspect.direction.any() {
-            return Ok(false);
+            // Tunnels (upgrades, CONNECT) are pingora's proxy path; every other pass-through
+            // request takes the leaner exchange below (same pingora sessions and pool, without
+            // the proxy loop's per-request machinery: benches/RESULTS.md).
+            let req = session.req_header();
+            if session.is_upgrade_req() || req.method == http::Method::CONNECT {
+                return Ok(false);
+            }
+            exchange::run(self, session, &route, ctx).await?;
+            return Ok(true);
         }
         ctx.inspected = true;
         // Any Upgrade header, even one pingora would not act on: its bytes must not escape.
@@ -206,14 +218,12 @@ impl ProxyHttp for Proxy {
         up: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        // The upstream reads the path the route was chosen on, nothing else.
+        // (pingora itself strips hop-by-hop headers and what Connection names, keeping only
+        // WebSocket upgrades.) The upstream reads the path the route was chosen on.
         if let Some(forward) = &ctx.forward {
             let uri = http::Uri::try_from(forward.as_str())
                 .map_err(|e| Error::because(ErrorType::InternalError, "normalised target", e))?;
             up.set_uri(uri);
-        }
-        for name in upstream::droppable_hop_by_hop(&up.headers) {
-            up.remove_header(&name);
         }
         if let Some(client) = ctx.client {
             let xff = upstream::forwarded_for(up.headers.get(upstream::X_FORWARDED_FOR), client);
@@ -248,8 +258,11 @@ impl ProxyHttp for Proxy {
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
         use ErrorType::*;
         let kind = match (e.esource(), e.etype()) {
-            (_, HTTPStatus(400)) | (_, InvalidHTTPHeader) => Some(ProblemKind::BadRequest),
             (_, HTTPStatus(502)) => Some(ProblemKind::UpstreamError),
+            (
+                ErrorSource::Downstream | ErrorSource::Internal | ErrorSource::Unset,
+                HTTPStatus(400) | InvalidHTTPHeader,
+            ) => Some(ProblemKind::BadRequest),
             (ErrorSource::Downstream, ReadTimedout) => Some(ProblemKind::ClientTimeout),
             // Otherwise the client is gone or broke the protocol: nobody to answer.
             (ErrorSource::Downstream, _) => None,
@@ -285,21 +298,12 @@ impl ProxyHttp for Proxy {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |h| h.status.as_u16());
-        let route = ctx.route.as_ref().map_or("none", |r| r.name.as_str());
-        let path = if ctx.inspected {
-            "inspected"
-        } else {
-            "passthrough"
-        };
-        let m = &self.metrics;
-        m.requests
-            .with_label_values(&[route, path, status_class(status)])
-            .inc();
-        m.bytes
-            .with_label_values(&["request"])
-            .inc_by(session.body_bytes_read() as u64);
-        m.bytes
-            .with_label_values(&["response"])
-            .inc_by(session.body_bytes_sent() as u64);
+        self.stats.record(
+            ctx.route.as_ref().map(|r| r.index),
+            ctx.inspected,
+            status,
+            session.body_bytes_read(),
+            session.body_bytes_sent(),
+        );
     }
 }

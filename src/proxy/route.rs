@@ -14,6 +14,8 @@ use crate::config::{InspectConfig, RouteConfig, Upstream};
 
 #[derive(Debug)]
 pub struct Route {
+    /// Position in the config (metrics are resolved per route at start).
+    pub index: usize,
     pub name: String,
     /// Normalised (`target::normalize_host`).
     host: Option<String>,
@@ -45,7 +47,8 @@ impl Router {
     pub fn new(configs: &[RouteConfig]) -> Self {
         let routes = configs
             .iter()
-            .map(|c| {
+            .enumerate()
+            .map(|(index, c)| {
                 // Validated to start with '/'; a prefix with escapes normalises like a path.
                 let prefix = normalize_path(&c.matcher.path_prefix, SlashMode::Decode).map_or_else(
                     |_| c.matcher.path_prefix.to_ascii_lowercase(),
@@ -57,6 +60,7 @@ impl Router {
                     false => prefix.trim_end_matches('/').to_string(),
                 };
                 Arc::new(Route {
+                    index,
                     name: c.name.clone(),
                     host: c
                         .matcher
@@ -70,6 +74,10 @@ impl Router {
             })
             .collect();
         Self { routes }
+    }
+
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
     }
 
     /// `host` normalised (`target::normalize_host`), `path` a `NormalPath::matched`.

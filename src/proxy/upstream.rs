@@ -59,15 +59,6 @@ pub fn copy_end_to_end(from: &HeaderMap) -> HeaderMap {
     out
 }
 
-/// For pingora's pass-through path, which manages Connection, Upgrade and the framing headers
-/// itself: the other headers Connection names, and the legacy hop-by-hop ones, to drop.
-pub fn droppable_hop_by_hop(headers: &HeaderMap) -> Vec<HeaderName> {
-    let mut names = connection_named(headers);
-    names.push(HeaderName::from_static("keep-alive"));
-    names.push(HeaderName::from_static("proxy-connection"));
-    names
-}
-
 /// Names listed in Connection that may be dropped: never what frames, routes or types the
 /// message (naming Content-Type must not hide an upload's type from inspection).
 fn connection_named(from: &HeaderMap) -> Vec<HeaderName> {
@@ -146,9 +137,6 @@ mod tests {
         assert!(out.contains_key("content-length") && out.contains_key("host"));
         assert!(out.contains_key("content-type"));
         assert!(!out.contains_key("x-a"));
-        let names = droppable_hop_by_hop(&h);
-        assert!(names.contains(&HeaderName::from_static("x-a")));
-        assert!(!names.contains(&header::CONTENT_LENGTH) && !names.contains(&header::HOST));
     }
 
     #[test]

@@ -126,14 +126,3 @@ impl Default for Metrics {
         Self::new()
     }
 }
-
-/// `2xx`, `4xx`, ... : bounded label values for status codes.
-pub fn status_class(status: u16) -> &'static str {
-    match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    }
-}

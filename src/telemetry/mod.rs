@@ -6,7 +6,7 @@
 
 mod metrics;
 
-pub use metrics::{Metrics, status_class};
+pub use metrics::Metrics;
 
 use tracing_subscriber::EnvFilter;
 

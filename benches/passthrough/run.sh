@@ -106,3 +106,21 @@ run "bare pingora (POST 1 MB text)" "http://127.0.0.1:$BARE/plain" 4 "$work/text
 run "likeguard pass-through (POST 1 MB text)" "http://127.0.0.1:$LG/plain" 4 "$work/text1m.lua"
 run "likeguard hold route (POST 1 MB text, streamed)" "http://127.0.0.1:$LG/hold" 4 "$work/text1m.lua"
 run "likeguard hold route (POST 1 MB binary, held+sniffed)" "http://127.0.0.1:$LG/hold" 4 "$work/bin1m.lua"
+
+# Interleaved rounds: this VM changes speed over minutes, so ratios are taken between runs made
+# seconds apart, round by round (ROUNDS, default 5; 3 s per run).
+rps_of() { wrk -t1 -c"$2" -d3s "$1" 2>/dev/null | awk '/Requests\/sec/ {print $2}'; }
+echo
+echo "Interleaved GET rounds (req/s; likeguard = pass-through route):"
+echo
+echo "| round | conns | nginx | bare pingora | likeguard | likeguard ÷ nginx | likeguard ÷ bare |"
+echo "|---|---|---|---|---|---|---|"
+for conns in 16 1; do
+  for r in $(seq "${ROUNDS:-5}"); do
+    n=$(rps_of "http://127.0.0.1:$NGX/plain" "$conns")
+    b=$(rps_of "http://127.0.0.1:$BARE/plain" "$conns")
+    l=$(rps_of "http://127.0.0.1:$LG/plain" "$conns")
+    awk -v r="$r" -v c="$conns" -v n="$n" -v b="$b" -v l="$l" \
+      'BEGIN { printf "| %s | %s | %.0f | %.0f | %.0f | %.2f | %.2f |\n", r, c, n, b, l, l/n, l/b }'
+  done
+done

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-face verdicts through the proxy: a 1024×768 JPEG with one (unenrolled, so fully searched)
-# face POSTed to an inspected route — decode, detect, align, embed, search, policy, then the
+# face POSTed to an inspected route (a new path each time, so no verdict comes from the cache) — decode, detect, align, embed, search, policy, then the
 # upstream exchange. One client (latency) and four clients (throughput). wrk on 127.0.0.1,
 # time-bounded, everything stopped on exit. Needs: scripts/setup-system --bench, a release build,
 # `likeguard models fetch`.
@@ -43,14 +43,24 @@ routes:
     upstream: http://127.0.0.1:$UP
     inspect: {direction: request}
 CONF
+# One enrolled person (not the one in the photo): with an empty registry face inspection is
+# skipped, so every verdict here detects, embeds and searches.
+LIKEGUARD_LOG=warn LIKEGUARD_MODELS_DIR="$(pwd)/models" "$bin" identity --config "$work/lg.yaml" add \
+  --name 'Bench Person' "$testdata/images/faces/deepface/img17.jpg" >/dev/null
 nginx -p "$work/up" -c "$work/up/nginx.conf" & pids+=($!)
 LIKEGUARD_LOG=warn LIKEGUARD_MODELS_DIR="$(pwd)/models" "$bin" serve --config "$work/lg.yaml" & pids+=($!)
 for port in $UP $LG; do
   for _ in $(seq 300); do (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
+# A new path per request: the face inspector caches verdicts by (media, path, requester, ...),
+# and this bench measures verdicts, not cache hits.
 cat > "$work/post.lua" <<LUA
 local f = io.open("$work/face.jpg", "rb"); local body = f:read("*all"); f:close()
-wrk.method = "POST"; wrk.body = body; wrk.headers["Content-Type"] = "image/jpeg"
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("POST", "/upload/" .. n, {["Content-Type"] = "image/jpeg"}, body)
+end
 LUA
 code=$(curl -s -o /dev/null -w '%{http_code}' -H 'content-type: image/jpeg' --data-binary @"$work/face.jpg" "http://127.0.0.1:$LG/upload")
 [[ $code == 200 ]] || { echo "warm-up request answered $code" >&2; exit 1; }

@@ -88,6 +88,11 @@ async fn tls_listener_serves_http1_and_http2_on_every_route() {
         assert_eq!(r.status(), 200, "http2={http2}");
         let got = up.received_on("/upload").pop().unwrap();
         assert_eq!(got.body.len(), 300_000);
+        // HTTP/2's :authority reaches the HTTP/1.1 upstream as Host.
+        let host = format!("localhost:{tls_port}");
+        assert_eq!(got.headers["host"], host.as_str(), "http2={http2}");
+        let plain = up.received_on("/plain/a").pop().unwrap();
+        assert_eq!(plain.headers["host"], host.as_str(), "http2={http2}");
     }
 }
 

@@ -5,7 +5,8 @@
 
 use bytes::Bytes;
 use http::header::{
-    ACCEPT_ENCODING, CONTENT_LENGTH, ETAG, EXPECT, HeaderName, HeaderValue, TRANSFER_ENCODING,
+    ACCEPT_ENCODING, CONTENT_LENGTH, ETAG, EXPECT, HOST, HeaderName, HeaderValue,
+    TRANSFER_ENCODING,
 };
 use http::{HeaderMap, Method, StatusCode, Version};
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -92,6 +93,13 @@ async fn exchange(
         })
     });
     let mut headers = copy_end_to_end(&req.headers);
+    // An HTTP/2 client names the host in `:authority`; HTTP/1.1 upstreams need it as Host.
+    if !headers.contains_key(HOST)
+        && let Some(authority) = req.uri.authority()
+        && let Ok(v) = HeaderValue::from_str(authority.as_str())
+    {
+        headers.insert(HOST, v);
+    }
     if let Some(client) = cx.client {
         let xff = forwarded_for(headers.get(X_FORWARDED_FOR), client);
         if let Ok(v) = HeaderValue::try_from(xff) {

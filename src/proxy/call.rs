@@ -118,7 +118,18 @@ async fn pump(
     client: &mut Session,
     read_timeout: Duration,
 ) -> Result<bool, Problem> {
+    let mut ended = false;
     loop {
+        if ended || client.is_body_done() {
+            up.finish_request_body()
+                .await
+                .map_err(|e| upstream_problem(&e))?;
+            read_final_head(up).await.map_err(|e| match e {
+                Read::Io(e) => upstream_problem(&e),
+                Read::Bad(p) => p,
+            })?;
+            return Ok(true);
+        }
         tokio::select! {
             // pingora's response-head reader keeps partial reads across cancellation.
             r = up.read_response_header() => {
@@ -135,21 +146,13 @@ async fn pump(
                     Ok(r) => r.map_err(|e| read_error(&e)),
                 }
                 .map_err(super::exchange::capture_problem)?;
+                // The end of the body is handled at the top of the loop.
                 match chunk {
                     Some(data) => up
                         .write_request_body(data, false)
                         .await
                         .map_err(|e| upstream_problem(&e))?,
-                    None => {
-                        up.finish_request_body()
-                            .await
-                            .map_err(|e| upstream_problem(&e))?;
-                        read_final_head(up).await.map_err(|e| match e {
-                            Read::Io(e) => upstream_problem(&e),
-                            Read::Bad(p) => p,
-                        })?;
-                        return Ok(true);
-                    }
+                    None => ended = true,
                 }
             }
         }

@@ -5,8 +5,7 @@
 
 use bytes::Bytes;
 use http::header::{
-    ACCEPT_ENCODING, CONTENT_LENGTH, ETAG, EXPECT, HOST, HeaderName, HeaderValue,
-    TRANSFER_ENCODING,
+    ACCEPT_ENCODING, CONTENT_LENGTH, ETAG, EXPECT, HOST, HeaderName, HeaderValue, TRANSFER_ENCODING,
 };
 use http::{HeaderMap, Method, StatusCode, Version};
 use pingora::http::{RequestHeader, ResponseHeader};

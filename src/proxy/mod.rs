@@ -1,16 +1,17 @@
-//! The proxy: pingora is the only HTTP engine on the client side — every listener (plain and
-//! TLS, HTTP/1.1 and HTTP/2), all request and response framing, hop-by-hop handling and
-//! header validation are pingora's. This module adds what an inline inspector needs:
+//! The proxy: pingora is the only HTTP engine — every listener (plain and TLS, HTTP/1.1 and
+//! HTTP/2), all request and response framing, header validation, the upstream pool and client
+//! are pingora's. This module adds what an inline inspector needs, in `request_filter`:
 //!
 //! - the request target read as an origin reads it (`target`) and the route chosen on that
 //!   form (`route`); requests origins could read in two ways are refused (`admit`);
-//! - two paths, chosen per request in `request_filter`:
-//!   - **pass-through** (the route inspects nothing): pingora's own streaming path, nothing
-//!     buffered, the normalised target forwarded;
-//!   - **inspected** (the route inspects a direction): `exchange` reads what it must hold,
-//!     asks `decide` for the ruling, and performs the upstream exchange itself, so a blocked
-//!     upload never reaches the upstream and a blocked response can still be a 451
-//!     (docs/decisions/0001-inspected-exchange.md, 0006-one-http-engine.md).
+//! - then every request but a tunnel goes through `exchange`, over pingora's server session and
+//!   its client and pool (`call`): on a route that inspects, it peeks at or holds what may be
+//!   media, asks `decide` for the ruling, and only then calls the upstream (a blocked upload
+//!   never reaches it; a blocked response can still be a 451); on a pass-through route it just
+//!   streams both ways;
+//! - tunnels (WebSocket upgrades, CONNECT on pass-through routes) take pingora's proxy path.
+//!
+//! docs/proxy.md, docs/decisions/0001-inspected-exchange.md, 0006-one-http-engine.md.
 
 mod admit;
 mod call;

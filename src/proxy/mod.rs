@@ -9,7 +9,8 @@
 //!   media, asks `decide` for the ruling, and only then calls the upstream (a blocked upload
 //!   never reaches it; a blocked response can still be a 451); on a pass-through route it just
 //!   streams both ways;
-//! - tunnels (WebSocket upgrades, CONNECT on pass-through routes) take pingora's proxy path.
+//! - upgrades on pass-through routes take pingora's proxy path (it tunnels WebSocket ones);
+//!   CONNECT is refused (a reverse proxy has no use for it).
 //!
 //! docs/proxy.md, docs/decisions/0001-inspected-exchange.md, 0006-one-http-engine.md.
 
@@ -173,11 +174,11 @@ impl ProxyHttp for Proxy {
         ctx.route = Some(route.clone());
         ctx.forward = Some(admitted.forward);
         if !route.inspect.direction.any() {
-            // Tunnels (upgrades, CONNECT) are pingora's proxy path; every other pass-through
-            // request takes the leaner exchange below (same pingora sessions and pool, without
-            // the proxy loop's per-request machinery: benches/RESULTS.md).
-            let req = session.req_header();
-            if session.is_upgrade_req() || req.method == http::Method::CONNECT {
+            // Upgrades (pingora passes WebSocket ones) take pingora's proxy path; every other
+            // pass-through request takes the leaner exchange below (same pingora sessions and
+            // pool, without the proxy loop's per-request machinery: benches/RESULTS.md).
+            // (CONNECT never gets here: its target is not a path, `admit` refuses it.)
+            if session.is_upgrade_req() {
                 return Ok(false);
             }
             exchange::run(self, session, &route, ctx).await?;

@@ -304,13 +304,19 @@ routes:
     )
 }
 
+/// The recording origin, a raw upstream answering "ok", and likeguard routing to both.
+async fn recording_setup() -> (Upstream, Likeguard) {
+    let up = Upstream::start().await;
+    let raw = raw_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    let lg = Likeguard::start(&recording_config(&up.url(), &format!("http://{raw}")));
+    (up, lg)
+}
+
 /// Smuggling through hop-by-hop headers, upgrades, repeated or missing headers: the origin
 /// never parses an uninspected `/upload`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smuggled_and_ambiguous_requests_never_reach_the_origin_uninspected() {
-    let up = Upstream::start().await;
-    let raw = raw_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-    let lg = Likeguard::start(&recording_config(&up.url(), &format!("http://{raw}")));
+    let (up, lg) = recording_setup().await;
     let addr = lg.addr;
     let inner = post("/upload", "Host: a\r\nContent-Type: image/png\r\n", NOT_PNG);
     let inner_len = inner.len();
@@ -402,9 +408,7 @@ async fn smuggled_and_ambiguous_requests_never_reach_the_origin_uninspected() {
 /// Chunk syntax errors close the connection with a 400, and nothing reaches the origin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_chunked_framing_closes_the_connection() {
-    let up = Upstream::start().await;
-    let raw = raw_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-    let lg = Likeguard::start(&recording_config(&up.url(), &format!("http://{raw}")));
+    let (up, lg) = recording_setup().await;
     let addr = lg.addr;
     tokio::task::spawn_blocking(move || {
         let bodies = [&b"5 zz\r\nhello\r\n0\r\n\r\n"[..], b"zz\r\nhello\r\n0\r\n\r\n"];
@@ -487,9 +491,7 @@ async fn upstream_responses_are_framed_for_the_client() {
 /// `Expect: 100-continue` then a refusal: the client always gets a final status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expect_continue_refusals_end_with_a_final_status() {
-    let up = Upstream::start().await;
-    let raw = raw_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-    let lg = Likeguard::start(&recording_config(&up.url(), &format!("http://{raw}")));
+    let (up, lg) = recording_setup().await;
     let addr = lg.addr;
     tokio::task::spawn_blocking(move || {
         // Too large for the inspection limit: refused before the body is invited.
@@ -515,9 +517,7 @@ async fn expect_continue_refusals_end_with_a_final_status() {
 /// order on that connection, and the origin sees the client's address in X-Forwarded-For.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_alternates_inspected_and_pass_through_requests() {
-    let up = Upstream::start().await;
-    let raw = raw_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-    let lg = Likeguard::start(&recording_config(&up.url(), &format!("http://{raw}")));
+    let (up, lg) = recording_setup().await;
     let addr = lg.addr;
     let photo = media("images/faces/deepface/img1.jpg");
     tokio::task::spawn_blocking(move || {
@@ -568,9 +568,7 @@ fn photo_len() -> usize {
 /// any Content-Type, or none, on both sides; agreeing Content-Length lists keep the body.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn media_is_found_whatever_the_headers_say() {
-    let up = Upstream::start().await;
-    let raw = raw_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-    let lg = Likeguard::start(&recording_config(&up.url(), &format!("http://{raw}")));
+    let (up, lg) = recording_setup().await;
     let photo = media("images/faces/deepface/img1.jpg");
     lg.register(photo.clone(), "block").await;
     up.serve(
@@ -630,9 +628,7 @@ async fn media_is_found_whatever_the_headers_say() {
 /// whatever the bodies contain (a body that looks like a response head stays a body).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_exchanges_keep_response_bodies_as_bodies() {
-    let up = Upstream::start().await;
-    let raw = raw_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-    let lg = Likeguard::start(&recording_config(&up.url(), &format!("http://{raw}")));
+    let (_up, lg) = recording_setup().await;
     let addr = lg.addr;
     tokio::task::spawn_blocking(move || {
         let evil = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nSet-Cookie: pwned=1\r\nContent-Length: 5\r\n\r\nEVIL!";

@@ -15,7 +15,7 @@ use tokio::time::timeout_at;
 
 use super::call::{self, Answered, UpBody, upstream_problem};
 use super::hold::{Peeked, SNIFF_BYTES, peek_request_body, read_request_body};
-use super::upstream::{X_FORWARDED_FOR, copy_end_to_end, forwarded_for, peer};
+use super::upstream::{X_FORWARDED_FOR, copy_end_to_end, forwarded_for};
 use super::{Ctx, Proxy, Route, linger, write_problem};
 use crate::actions::{Problem, ProblemKind};
 use crate::capture::{BodyBuf, CaptureError};
@@ -75,7 +75,7 @@ async fn exchange(
     let req = session.req_header();
     let method = req.method.clone();
     let client_version = req.version;
-    let forward = cx.forward.clone().unwrap_or_else(|| "/".into());
+    let forward = cx.forward.as_deref().unwrap_or("/");
     // pingora has validated the framing: Transfer-Encoding ends in chunked, and a
     // Content-Length beside it is already gone.
     let chunked = req.headers.contains_key(TRANSFER_ENCODING);
@@ -85,7 +85,7 @@ async fn exchange(
     let ctx = route.inspect.direction.any().then(|| {
         p.decider.context(&RequestFacts {
             method: req.method.as_str(),
-            path: forward.split('?').next().unwrap_or(&forward),
+            path: forward.split('?').next().unwrap_or(forward),
             route: &route.name,
             headers: &req.headers,
             client: cx.client,
@@ -181,10 +181,10 @@ async fn exchange(
         UpBody::None
     };
 
-    let head = request_head(&method, &forward, &headers)?;
-    let peer = peer(&route.upstream, &p.upstream_ca, &p.timeouts);
+    let head = request_head(&method, forward, &headers)?;
+    let peer = &p.peers[route.index];
     let Answered { up, request_done } =
-        call::send(&p.connector, &peer, head, &body, session, &p.timeouts).await?;
+        call::send(&p.connector, peer, head, &body, session, &p.timeouts).await?;
     if !request_done {
         // The upstream answered before the client finished sending: this connection ends.
         session.set_keepalive(None);
@@ -192,7 +192,7 @@ async fn exchange(
     let up = respond(p, session, route, &method, client_version, ctx.as_ref(), up).await?;
     if request_done && let Some(up) = up {
         p.connector
-            .release_http_session(up, &peer, Some(UPSTREAM_IDLE))
+            .release_http_session(up, peer, Some(UPSTREAM_IDLE))
             .await;
     }
     Ok(())

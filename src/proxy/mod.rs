@@ -56,8 +56,8 @@ pub struct Proxy {
     stats: stats::Stats,
     /// pingora's upstream pool for the inspected exchange (the pass-through path has its own).
     connector: pingora::connectors::http::Connector,
-    /// Extra roots for TLS upstreams (`upstream_ca_file`).
-    upstream_ca: upstream::Roots,
+    /// Each route's upstream peer (by `Route::index`), built once.
+    peers: Vec<HttpPeer>,
     timeouts: Timeouts,
     slashes: SlashMode,
 }
@@ -86,14 +86,20 @@ impl Proxy {
         metrics: Arc<Metrics>,
     ) -> Result<Self, ProxyError> {
         let router = Router::new(&config.routes);
+        let roots =
+            upstream::load_roots(config.upstream_ca_file.as_deref()).map_err(ProxyError::Config)?;
+        let peers = router
+            .routes()
+            .iter()
+            .map(|r| upstream::peer(&r.upstream, &roots, &config.timeouts))
+            .collect();
         Ok(Self {
+            peers,
             stats: stats::Stats::new(&metrics, &router),
             router,
             decider,
             metrics,
             connector: pingora::connectors::http::Connector::new(None),
-            upstream_ca: upstream::load_roots(config.upstream_ca_file.as_deref())
-                .map_err(ProxyError::Config)?,
             timeouts: config.timeouts.clone(),
             slashes: config.paths.encoded_slashes,
         })
@@ -207,11 +213,7 @@ impl ProxyHttp for Proxy {
             .route
             .as_ref()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route selected"))?;
-        Ok(Box::new(upstream::peer(
-            &route.upstream,
-            &self.upstream_ca,
-            &self.timeouts,
-        )))
+        Ok(Box::new(self.peers[route.index].clone()))
     }
 
     async fn upstream_request_filter(
@@ -234,33 +236,9 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
-    async fn response_filter(
-        &self,
-        session: &mut Session,
-        resp: &mut ResponseHeader,
-        _ctx: &mut Ctx,
-    ) -> Result<()> {
-        // A 101 the client did not ask for would turn the connection into a blind tunnel.
-        if resp.status == http::StatusCode::SWITCHING_PROTOCOLS && !session.is_upgrade_req() {
-            return Error::e_explain(
-                ErrorType::HTTPStatus(502),
-                "the upstream switched protocols on a request that asked for no upgrade",
-            );
-        }
-        // An HTTP/1.0 client cannot read chunks: its body ends at the connection's close.
-        if session.req_header().version == http::Version::HTTP_10
-            && resp.headers.contains_key(http::header::TRANSFER_ENCODING)
-        {
-            resp.remove_header(&http::header::TRANSFER_ENCODING);
-            session.set_keepalive(None);
-        }
-        Ok(())
-    }
-
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
         use ErrorType::*;
         let kind = match (e.esource(), e.etype()) {
-            (_, HTTPStatus(502)) => Some(ProblemKind::UpstreamError),
             (
                 ErrorSource::Downstream | ErrorSource::Internal | ErrorSource::Unset,
                 HTTPStatus(400) | InvalidHTTPHeader,

@@ -91,10 +91,7 @@ fn decode(raw: &str, slashes: SlashMode) -> Result<String, TargetError> {
                     b if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') => {
                         out.push(b as char)
                     }
-                    b => {
-                        out.push('%');
-                        out.push_str(&format!("{b:02X}"));
-                    }
+                    b => push_escaped(&mut out, b),
                 }
                 i += 3;
             }
@@ -108,12 +105,20 @@ fn decode(raw: &str, slashes: SlashMode) -> Result<String, TargetError> {
             }
             // Not URI characters: escaped, so the forwarded target is always valid.
             b => {
-                out.push_str(&format!("%{b:02X}"));
+                push_escaped(&mut out, b);
                 i += 1;
             }
         }
     }
     Ok(out)
+}
+
+/// `%XX` with upper-case hex, without a temporary string.
+fn push_escaped(out: &mut String, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.push('%');
+    out.push(HEX[usize::from(b >> 4)] as char);
+    out.push(HEX[usize::from(b & 0xf)] as char);
 }
 
 fn push_slash(out: &mut String, slashes: SlashMode) -> Result<(), TargetError> {

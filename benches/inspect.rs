@@ -8,7 +8,7 @@ use base64::Engine;
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use likeguard::config::{ExtractConfig, KnownMediaConfig};
-use likeguard::extract::{BodyClass, extract};
+use likeguard::extract::{BodyClass, Found, extract};
 use likeguard::knownmedia::{Bank, KnownAction, NewEntry};
 use likeguard::media::sniff;
 
@@ -32,6 +32,37 @@ fn multipart(data: &[u8]) -> Bytes {
     b.into()
 }
 
+/// Extraction with a generous deadline (the bench measures time; it does not bound it).
+fn run(rt: &tokio::runtime::Runtime, class: &BodyClass, body: &Bytes, cfg: &ExtractConfig) -> Found {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    rt.block_on(extract(class, body.clone(), cfg, 16, deadline))
+        .unwrap()
+}
+
+/// A 1 MB JSON document the way chat and generation APIs send them: prompts, messages, ids and
+/// numbers, and no media.
+fn json_without_media() -> Bytes {
+    let mut messages = Vec::new();
+    let mut n = 0u64;
+    let mut len = 0;
+    while len < 1_000_000 {
+        n += 1;
+        let m = serde_json::json!({
+            "id": format!("msg_{n:016x}"),
+            "role": if n % 2 == 0 { "user" } else { "assistant" },
+            "content": "Describe a quiet harbour town at dawn, fishing boats coming in, gulls over \
+                the water, the light soft and golden on the old stone houses by the quay.",
+            "embedding": [0.0132, -0.2231, 0.9817, 0.5521, -0.1103, 0.0042],
+            "created": 1_764_547_200u64 + n,
+        });
+        len += m.to_string().len();
+        messages.push(m);
+    }
+    serde_json::to_vec(&serde_json::json!({"model": "gen-1", "messages": messages}))
+        .unwrap()
+        .into()
+}
+
 fn extraction(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -47,29 +78,31 @@ fn extraction(c: &mut Criterion) {
     let class = BodyClass::Multipart {
         boundary: "B".into(),
     };
-    g.bench_function("multipart_2.2MB", |b| {
-        b.iter(|| {
-            rt.block_on(extract(&class, form.clone(), &cfg, 16))
-                .unwrap()
-        })
-    });
+    g.bench_function("multipart_2.2MB", |b| b.iter(|| run(&rt, &class, &form, &cfg)));
 
     let b64 = base64::engine::general_purpose::STANDARD.encode(&img);
     let json: Bytes = serde_json::to_vec(&serde_json::json!({"data": [{"b64_json": b64}]}))
         .unwrap()
         .into();
     g.bench_function("json_b64_2.2MB", |b| {
-        b.iter(|| {
-            rt.block_on(extract(&BodyClass::Json, json.clone(), &cfg, 16))
-                .unwrap()
-        })
+        b.iter(|| run(&rt, &BodyClass::Json, &json, &cfg))
     });
 
     let raw = BodyClass::Raw {
         declared: "image/jpeg".into(),
     };
-    g.bench_function("raw_2.2MB", |b| {
-        b.iter(|| rt.block_on(extract(&raw, img.clone(), &cfg, 16)).unwrap())
+    g.bench_function("raw_2.2MB", |b| b.iter(|| run(&rt, &raw, &img, &cfg)));
+    g.finish();
+
+    // Discovery on a body with no media: the cost every JSON request pays (floor: ≤ 2 ms).
+    let plain = json_without_media();
+    let mut g = c.benchmark_group("discovery");
+    g.throughput(Throughput::Bytes(plain.len() as u64));
+    g.bench_function("json_1MB_no_media", |b| {
+        b.iter(|| {
+            let found = run(&rt, &BodyClass::Json, &plain, &cfg);
+            assert!(found.items.is_empty());
+        })
     });
     g.finish();
 }

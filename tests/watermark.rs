@@ -382,7 +382,7 @@ fn a_rule_asking_for_it_gets_the_visible_stamp_as_well() {
     let photo = media(PHOTOS[0]);
     let item = likeguard::extract::MediaItem {
         index: 0,
-        source: likeguard::extract::ItemSource::Body,
+        location: likeguard::extract::Location::body(),
         media: likeguard::media::sniff(&photo).unwrap(),
         data: photo.clone().into(),
     };

@@ -1,4 +1,6 @@
-//! `likeguard scan FILE... [--json]`: decode files offline and report what is in them.
+//! `likeguard scan FILE... [--json]`: find the media in files offline (the way the proxy finds
+//! it in bodies: raw, in JSON, multipart, archives, base64 text), decode it and report what is
+//! in it, one line per item with where it was found.
 
 use std::io::{IsTerminal, Write};
 use std::ops::ControlFlow;
@@ -7,16 +9,18 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::config::MediaConfig;
+use crate::config::{ExtractConfig, MediaConfig};
+use crate::extract::{BodyClass, MediaItem, extract_blocking};
 use crate::inference::{Face, FaceEngine};
 use crate::inspect::faces::faces_in_media;
-use crate::media::sniff;
-use crate::media::{Decoder, Input, Output, Summary};
+use crate::media::{Decoder, Input, MediaKind, Output, Summary};
 
-/// One JSON line per file.
+/// One JSON line per media item (or per file that failed).
 #[derive(Serialize)]
 struct Report<'a> {
     path: &'a str,
+    /// Where in the file the item was found (`body` for a plain media file).
+    location: String,
     kind: Option<&'static str>,
     format: Option<String>,
     codec: Option<String>,
@@ -61,23 +65,34 @@ pub fn scan(
         if let Some(bar) = &progress {
             bar.set_message(path.display().to_string());
         }
-        let result = scan_one(&decoder, engine, path);
         let shown = path.display().to_string();
-        let report = match &result {
-            Ok((s, faces)) => report(&shown, s, faces.clone(), None),
-            Err(e) => report(&shown, &Summary::default(), None, Some(e.clone())),
+        let results = match items_in(path) {
+            Ok(items) => items
+                .into_iter()
+                .map(|i| {
+                    let r = scan_item(&decoder, engine, i.data, i.media.kind);
+                    (i.location.to_string(), r)
+                })
+                .collect(),
+            Err(e) => vec![("body".to_string(), Err(e))],
         };
-        if let Err(e) = &result {
-            failed.push(format!("{shown}: {e}"));
-        }
-        let line = if json {
-            serde_json::to_string(&report)?
-        } else {
-            human(&report)
-        };
-        match &progress {
-            Some(bar) => bar.println(line),
-            None => writeln!(out, "{line}")?,
+        for (location, result) in results {
+            let report = match &result {
+                Ok((s, faces)) => report(&shown, location.clone(), s, faces.clone(), None),
+                Err(e) => report(&shown, location.clone(), &Summary::default(), None, Some(e.clone())),
+            };
+            if let Err(e) = &result {
+                failed.push(format!("{shown} ({location}): {e}"));
+            }
+            let line = if json {
+                serde_json::to_string(&report)?
+            } else {
+                human(&report)
+            };
+            match &progress {
+                Some(bar) => bar.println(line),
+                None => writeln!(out, "{line}")?,
+            }
         }
         if let Some(bar) = &progress {
             bar.inc(1);
@@ -100,13 +115,29 @@ pub fn scan(
 
 type Scanned = (Summary, Option<Vec<(u64, Face)>>);
 
-fn scan_one(
+/// The media items in a file, found as the proxy finds them in a body.
+fn items_in(path: &Path) -> Result<Vec<MediaItem>, String> {
+    let data = Bytes::from(std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?);
+    let cfg = ExtractConfig::default();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let found = extract_blocking(&BodyClass::Sniff, data, &cfg, MAX_ITEMS, deadline)
+        .map_err(|e| e.to_string())?;
+    if found.items.is_empty() {
+        return Err("no image, video or audio found in the file".into());
+    }
+    Ok(found.items)
+}
+
+/// Most items reported from one file.
+const MAX_ITEMS: usize = 10_000;
+
+fn scan_item(
     decoder: &Decoder,
     engine: Option<&FaceEngine>,
-    path: &Path,
+    data: Bytes,
+    kind: MediaKind,
 ) -> Result<Scanned, String> {
-    let data = Bytes::from(std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?);
-    let kind = sniff(&data).map(|m| m.kind);
+    let kind = Some(kind);
     match engine {
         Some(engine) => {
             let (summary, found) =
@@ -125,12 +156,14 @@ fn scan_one(
 
 fn report<'a>(
     path: &'a str,
+    location: String,
     s: &Summary,
     faces: Option<Vec<(u64, Face)>>,
     error: Option<String>,
 ) -> Report<'a> {
     Report {
         path,
+        location,
         kind: s.kind.map(|k| k.as_str()),
         format: s.format.clone(),
         codec: s.codec.clone(),
@@ -150,11 +183,15 @@ fn report<'a>(
 }
 
 fn human(r: &Report<'_>) -> String {
+    let at = match r.location.as_str() {
+        "body" => String::new(),
+        other => format!(" › {other}"),
+    };
     if let Some(e) = &r.error {
-        return format!("{}: ERROR {e}", r.path);
+        return format!("{}{at}: ERROR {e}", r.path);
     }
     let mut line = format!(
-        "{}: {} {}",
+        "{}{at}: {} {}",
         r.path,
         r.kind.unwrap_or("?"),
         r.format.as_deref().unwrap_or("?")

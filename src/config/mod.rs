@@ -4,6 +4,7 @@
 //! `likeguard config example` prints `example.yaml`, which is also parsed in a test so the
 //! documented example can never drift from what the loader accepts.
 
+mod fetch;
 mod inference;
 mod media;
 mod provenance;
@@ -18,11 +19,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use fetch::FetchConfig;
 pub use inference::{BatchConfig, ExecutionProvider, InferenceConfig, MODELS_DIR_ENV};
 pub use media::{Limits, MediaConfig, Sampling, StillImages};
 pub use provenance::ProvenanceConfig;
 pub use route::{
-    Direction, ExtractConfig, FailureMode, InspectConfig, Mode, RouteConfig, RouteMatch,
+    Direction, ExtractConfig, FailureMode, InspectConfig, Mode, Ranges, RouteConfig, RouteMatch,
     UnsupportedMedia, Upstream,
 };
 pub use search::{Quantization, SearchConfig};

@@ -6,6 +6,8 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::{Deserialize, Deserializer};
 
+use super::fetch::FetchConfig;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
@@ -181,6 +183,8 @@ pub struct InspectConfig {
     pub on_unsupported: UnsupportedMedia,
     #[serde(default)]
     pub extract: ExtractConfig,
+    #[serde(default = "default_ranges")]
+    pub ranges: Ranges,
 }
 
 impl Default for InspectConfig {
@@ -194,31 +198,76 @@ impl Default for InspectConfig {
             on_failure: default_failure(),
             on_unsupported: default_unsupported(),
             extract: ExtractConfig::default(),
+            ranges: default_ranges(),
         }
     }
 }
 
+/// Where extraction looks. By default everywhere, by content: raw bodies, every multipart
+/// part, every JSON string and form value, base64 in text, archives and compressed bodies.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExtractConfig {
-    /// JSON pointers (RFC 6901) to base64 media; a `*` segment means every array element
-    /// (or object member). Data URLs (`data:image/png;base64,...`) are accepted too.
-    #[serde(default = "default_pointers")]
+    /// JSON pointers (RFC 6901, `*` = every array element or object member) that narrow the
+    /// search in JSON bodies; empty (the default): every string at any depth.
+    #[serde(default)]
     pub json_pointers: Vec<String>,
     #[serde(default = "yes")]
     pub multipart: bool,
+    /// Raw media bodies, `application/octet-stream` and bodies without a Content-Type.
     #[serde(default = "yes")]
     pub raw: bool,
+    /// `application/x-www-form-urlencoded` fields.
+    #[serde(default = "yes")]
+    pub forms: bool,
+    /// Open zip, tar, gzip and zstd data wherever it is found.
+    #[serde(default = "yes")]
+    pub archives: bool,
+    /// Hold text bodies (`text/*`, XML, event streams) and search them for base64 media;
+    /// `false` streams them, looking only at their opening bytes.
+    #[serde(default = "yes")]
+    pub text: bool,
+    /// Containers inside containers (a zip in a JSON string in a part is 3).
+    #[serde(default = "default_depth")]
+    pub max_depth: usize,
+    /// Bytes that decoding one body may produce (base64, decompression, archive members):
+    /// the bound on zip and gzip bombs.
+    #[serde(default = "default_expanded", deserialize_with = "de_bytes")]
+    pub max_expanded: u64,
+    /// Members of one archive.
+    #[serde(default = "default_members")]
+    pub max_members: usize,
+    /// Fetch media behind URLs from these hosts (off unless set).
+    #[serde(default)]
+    pub fetch: Option<FetchConfig>,
 }
 
 impl Default for ExtractConfig {
     fn default() -> Self {
         Self {
-            json_pointers: default_pointers(),
+            json_pointers: Vec::new(),
             multipart: true,
             raw: true,
+            forms: true,
+            archives: true,
+            text: true,
+            max_depth: default_depth(),
+            max_expanded: default_expanded(),
+            max_members: default_members(),
+            fetch: None,
         }
     }
+}
+
+/// How a `Range` request on a response-inspected route is answered: the upstream is always
+/// asked for the whole representation, which is inspected before any of it leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ranges {
+    /// Serve the requested range (206) from the inspected whole.
+    Serve,
+    /// Answer the whole representation (200), as RFC 9110 allows.
+    Whole,
 }
 
 impl RouteConfig {
@@ -269,6 +318,13 @@ impl RouteConfig {
                 ));
             }
         }
+        if i.extract.max_expanded == 0 {
+            return Err(("inspect.extract.max_expanded".into(), "must be above 0".into()));
+        }
+        if let Some(f) = &i.extract.fetch {
+            f.validate()
+                .map_err(|(field, e)| (format!("inspect.extract.fetch.{field}"), e))?;
+        }
         Ok(())
     }
 }
@@ -312,16 +368,17 @@ fn default_failure() -> FailureMode {
 fn default_unsupported() -> UnsupportedMedia {
     UnsupportedMedia::Reject
 }
-fn default_pointers() -> Vec<String> {
-    [
-        "/data/*/b64_json",
-        "/image",
-        "/images/*",
-        "/video",
-        "/audio",
-    ]
-    .map(String::from)
-    .to_vec()
+fn default_depth() -> usize {
+    6
+}
+fn default_expanded() -> u64 {
+    128 * 1024 * 1024
+}
+fn default_members() -> usize {
+    4096
+}
+fn default_ranges() -> Ranges {
+    Ranges::Serve
 }
 fn yes() -> bool {
     true

@@ -21,7 +21,7 @@ use tokio::time::timeout;
 use crate::actions::provenance::Provenance;
 use crate::actions::{Problem, ProblemKind, TagHeaders, Watermarker};
 use crate::config::{Config, FailureMode, InspectConfig, UnsupportedMedia};
-use crate::extract::{self, BodyClass, ExtractError, MediaItem};
+use crate::extract::{self, BodyClass, ExtractError, MediaItem, Step};
 use crate::inspect::{Context, Inspection};
 use crate::license::requester::Requester;
 use crate::policy::{Action, Decision};
@@ -55,7 +55,8 @@ pub struct Subject<'a> {
 /// What happens to the exchange.
 #[derive(Debug)]
 pub enum Outcome {
-    /// Send it on, with these headers added and, when `Some`, this body instead.
+    /// Send it on, with these headers added and, when `Some`, this body instead (always
+    /// without a content coding: the sender drops `Content-Encoding`).
     Forward {
         headers: Vec<(HeaderName, HeaderValue)>,
         body: Option<Bytes>,
@@ -73,9 +74,24 @@ impl Outcome {
     }
 }
 
+/// Fetches media behind URLs found in bodies (`inspect.extract.fetch`); the proxy provides one.
+#[async_trait::async_trait]
+pub trait Fetcher: Send + Sync {
+    /// The body at `url`, fetched under `rules` (allow-list, address checks, size), by
+    /// `deadline`.
+    async fn fetch(
+        &self,
+        url: &url::Url,
+        rules: &crate::config::FetchConfig,
+        deadline: std::time::Instant,
+    ) -> Result<Bytes, String>;
+}
+
 /// The outcome of looking at one held body, before enforcement.
 enum Verdict {
-    Decided(Decision, Vec<MediaItem>),
+    /// Decided, with the items found and the body they were found in when it was decoded
+    /// from a `Content-Encoding`.
+    Decided(Decision, Vec<MediaItem>, Option<Bytes>),
     /// The body is not what it claims (malformed, too many items): the sender's fault.
     Rejected(Problem),
     /// It claims to be media but likeguard cannot read it.
@@ -96,6 +112,8 @@ pub struct Decider {
     requester: Requester,
     /// Request headers the policy may read (`policy.expose_headers`).
     exposed_headers: Vec<HeaderName>,
+    /// Fetches media behind allow-listed URLs.
+    fetcher: Option<Arc<dyn Fetcher>>,
 }
 
 /// A decider that cannot be built from its configuration.
@@ -129,6 +147,7 @@ impl Decider {
             metrics,
             watermarker: None,
             provenance: None,
+            fetcher: None,
             requester: Requester::new(&config.licensing).map_err(DecideError::Config)?,
             exposed_headers: config
                 .policy
@@ -152,6 +171,11 @@ impl Decider {
 
     pub fn with_provenance(mut self, p: Arc<Provenance>) -> Self {
         self.provenance = Some(p);
+        self
+    }
+
+    pub fn with_fetcher(mut self, f: Arc<dyn Fetcher>) -> Self {
+        self.fetcher = Some(f);
         self
     }
 
@@ -203,16 +227,31 @@ impl Decider {
     /// Extract and inspect a held body within the route's time budget.
     async fn judge(&self, s: &Subject<'_>, body: Bytes) -> Verdict {
         let started = Instant::now();
+        let deadline = started + s.inspect.time_budget;
         let work = async {
-            let items = extract::extract(s.class, body, &s.inspect.extract, s.inspect.max_items)
-                .await
-                .map_err(Judged::Extract)?;
-            let decision = self
+            let found = extract::extract(
+                s.class,
+                body,
+                &s.inspect.extract,
+                s.inspect.max_items,
+                deadline,
+            )
+            .await
+            .map_err(Judged::Extract)?;
+            let mut items = found.items;
+            for u in found.urls {
+                items.extend(self.fetched(s, &u, items.len(), deadline).await?);
+            }
+            for (i, item) in items.iter_mut().enumerate() {
+                item.index = i;
+            }
+            let mut decision = self
                 .inspection
                 .decide(&items, s.ctx)
                 .await
                 .map_err(Judged::Inspect)?;
-            Ok::<_, Judged>((decision, items))
+            locate(&mut decision, &items);
+            Ok::<_, Judged>((decision, items, found.decoded))
         };
         let out = timeout(s.inspect.time_budget, work).await;
         self.metrics
@@ -225,6 +264,7 @@ impl Decider {
                 s.inspect.time_budget
             )),
             Ok(Err(Judged::Inspect(e))) => Verdict::Failed(e.to_string()),
+            Ok(Err(Judged::Fetch(e))) => Verdict::Failed(e),
             Ok(Err(Judged::Extract(e))) => match e {
                 ExtractError::Malformed { .. } => {
                     Verdict::Rejected(Problem::new(ProblemKind::MalformedBody, e.to_string()))
@@ -233,12 +273,47 @@ impl Decider {
                     Verdict::Rejected(Problem::new(ProblemKind::TooManyItems, e.to_string()))
                 }
                 ExtractError::Unsupported(detail) => Verdict::Unsupported(detail),
+                ExtractError::Limit(detail) => Verdict::Failed(detail),
             },
-            Ok(Ok((decision, items))) => {
+            Ok(Ok((decision, items, decoded))) => {
                 self.record(s, &decision, &items);
-                Verdict::Decided(decision, items)
+                Verdict::Decided(decision, items, decoded)
             }
         }
+    }
+
+    /// The media behind one allow-listed URL, as items found at the URL's location.
+    async fn fetched(
+        &self,
+        s: &Subject<'_>,
+        u: &extract::FoundUrl,
+        have: usize,
+        deadline: Instant,
+    ) -> Result<Vec<MediaItem>, Judged> {
+        let rules = s.inspect.extract.fetch.as_ref();
+        let (Some(fetcher), Some(rules)) = (&self.fetcher, rules) else {
+            return Err(Judged::Fetch("URL fetching is not available".into()));
+        };
+        // The query may carry credentials: never shown.
+        let mut shown = u.url.clone();
+        shown.set_query(None);
+        shown.set_fragment(None);
+        let fetched = fetcher.fetch(&u.url, rules, deadline).await;
+        let outcome = if fetched.is_ok() { "ok" } else { "failed" };
+        self.metrics.url_fetches.with_label_values(&[outcome]).inc();
+        let data = fetched
+            .map_err(|e| Judged::Fetch(format!("fetching {shown} (at {}): {e}", u.location)))?;
+        let at = u.location.then(Step::Url {
+            url: shown.to_string(),
+        });
+        let cfg = s.inspect.extract.clone();
+        let room = s.inspect.max_items.saturating_sub(have);
+        tokio::task::spawn_blocking(move || {
+            extract::extract_fetched(data, &at, &cfg, room.max(1), deadline)
+        })
+        .await
+        .map_err(|e| Judged::Fetch(format!("extraction task failed: {e}")))?
+        .map_err(Judged::Extract)
     }
 
     /// Audit event and metrics for one decision. Never body bytes or personal data.
@@ -273,10 +348,11 @@ impl Decider {
     /// Turn a verdict into what happens next.
     async fn enforce(&self, s: &Subject<'_>, body: &Bytes, verdict: Verdict) -> Outcome {
         match verdict {
-            Verdict::Decided(d, items) => match d.action {
+            Verdict::Decided(d, items, decoded) => match d.action {
                 Action::Allow => Outcome::pass(),
                 Action::Block => Outcome::Refuse(Problem::blocked(&d.rule, &d.id)),
                 Action::Tag | Action::Watermark => {
+                    let body = decoded.as_ref().unwrap_or(body);
                     match self.rewrite(s.side, s.class, body, &items, &d).await {
                         Ok(body) => Outcome::Forward {
                             headers: self.tags.for_decision(&d),
@@ -313,4 +389,18 @@ fn on_side(side: Side, p: Problem) -> Problem {
 enum Judged {
     Extract(ExtractError),
     Inspect(crate::inspect::InspectError),
+    Fetch(String),
+}
+
+/// Name where the deciding item was found in the decision's explanation.
+fn locate(d: &mut Decision, items: &[MediaItem]) {
+    let winner = d
+        .findings
+        .iter()
+        .find(|f| f.action == d.action && f.rule == d.rule);
+    if let Some(f) = winner
+        && let Some(item) = items.get(f.item)
+    {
+        d.explanation = format!("item {} at {}: {}", f.item, item.location, f.detail);
+    }
 }

@@ -12,7 +12,8 @@ impl Decider {
     /// side with provenance on, each JPEG, PNG or MP4 item also gets a signed C2PA manifest
     /// stating the decision. Items inside multipart or JSON bodies are put back where they came
     /// from. Tags of bodies that cannot carry a manifest keep their headers only; a watermark
-    /// that cannot be applied is an error.
+    /// that cannot be applied (or put back: media in archives, form fields, behind URLs) is
+    /// an error, and the route's failure mode decides.
     pub(super) async fn rewrite(
         &self,
         side: Side,
@@ -25,9 +26,13 @@ impl Decider {
         let provenance = self.provenance.clone().filter(|_| side == Side::Response);
         let signable =
             |i: &MediaItem| matches!(i.media.mime, "image/jpeg" | "image/png" | "video/mp4");
+        // A manifest goes only where the signed item can be put back (top-level items); a mark
+        // goes on every item, and one that cannot be put back fails the rewrite.
         let todo: Vec<bool> = items
             .iter()
-            .map(|i| mark || (provenance.is_some() && signable(i)))
+            .map(|i| {
+                mark || (provenance.is_some() && signable(i) && i.location.top().is_some())
+            })
             .collect();
         if !todo.contains(&true) {
             return Ok(None);

@@ -1,181 +1,153 @@
-//! Base64 media inside JSON, selected by JSON pointers with `*` wildcards.
+//! JSON: every string at any depth is a candidate (data URL, base64, allow-listed URL), found
+//! with its RFC 6901 pointer. Configured pointers (with `*` wildcards) only narrow the search
+//! in a JSON body. The document is streamed through a visitor, never built as a tree: every
+//! string is seen, duplicate keys included (a receiver may take the first or the last), and a
+//! document with no long base64 run is not parsed at all.
 
-use base64::Engine;
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use bytes::Bytes;
-use serde_json::Value;
+use std::fmt;
 
-use super::{ExtractError, ItemSource, MediaItem};
-use crate::media::sniff;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-/// Standard and URL-safe alphabets, padding optional: generators emit both.
-const LENIENT: GeneralPurposeConfig =
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
-const STANDARD: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::STANDARD, LENIENT);
-const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::URL_SAFE, LENIENT);
+use super::b64;
+use super::location::{Location, Step};
+use super::walk::Walker;
+use super::ExtractError;
 
-pub(super) fn extract(
-    body: &[u8],
-    pointers: &[String],
-    max_items: usize,
-) -> Result<Vec<MediaItem>, ExtractError> {
-    let doc: Value = serde_json::from_slice(body).map_err(|e| ExtractError::Malformed {
-        format: "JSON",
-        detail: e.to_string(),
-    })?;
-    let mut items = Vec::new();
-    for pattern in pointers {
-        let mut found = Vec::new();
-        resolve(&doc, pattern.split('/').skip(1), String::new(), &mut found);
-        for (pointer, value) in found {
-            // Only strings can hold base64; URLs and other shapes are left alone (never fetched).
-            let Value::String(text) = value else { continue };
-            let Some(data) = decode(text, &pointer)? else {
-                continue;
-            };
-            let media = sniff(&data).ok_or_else(|| {
-                ExtractError::Unsupported(format!(
-                    "{pointer}: decoded base64 is not a media format likeguard reads"
-                ))
-            })?;
-            if items.len() == max_items {
-                return Err(ExtractError::TooManyItems(max_items));
-            }
-            items.push(MediaItem {
-                index: items.len(),
-                source: ItemSource::Json { pointer },
-                media,
-                data: Bytes::from(data),
-            });
-        }
+pub(super) fn walk(
+    w: &mut Walker<'_>,
+    data: &[u8],
+    loc: &Location,
+    declared: bool,
+) -> Result<(), ExtractError> {
+    // Nothing long enough to be media or an allow-listed URL: nothing to find.
+    let urls = w.cfg.fetch.is_some() && memchr::memmem::find(data, b"http").is_some();
+    if !urls && !b64::has_run(data, b64::MIN_RUN, true) {
+        return Ok(());
     }
-    Ok(items)
-}
-
-/// Walk `segments` (RFC 6901, `*` = every child), collecting concrete pointers and values.
-fn resolve<'a, 's>(
-    value: &'a Value,
-    mut segments: impl Iterator<Item = &'s str> + Clone,
-    at: String,
-    out: &mut Vec<(String, &'a Value)>,
-) {
-    let Some(raw) = segments.next() else {
-        out.push((at, value));
-        return;
+    // Configured pointers narrow only the body's own document, not JSON found inside it.
+    let patterns: Vec<Vec<String>> = if loc.depth() == 0 {
+        w.cfg
+            .json_pointers
+            .iter()
+            .map(|p| p.split('/').skip(1).map(str::to_owned).collect())
+            .collect()
+    } else {
+        Vec::new()
     };
-    if raw == "*" {
-        match value {
-            Value::Array(list) => {
-                for (i, v) in list.iter().enumerate() {
-                    resolve(v, segments.clone(), format!("{at}/{i}"), out);
-                }
-            }
-            Value::Object(map) => {
-                for (k, v) in map {
-                    let esc = k.replace('~', "~0").replace('/', "~1");
-                    resolve(v, segments.clone(), format!("{at}/{esc}"), out);
-                }
-            }
-            _ => {}
-        }
-        return;
+    let mut state = State {
+        w: &mut *w,
+        loc,
+        patterns: &patterns,
+        path: Vec::new(),
+        stopped: None,
+    };
+    let mut de = serde_json::Deserializer::from_slice(data);
+    let parsed = Node(&mut state)
+        .deserialize(&mut de)
+        .and_then(|()| de.end());
+    if let Some(e) = state.stopped {
+        return Err(e);
     }
-    let key = raw.replace("~1", "/").replace("~0", "~");
-    let child = match value {
-        Value::Object(map) => map.get(&key),
-        Value::Array(list) => key.parse::<usize>().ok().and_then(|i| list.get(i)),
-        _ => None,
-    };
-    if let Some(child) = child {
-        resolve(child, segments, format!("{at}/{raw}"), out);
+    match parsed {
+        Ok(()) => Ok(()),
+        Err(e) if declared => Err(ExtractError::Malformed {
+            format: "JSON",
+            detail: format!("{loc}: {e}"),
+        }),
+        // Looked like JSON but is not: whatever base64 it holds is still found.
+        Err(_) => w.text(data, loc),
     }
 }
 
-/// Decode a base64 string or `data:` URL. `Ok(None)` for an http(s) URL (never fetched).
-fn decode(text: &str, pointer: &str) -> Result<Option<Vec<u8>>, ExtractError> {
-    let text = text.trim();
-    if text.starts_with("http://") || text.starts_with("https://") || text.is_empty() {
-        return Ok(None);
+struct State<'s, 'w, 'c> {
+    w: &'s mut Walker<'w>,
+    loc: &'c Location,
+    patterns: &'c [Vec<String>],
+    /// Escaped pointer segments down to the current value.
+    path: Vec<String>,
+    /// The walk's own error, carried out through serde's.
+    stopped: Option<ExtractError>,
+}
+
+impl State<'_, '_, '_> {
+    fn wanted(&self) -> bool {
+        self.patterns.is_empty()
+            || self.patterns.iter().any(|p| {
+                p.len() == self.path.len()
+                    && p.iter().zip(&self.path).all(|(want, got)| want == "*" || want == got)
+            })
     }
-    let payload = match text.strip_prefix("data:") {
-        Some(rest) => match rest.split_once(',') {
-            Some((meta, data)) if meta.ends_with(";base64") => data,
-            _ => {
-                return Err(ExtractError::Malformed {
-                    format: "JSON",
-                    detail: format!("{pointer}: data URL is not base64"),
-                });
-            }
-        },
-        None => text,
-    };
-    STANDARD
-        .decode(payload)
-        .or_else(|_| URL_SAFE.decode(payload))
-        .map(Some)
-        .map_err(|e| ExtractError::Malformed {
-            format: "base64",
-            detail: format!("{pointer}: {e}"),
+
+    fn string(&mut self, s: &str) -> Result<(), String> {
+        if s.len() < 16 || !self.wanted() {
+            return Ok(());
+        }
+        let pointer: String = self.path.iter().map(|seg| format!("/{seg}")).collect();
+        let at = self.loc.then(Step::Json { pointer });
+        self.w.string(s, &at).map_err(|e| {
+            self.stopped = Some(e);
+            "stopped".to_string()
         })
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+struct Node<'a, 's, 'w, 'c>(&'a mut State<'s, 'w, 'c>);
 
-    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+impl<'de> DeserializeSeed<'de> for Node<'_, '_, '_, '_> {
+    type Value = ();
 
-    fn b64(d: &[u8]) -> String {
-        base64::engine::general_purpose::STANDARD.encode(d)
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Node<'_, '_, '_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
     }
 
-    #[test]
-    fn wildcard_arrays_and_data_urls() {
-        let doc = serde_json::json!({
-            "data": [{"b64_json": b64(PNG)}, {"url": "https://example.com/x.png"}, {"b64_json": format!("data:image/png;base64,{}", b64(PNG))}],
-            "image": null
-        });
-        let body = serde_json::to_vec(&doc).unwrap();
-        let items = extract(&body, &["/data/*/b64_json".into(), "/image".into()], 8).unwrap();
-        assert_eq!(items.len(), 2);
-        assert!(
-            matches!(&items[1].source, ItemSource::Json { pointer } if pointer == "/data/2/b64_json")
-        );
-        assert_eq!(&items[0].data[..], PNG);
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.0.string(v).map_err(E::custom)
     }
 
-    #[test]
-    fn bad_json_and_bad_base64_are_malformed() {
-        let err = extract(b"{\"data\": [", &["/data".into()], 8).unwrap_err();
-        assert!(
-            matches!(err, ExtractError::Malformed { format: "JSON", .. }),
-            "{err}"
-        );
-        let err = extract(br#"{"image": "!!!not base64!!!"}"#, &["/image".into()], 8).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                ExtractError::Malformed {
-                    format: "base64",
-                    ..
-                }
-            ),
-            "{err}"
-        );
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
     }
 
-    #[test]
-    fn base64_that_is_not_media_is_unsupported() {
-        let body = format!(r#"{{"image": "{}"}}"#, b64(b"plain text"));
-        let err = extract(body.as_bytes(), &["/image".into()], 8).unwrap_err();
-        assert!(matches!(err, ExtractError::Unsupported(_)), "{err}");
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut i = 0usize;
+        loop {
+            self.0.path.push(i.to_string());
+            let more = seq.next_element_seed(Node(&mut *self.0))?;
+            self.0.path.pop();
+            if more.is_none() {
+                return Ok(());
+            }
+            i += 1;
+        }
     }
 
-    #[test]
-    fn pointer_escapes() {
-        let doc = serde_json::json!({"a/b": {"c~d": b64(PNG)}});
-        let body = serde_json::to_vec(&doc).unwrap();
-        let items = extract(&body, &["/a~1b/c~0d".into()], 8).unwrap();
-        assert_eq!(items.len(), 1);
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            self.0.path.push(key.replace('~', "~0").replace('/', "~1"));
+            let r = map.next_value_seed(Node(&mut *self.0));
+            self.0.path.pop();
+            r?;
+        }
+        Ok(())
     }
 }

@@ -1,64 +1,83 @@
-//! Extraction: find the media items inside a captured body.
+//! Extraction: find the media items inside a captured body, wherever they hide.
 //!
 //! A body is classified from its headers first (cheap, decides whether it is held at all), then
-//! the held bytes are searched: a raw media body, each `multipart/form-data` part, or base64 media
-//! at configured JSON pointers. The real type always comes from magic bytes, never from the
-//! declared Content-Type alone. URLs found in bodies are never fetched.
+//! the held bytes are walked by content: raw media, every multipart part, every JSON string and
+//! form value that is a data URL or base64 media, base64 runs in text, every member of zip, tar
+//! and gzip/zstd archives, and compressed bodies (`Content-Encoding`). Containers nest (a zip in
+//! a JSON string in a multipart part); the walk is bounded in depth, decoded bytes, members,
+//! items and time. The real type always comes from magic bytes, never from a declared type
+//! alone. URLs are only collected, and only for hosts a route allow-lists (`inspect.extract.
+//! fetch`); the proxy fetches them.
 
+mod archive;
+mod b64;
+mod encoding;
+mod form;
 mod json;
+mod location;
 mod multipart;
+mod shape;
 mod splice;
+mod walk;
+
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::HeaderMap;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 
 use crate::config::ExtractConfig;
-
-use crate::media::{MediaType, sniff};
+use crate::media::MediaType;
+pub use encoding::Coding;
+pub use location::{Location, Step};
 pub use splice::splice;
-
-/// Where in the body an item was found (for explanations; never holds body bytes).
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(tag = "in", rename_all = "snake_case")]
-pub enum ItemSource {
-    Body,
-    Part {
-        name: Option<String>,
-        filename: Option<String>,
-    },
-    Json {
-        pointer: String,
-    },
-}
+use walk::{Hint, Walker};
 
 /// One media item found in a body. `data` shares the body's buffer where it can.
 #[derive(Debug, Clone)]
 pub struct MediaItem {
     pub index: usize,
-    pub source: ItemSource,
+    pub location: Location,
     pub media: MediaType,
     pub data: Bytes,
+}
+
+/// A URL in a body whose host the route fetches from.
+#[derive(Debug, Clone)]
+pub struct FoundUrl {
+    pub location: Location,
+    pub url: url::Url,
+}
+
+/// Everything found in one body.
+#[derive(Debug, Default)]
+pub struct Found {
+    pub items: Vec<MediaItem>,
+    pub urls: Vec<FoundUrl>,
+    /// The body with its `Content-Encoding` undone, when it had one: the body changed media is
+    /// spliced back into (and then sent uncompressed).
+    pub decoded: Option<Bytes>,
 }
 
 /// What a body looks like from its headers alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyClass {
     /// Declared `image/*`, `video/*` or `audio/*`.
-    Raw {
-        declared: String,
-    },
-    /// `application/octet-stream` or no Content-Type: hold it and sniff.
+    Raw { declared: String },
+    /// Held and recognised by content: `application/octet-stream`, archives, text, no
+    /// Content-Type, or opening bytes that look like something.
     Sniff,
-    Multipart {
-        boundary: String,
-    },
+    Multipart { boundary: String },
     Json,
-    /// Compressed with a Content-Encoding: cannot be inspected without inflating it.
+    Form,
+    /// Compressed with content codings likeguard undoes; `inner` is the type underneath.
     Encoded {
-        encoding: String,
+        codings: Vec<Coding>,
+        inner: Box<BodyClass>,
     },
-    /// Anything else (text, forms, ...): streamed, never held.
+    /// Compressed with a coding likeguard cannot undo.
+    Undecodable { encoding: String },
+    /// Anything else (fonts, PDFs, ...): streamed, only its opening bytes sniffed.
     Opaque,
 }
 
@@ -77,28 +96,51 @@ pub enum ExtractError {
         format: &'static str,
         detail: String,
     },
-    /// It claims to be media but is not a format we can read (→ per `on_unsupported`).
+    /// It claims to be (or may hold) media but is not a format we can read (→ per
+    /// `on_unsupported`).
     #[error("unsupported media: {0}")]
     Unsupported(String),
     #[error("more than {0} media items in one body")]
     TooManyItems(usize),
+    /// A bound of the walk was reached (depth, decoded bytes, members, time): the route's
+    /// failure mode decides.
+    #[error("{0}")]
+    Limit(String),
 }
 
 /// Classify a body by its headers under the route's extraction settings.
 pub fn classify(headers: &HeaderMap, cfg: &ExtractConfig) -> BodyClass {
     // Every Content-Encoding value counts: `identity` then `gzip` is a gzip body.
-    let encodings: Vec<String> = headers
+    let tokens: Vec<String> = headers
         .get_all(CONTENT_ENCODING)
         .iter()
         .flat_map(|v| v.to_str().unwrap_or("?").split(','))
         .map(|e| e.trim().to_ascii_lowercase())
         .filter(|e| !e.is_empty() && e != "identity")
         .collect();
-    if !encodings.is_empty() {
-        return BodyClass::Encoded {
-            encoding: encodings.join(", "),
+    if !tokens.is_empty() {
+        let codings: Option<Vec<Coding>> = tokens.iter().map(|t| Coding::parse(t)).collect();
+        return match codings {
+            Some(codings) => {
+                // Compressed bytes cannot be sniffed: whatever is underneath is held.
+                let inner = match classify_type(headers, cfg) {
+                    BodyClass::Opaque => BodyClass::Sniff,
+                    other => other,
+                };
+                BodyClass::Encoded {
+                    codings,
+                    inner: Box::new(inner),
+                }
+            }
+            None => BodyClass::Undecodable {
+                encoding: tokens.join(", "),
+            },
         };
     }
+    classify_type(headers, cfg)
+}
+
+fn classify_type(headers: &HeaderMap, cfg: &ExtractConfig) -> BodyClass {
     // Two Content-Types: which one the receiver believes is unknowable, so look at the bytes.
     if headers.get_all(CONTENT_TYPE).iter().nth(1).is_some() {
         return BodyClass::Sniff;
@@ -116,143 +158,117 @@ pub fn classify(headers: &HeaderMap, cfg: &ExtractConfig) -> BodyClass {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    match essence.split_once('/') {
-        Some(("image" | "video" | "audio", _)) if cfg.raw => BodyClass::Raw { declared: essence },
-        Some(("application", "octet-stream")) if cfg.raw => BodyClass::Sniff,
-        Some(("multipart", "form-data")) if cfg.multipart => match multer::parse_boundary(ct) {
+    let Some((top, sub)) = essence.split_once('/') else {
+        // Not a media type at all: recognise by content.
+        return BodyClass::Sniff;
+    };
+    match (top, sub) {
+        ("image" | "video" | "audio", _) if cfg.raw => BodyClass::Raw {
+            declared: essence.clone(),
+        },
+        ("multipart", _) if cfg.multipart => match multer::parse_boundary(ct) {
             Ok(boundary) => BodyClass::Multipart { boundary },
             // A form without a boundary cannot be parsed: hold it so extraction reports it.
             Err(_) => BodyClass::Multipart {
                 boundary: String::new(),
             },
         },
-        Some(("application", sub))
-            if (sub == "json" || sub.ends_with("+json")) && !cfg.json_pointers.is_empty() =>
-        {
-            BodyClass::Json
-        }
+        ("application", s) if s == "json" || s.ends_with("+json") => BodyClass::Json,
+        ("application", "x-www-form-urlencoded") if cfg.forms => BodyClass::Form,
+        ("application", "octet-stream") if cfg.raw => BodyClass::Sniff,
+        (
+            "application",
+            "zip" | "x-zip-compressed" | "x-tar" | "gzip" | "x-gzip" | "zstd" | "x-ndjson"
+            | "jsonl" | "xml" | "javascript" | "graphql",
+        ) => BodyClass::Sniff,
+        ("application", s) if s.ends_with("+xml") => BodyClass::Sniff,
+        ("text", _) if cfg.text => BodyClass::Sniff,
         _ => BodyClass::Opaque,
     }
 }
 
-/// Pull the media items out of a held body.
+/// Whether the opening bytes of a body the headers did not call inspectable look like
+/// something that must be inspected (media, an archive, JSON, base64 text).
+pub fn looks_inspectable(prefix: &[u8]) -> bool {
+    shape::shape(prefix) != shape::Shape::Nothing
+        || b64::has_run(prefix, b64::MIN_RUN, true)
+        || prefix
+            .get(..5)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"data:"))
+}
+
+/// Pull the media items out of a held body (CPU work: runs on a blocking thread).
 pub async fn extract(
     class: &BodyClass,
     body: Bytes,
     cfg: &ExtractConfig,
     max_items: usize,
+    deadline: Instant,
+) -> Result<Found, ExtractError> {
+    let (class, cfg) = (class.clone(), cfg.clone());
+    tokio::task::spawn_blocking(move || extract_blocking(&class, body, &cfg, max_items, deadline))
+        .await
+        .map_err(|e| ExtractError::Limit(format!("extraction task failed: {e}")))?
+}
+
+/// `extract` on the calling thread.
+pub fn extract_blocking(
+    class: &BodyClass,
+    body: Bytes,
+    cfg: &ExtractConfig,
+    max_items: usize,
+    deadline: Instant,
+) -> Result<Found, ExtractError> {
+    let mut w = Walker::new(cfg, max_items, deadline);
+    let decoded = walk_class(&mut w, class, body)?;
+    Ok(Found {
+        items: w.items,
+        urls: w.urls,
+        decoded,
+    })
+}
+
+/// Walk a fetched body (media behind a URL) found at `location`.
+pub fn extract_fetched(
+    body: Bytes,
+    location: &Location,
+    cfg: &ExtractConfig,
+    max_items: usize,
+    deadline: Instant,
 ) -> Result<Vec<MediaItem>, ExtractError> {
-    let mut items = Vec::new();
+    let mut w = Walker::new(cfg, max_items, deadline);
+    w.blob(body, location, Hint::None)?;
+    Ok(w.items)
+}
+
+fn walk_class(
+    w: &mut Walker<'_>,
+    class: &BodyClass,
+    body: Bytes,
+) -> Result<Option<Bytes>, ExtractError> {
+    let loc = Location::body();
     match class {
-        BodyClass::Raw { declared } => match sniff(&body) {
-            Some(media) => items.push(MediaItem {
-                index: 0,
-                source: ItemSource::Body,
-                media,
-                data: body,
-            }),
-            None => {
-                return Err(ExtractError::Unsupported(format!(
-                    "body declared {declared} but its bytes are not a media format likeguard reads"
-                )));
-            }
-        },
-        BodyClass::Sniff => {
-            if let Some(media) = sniff(&body) {
-                items.push(MediaItem {
-                    index: 0,
-                    source: ItemSource::Body,
-                    media,
-                    data: body,
-                });
-            }
-        }
+        BodyClass::Raw { declared } => w.blob(body, &loc, Hint::Media(declared.clone()))?,
+        BodyClass::Sniff => w.blob(body, &loc, Hint::None)?,
         BodyClass::Multipart { boundary } => {
-            items = multipart::extract(body, boundary, max_items).await?;
+            w.blob(body, &loc, Hint::Multipart(boundary.clone()))?
         }
-        BodyClass::Json => {
-            let pointers = cfg.json_pointers.clone();
-            // Parsing and base64-decoding a large document is CPU work: keep it off the runtime.
-            items = tokio::task::spawn_blocking(move || json::extract(&body, &pointers, max_items))
-                .await
-                .map_err(|e| ExtractError::Malformed {
-                    format: "JSON",
-                    detail: format!("extraction task failed: {e}"),
-                })??;
+        BodyClass::Json => w.blob(body, &loc, Hint::Json)?,
+        BodyClass::Form => w.blob(body, &loc, Hint::Form)?,
+        BodyClass::Encoded { codings, inner } => {
+            let decoded = encoding::decode(w, body, codings)?;
+            walk_class(w, inner, decoded.clone())?;
+            return Ok(Some(decoded));
         }
-        BodyClass::Encoded { encoding } => {
+        BodyClass::Undecodable { encoding } => {
             return Err(ExtractError::Unsupported(format!(
-                "body is compressed with Content-Encoding {encoding}"
+                "body is compressed with Content-Encoding {encoding}, which likeguard cannot undo"
             )));
         }
         BodyClass::Opaque => {}
     }
-    if items.len() > max_items {
-        return Err(ExtractError::TooManyItems(max_items));
-    }
-    Ok(items)
+    Ok(None)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(ct: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(CONTENT_TYPE, ct.parse().unwrap());
-        h
-    }
-
-    #[test]
-    fn classification() {
-        let cfg = ExtractConfig::default();
-        assert_eq!(
-            classify(&headers("image/PNG"), &cfg),
-            BodyClass::Raw {
-                declared: "image/png".into()
-            }
-        );
-        assert_eq!(classify(&HeaderMap::new(), &cfg), BodyClass::Sniff);
-        let mut two = headers("text/plain");
-        two.append(CONTENT_TYPE, "image/png".parse().unwrap());
-        assert_eq!(classify(&two, &cfg), BodyClass::Sniff);
-        let mut enc = headers("image/png");
-        enc.append(CONTENT_ENCODING, "identity".parse().unwrap());
-        enc.append(CONTENT_ENCODING, "gzip".parse().unwrap());
-        assert!(matches!(classify(&enc, &cfg), BodyClass::Encoded { .. }));
-        assert_eq!(
-            classify(&headers("multipart/form-data; boundary=abc"), &cfg),
-            BodyClass::Multipart {
-                boundary: "abc".into()
-            }
-        );
-        assert_eq!(
-            classify(&headers("application/json; charset=utf-8"), &cfg),
-            BodyClass::Json
-        );
-        assert_eq!(
-            classify(&headers("application/vnd.api+json"), &cfg),
-            BodyClass::Json
-        );
-        assert_eq!(classify(&headers("text/html"), &cfg), BodyClass::Opaque);
-        let mut h = headers("image/png");
-        h.insert(CONTENT_ENCODING, "gzip".parse().unwrap());
-        assert!(matches!(classify(&h, &cfg), BodyClass::Encoded { .. }));
-    }
-
-    #[tokio::test]
-    async fn raw_body_that_is_not_media_is_unsupported() {
-        let class = BodyClass::Raw {
-            declared: "image/png".into(),
-        };
-        let err = extract(
-            &class,
-            Bytes::from_static(b"hello"),
-            &ExtractConfig::default(),
-            4,
-        )
-        .await
-        .unwrap_err();
-        assert!(matches!(err, ExtractError::Unsupported(_)), "{err}");
-    }
-}
+mod tests;

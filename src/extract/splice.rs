@@ -7,10 +7,14 @@ use base64::Engine;
 use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 
-use super::{BodyClass, ExtractError, ItemSource, MediaItem};
+use super::location::Step;
+use super::{BodyClass, ExtractError, MediaItem};
 
 /// `body` with `new[i]` put back in place of `items[i]` (every item extracted from the body, in
-/// extraction order); `None` leaves an item as it was.
+/// extraction order); `None` leaves an item as it was. Only items found at the top of the body
+/// (the raw body, a multipart part, a JSON string) can be put back; changing one found deeper
+/// (in an archive, a form field, behind a URL) is an error. A compressed body is given
+/// decoded, and comes back uncompressed.
 pub fn splice(
     body: &Bytes,
     class: &BodyClass,
@@ -24,22 +28,39 @@ pub fn splice(
     if items.len() != new.len() {
         return Err(lost("one replacement per item is needed".into()));
     }
-    let changes = || {
-        items
-            .iter()
-            .zip(new)
-            .filter_map(|(i, n)| Some((i, n.as_ref()?)))
-    };
+    let changes: Vec<(&MediaItem, &Bytes)> = items
+        .iter()
+        .zip(new)
+        .filter_map(|(i, n)| Some((i, n.as_ref()?)))
+        .collect();
+    for (item, _) in &changes {
+        let fits = match (class, item.location.top()) {
+            (BodyClass::Raw { .. } | BodyClass::Sniff, Some(Step::Body)) => true,
+            (BodyClass::Multipart { .. }, Some(Step::Part { .. })) => true,
+            (BodyClass::Json, Some(Step::Json { .. })) => true,
+            (BodyClass::Encoded { .. }, _) => true,
+            _ => false,
+        };
+        if !fits {
+            return Err(lost(format!(
+                "item {} was found at {}, which cannot be rewritten",
+                item.index, item.location
+            )));
+        }
+    }
+    if changes.is_empty() {
+        return Ok(body.clone());
+    }
     match class {
-        BodyClass::Raw { .. } | BodyClass::Sniff => match (items, new) {
-            ([item], [Some(new)]) if matches!(item.source, ItemSource::Body) => Ok(new.clone()),
-            ([_], [None]) => Ok(body.clone()),
+        BodyClass::Raw { .. } | BodyClass::Sniff => match changes.as_slice() {
+            [(_, new)] => Ok((*new).clone()),
             _ => Err(lost("a raw body holds exactly one item".into())),
         },
+        BodyClass::Encoded { inner, .. } => splice(body, inner, items, new),
         BodyClass::Json => {
             let mut doc: Value = serde_json::from_slice(body).map_err(|e| lost(e.to_string()))?;
-            for (item, new) in changes() {
-                let ItemSource::Json { pointer } = &item.source else {
+            for (item, new) in changes {
+                let Some(Step::Json { pointer }) = item.location.top() else {
                     return Err(lost("a JSON body item without a pointer".into()));
                 };
                 let slot = doc
@@ -62,13 +83,14 @@ pub fn splice(
                 .map_err(|e| lost(e.to_string()))
         }
         BodyClass::Multipart { .. } => {
-            // Items are in body order and each one's bytes appear verbatim in its part (HTTP
-            // multipart has no transfer encoding): each is found after the one before, so two
-            // identical parts are told apart by position.
+            // Top-level items are in body order and each one's bytes appear verbatim in its
+            // part (HTTP multipart has no transfer encoding): each is found after the one
+            // before, so two identical parts are told apart by position.
             let mut out = BytesMut::with_capacity(body.len() + body.len() / 8);
             let mut from = 0usize;
             for (item, new) in items.iter().zip(new) {
-                if item.data.is_empty() {
+                if item.data.is_empty() || !matches!(item.location.top(), Some(Step::Part { .. }))
+                {
                     continue;
                 }
                 let at = memchr::memmem::find(&body[from..], &item.data)
@@ -81,8 +103,8 @@ pub fn splice(
             out.extend_from_slice(&body[from..]);
             Ok(out.freeze())
         }
-        BodyClass::Encoded { .. } | BodyClass::Opaque => {
-            Err(lost("this body is not inspected".into()))
+        BodyClass::Form | BodyClass::Undecodable { .. } | BodyClass::Opaque => {
+            Err(lost("this body cannot be rewritten".into()))
         }
     }
 }
@@ -90,15 +112,16 @@ pub fn splice(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::extract::Location;
     use crate::media::sniff;
 
     const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR old";
     const NEW: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR brand new bytes";
 
-    fn item(index: usize, source: ItemSource, data: &'static [u8]) -> MediaItem {
+    fn item(index: usize, source: Step, data: &'static [u8]) -> MediaItem {
         MediaItem {
             index,
-            source,
+            location: Location::from(source),
             media: sniff(data).unwrap(),
             data: Bytes::from_static(data),
         }
@@ -113,14 +136,14 @@ mod tests {
         let items = [
             item(
                 0,
-                ItemSource::Json {
+                Step::Json {
                     pointer: "/data/0/b64_json".into(),
                 },
                 PNG,
             ),
             item(
                 1,
-                ItemSource::Json {
+                Step::Json {
                     pointer: "/data/1/b64_json".into(),
                 },
                 PNG,
@@ -155,7 +178,7 @@ mod tests {
             b"--XyZ\r\nContent-Disposition: form-data; name=\"t\"\r\n\r\nhello\r\n--XyZ--\r\n",
         );
         let body = Bytes::from(body);
-        let src = |n: &str| ItemSource::Part {
+        let src = |n: &str| Step::Part {
             name: Some(n.into()),
             filename: Some("a.png".into()),
         };

@@ -120,7 +120,7 @@ pub(super) fn run(
     let in_process = sniffed.is_some_and(|m| match cfg.still_images {
         StillImages::Builtin => still::handles(m.format),
         // GStreamer is faster for these (benches/RESULTS.md); it cannot do the others.
-        StillImages::Auto | StillImages::Gstreamer => matches!(m.format, "bmp" | "tif" | "gif"),
+        StillImages::Auto | StillImages::Gstreamer => still::only_here(m.format),
     });
     if kind == MediaKind::Image && in_process {
         let data = feed.collect(deadline)?;

@@ -7,6 +7,7 @@
 //! async runtime. See docs/media.md.
 
 mod decode;
+mod heif;
 mod pipeline;
 mod reencode;
 mod run;

@@ -1,7 +1,9 @@
-//! The in-process still-image path (`image` crate): BMP and TIFF, which Debian 12's GStreamer
-//! cannot decode from a stream, and every still when `media.still_images: builtin`. JPEG is
-//! faster through GStreamer's libjpeg-turbo (benches/RESULTS.md), so `auto` sends it there. GIF (animated or not) is decoded here too: Debian 12's avdec_gif hangs under
-//! concurrent pipelines. Everything else goes through GStreamer.
+//! The in-process still-image path (`image` crate; libheif for HEIC/HEIF and AVIF): BMP,
+//! TIFF, HEIF and AVIF, which Debian 12's GStreamer cannot decode from a stream, and every still
+//! when `media.still_images: builtin`. JPEG is faster through GStreamer's libjpeg-turbo
+//! (benches/RESULTS.md), so `auto` sends it there. GIF (animated or not) is decoded here too:
+//! Debian 12's avdec_gif hangs under concurrent pipelines. Everything else goes through
+//! GStreamer.
 
 use std::io::Cursor;
 
@@ -12,12 +14,23 @@ use crate::config::MediaConfig;
 
 /// Formats this path takes.
 pub fn handles(format: &str) -> bool {
-    matches!(format, "jpg" | "png" | "webp" | "bmp" | "tif" | "gif")
+    matches!(
+        format,
+        "jpg" | "png" | "webp" | "bmp" | "tif" | "gif" | "heif" | "avif"
+    )
+}
+
+/// Formats only this path can decode (GStreamer 1.22 cannot, from a stream).
+pub fn only_here(format: &str) -> bool {
+    matches!(format, "bmp" | "tif" | "gif" | "heif" | "avif")
 }
 
 /// Decode one still image to an RGB frame no larger than `max_side`, aspect kept.
 /// Returns the frame and the source size.
 pub fn decode(data: &[u8], cfg: &MediaConfig) -> Result<(Frame, (u32, u32)), DecodeError> {
+    if super::sniff(data).is_some_and(|m| matches!(m.format, "heif" | "avif")) {
+        return super::heif::decode(data, cfg);
+    }
     let reader = || {
         ImageReader::new(Cursor::new(data))
             .with_guessed_format()
@@ -61,7 +74,7 @@ pub fn decode(data: &[u8], cfg: &MediaConfig) -> Result<(Frame, (u32, u32)), Dec
 }
 
 /// Scale to fit `side` on the longer side, aspect kept, never up.
-fn fit(img: image::DynamicImage, side: u32) -> image::DynamicImage {
+pub(super) fn fit(img: image::DynamicImage, side: u32) -> image::DynamicImage {
     let (w, h) = (img.width(), img.height());
     if w > side || h > side {
         // Same fit as the pipelines: longer side = max_side, aspect kept.

@@ -5,7 +5,8 @@
 
 use bytes::Bytes;
 use http::header::{
-    ACCEPT_ENCODING, CONTENT_LENGTH, ETAG, EXPECT, HOST, HeaderName, HeaderValue, TRANSFER_ENCODING,
+    ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, ETAG, EXPECT, HOST,
+    HeaderName, HeaderValue, IF_RANGE, RANGE, TRANSFER_ENCODING,
 };
 use http::{HeaderMap, Method, StatusCode, Version};
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -15,14 +16,15 @@ use tokio::time::timeout_at;
 
 use super::call::{self, Answered, UpBody, upstream_problem};
 use super::hold::{Peeked, SNIFF_BYTES, peek_request_body, read_request_body};
+use super::range::{self, Asked};
 use super::upstream::{X_FORWARDED_FOR, copy_end_to_end, forwarded_for};
 use super::{Ctx, Proxy, Route, linger, write_problem};
 use crate::actions::{Problem, ProblemKind};
 use crate::capture::{BodyBuf, CaptureError};
 use crate::decide::{Outcome, RequestFacts, Side, Subject};
 use crate::extract::{self, BodyClass};
+use crate::config::Ranges;
 use crate::inspect::Context;
-use crate::media::sniff;
 
 /// Run the exchange; any problem becomes a problem+json response.
 pub(super) async fn run(
@@ -108,8 +110,15 @@ async fn exchange(
     let expects_continue = headers
         .remove(EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let mut range = Asked::Whole;
     if route.inspect.direction.response() {
-        // Responses must arrive uncompressed to be inspected.
+        // Responses are inspected whole (a piece is cut from the inspected whole), and
+        // uncompressed where the upstream obliges.
+        if route.inspect.ranges == Ranges::Serve {
+            range = range::asked(&headers);
+        }
+        headers.remove(RANGE);
+        headers.remove(IF_RANGE);
         headers.remove(ACCEPT_ENCODING);
     }
     let mut class = if route.inspect.direction.request() && has_body {
@@ -136,7 +145,7 @@ async fn exchange(
         prefix = peek_request_body(session, p.timeouts.client_read)
             .await
             .map_err(capture_problem)?;
-        if sniff(&prefix.bytes).is_some() {
+        if extract::looks_inspectable(&prefix.bytes) {
             class = BodyClass::Sniff;
         }
     }
@@ -165,6 +174,10 @@ async fn exchange(
         for (k, v) in extra {
             headers.insert(k, v);
         }
+        if new.is_some() {
+            // A changed body is sent without a content coding.
+            headers.remove(CONTENT_ENCODING);
+        }
         let held = new.unwrap_or(held);
         headers.insert(CONTENT_LENGTH, HeaderValue::from(held.len()));
         UpBody::Held(held)
@@ -189,13 +202,21 @@ async fn exchange(
         // The upstream answered before the client finished sending: this connection ends.
         session.set_keepalive(None);
     }
-    let up = respond(p, session, route, &method, client_version, ctx.as_ref(), up).await?;
+    let asked = Ask { range, method: &method, client_version };
+    let up = respond(p, session, route, &asked, ctx.as_ref(), up).await?;
     if request_done && let Some(up) = up {
         p.connector
             .release_http_session(up, peer, Some(UPSTREAM_IDLE))
             .await;
     }
     Ok(())
+}
+
+/// What the client asked for that shapes the answer.
+struct Ask<'a> {
+    range: Asked,
+    method: &'a Method,
+    client_version: Version,
 }
 
 /// How long an idle upstream connection stays in pingora's pool.
@@ -222,15 +243,15 @@ async fn respond(
     p: &Proxy,
     session: &mut Session,
     route: &Route,
-    method: &Method,
-    client_version: Version,
+    asked: &Ask<'_>,
     ctx: Option<&Context>,
     mut up: HttpSession,
 ) -> Result<Option<HttpSession>, Problem> {
+    let (method, client_version) = (asked.method, asked.client_version);
     let resp = up
         .response_header()
         .ok_or_else(|| Problem::new(ProblemKind::UpstreamError, "no response head"))?;
-    let status = resp.status;
+    let mut status = resp.status;
     let mut headers = copy_end_to_end(&resp.headers);
     let bodyless = *method == Method::HEAD
         || status == StatusCode::NO_CONTENT
@@ -247,7 +268,7 @@ async fn respond(
     let mut prefix = Bytes::new();
     if inspects && !class.is_held() {
         prefix = peek_response_body(&mut up, deadline).await?;
-        if sniff(&prefix).is_some() {
+        if extract::looks_inspectable(&prefix) {
             class = BodyClass::Sniff;
         }
     }
@@ -300,14 +321,36 @@ async fn respond(
     for (k, v) in extra {
         headers.insert(k, v);
     }
-    let out = match new {
+    let mut out = match new {
         Some(new) => {
-            // The representation changed: validators of the old one no longer hold.
+            // The representation changed: validators of the old one no longer hold, and it
+            // goes out without a content coding.
             headers.remove(ETAG);
+            headers.remove(CONTENT_ENCODING);
             new
         }
         None => held,
     };
+    if let (StatusCode::OK, Asked::One(spec)) = (status, &asked.range) {
+        // The piece asked for, cut from the inspected whole.
+        let len = out.len() as u64;
+        let content_range = match range::select(*spec, len) {
+            Some(r) => {
+                status = StatusCode::PARTIAL_CONTENT;
+                let v = format!("bytes {}-{}/{len}", r.start(), r.end());
+                out = out.slice(*r.start() as usize..=*r.end() as usize);
+                v
+            }
+            None => {
+                status = StatusCode::RANGE_NOT_SATISFIABLE;
+                out = Bytes::new();
+                format!("bytes */{len}")
+            }
+        };
+        if let Ok(v) = HeaderValue::try_from(content_range) {
+            headers.insert(CONTENT_RANGE, v);
+        }
+    }
     headers.insert(CONTENT_LENGTH, HeaderValue::from(out.len()));
     write_head(session, status, &headers).await?;
     session

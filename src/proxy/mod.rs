@@ -17,7 +17,10 @@
 mod admit;
 mod call;
 mod exchange;
+mod fetch;
+pub use fetch::UrlFetcher;
 mod hold;
+mod range;
 mod route;
 mod server;
 mod stats;

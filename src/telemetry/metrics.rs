@@ -24,6 +24,8 @@ pub struct Metrics {
     pub policy_shadow: IntCounterVec,
     /// 1 for the policy version in force.
     pub policy_version: prometheus::IntGaugeVec,
+    /// Media fetched from allow-listed URLs found in bodies, by outcome (`ok` | `failed`).
+    pub url_fetches: IntCounterVec,
 }
 
 impl Metrics {
@@ -54,6 +56,11 @@ impl Metrics {
             &["action", "rule"],
         );
         let errors = counter("errors_total", "Errors by kind", &["kind"]);
+        let url_fetches = counter(
+            "url_fetches_total",
+            "Media fetched from allow-listed URLs found in bodies, by outcome",
+            &["outcome"],
+        );
         let policy_shadow = counter(
             "policy_shadow_matches_total",
             "Shadow policy rules whose condition held (not enforced)",
@@ -101,6 +108,7 @@ impl Metrics {
             known_media,
             policy_shadow,
             policy_version,
+            url_fetches,
         }
     }
 

@@ -1,0 +1,97 @@
+//! Archives and compressed streams inside bodies: zip, tar, gzip, zstd. Every member is walked
+//! (a training-data upload is a zip of photos); member count, bytes produced and time are
+//! bounded, so a zip bomb or a gzip bomb costs at most `max_expanded` bytes.
+
+use std::io::Cursor;
+
+use bytes::Bytes;
+
+use super::location::{Location, Step};
+use super::walk::{Hint, Walker, read_error};
+use super::ExtractError;
+
+fn malformed(format: &'static str, loc: &Location, e: impl std::fmt::Display) -> ExtractError {
+    ExtractError::Malformed {
+        format,
+        detail: format!("{loc}: {e}"),
+    }
+}
+
+fn too_many(loc: &Location, max: usize) -> ExtractError {
+    ExtractError::Limit(format!(
+        "{loc}: archive has more than {max} members (inspect.extract.max_members)"
+    ))
+}
+
+pub(super) fn zip(w: &mut Walker<'_>, data: &[u8], loc: &Location) -> Result<(), ExtractError> {
+    let mut zip =
+        ::zip::ZipArchive::new(Cursor::new(data)).map_err(|e| malformed("zip", loc, e))?;
+    if zip.len() > w.cfg.max_members {
+        return Err(too_many(loc, w.cfg.max_members));
+    }
+    for i in 0..zip.len() {
+        w.tick()?;
+        let member = match zip.by_index(i) {
+            Ok(m) => m,
+            // Encrypted members and compression methods we do not build cannot be seen into.
+            Err(::zip::result::ZipError::UnsupportedArchive(why)) => {
+                return Err(ExtractError::Unsupported(format!(
+                    "{loc}: zip member {i}: {why}"
+                )));
+            }
+            Err(e) => return Err(malformed("zip", loc, e)),
+        };
+        if member.is_dir() {
+            continue;
+        }
+        let at = loc.then(Step::Member {
+            path: member.name().to_owned(),
+        });
+        let size = member.size();
+        // The zip crate checks each member's CRC when it reaches the end.
+        let bytes = w
+            .read_bounded(member, size)
+            .map_err(|e| read_error(e, "zip", &at))?;
+        w.blob(Bytes::from(bytes), &at, Hint::None)?;
+    }
+    Ok(())
+}
+
+pub(super) fn tar(w: &mut Walker<'_>, data: &[u8], loc: &Location) -> Result<(), ExtractError> {
+    let mut archive = ::tar::Archive::new(Cursor::new(data));
+    let entries = archive.entries().map_err(|e| malformed("tar", loc, e))?;
+    for (n, entry) in entries.enumerate() {
+        w.tick()?;
+        if n == w.cfg.max_members {
+            return Err(too_many(loc, w.cfg.max_members));
+        }
+        let entry = entry.map_err(|e| malformed("tar", loc, e))?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let at = loc.then(Step::Member { path });
+        let size = entry.size();
+        let bytes = w
+            .read_bounded(entry, size)
+            .map_err(|e| read_error(e, "tar", &at))?;
+        w.blob(Bytes::from(bytes), &at, Hint::None)?;
+    }
+    Ok(())
+}
+
+/// A gzip or zstd stream inside a body (a `.tar.gz`, a gzipped photo).
+pub(super) fn inflate(
+    w: &mut Walker<'_>,
+    data: &[u8],
+    loc: &Location,
+    coding: &'static str,
+) -> Result<(), ExtractError> {
+    let bytes = match coding {
+        "gzip" => w.read_bounded(flate2::read::MultiGzDecoder::new(data), 0),
+        _ => zstd::stream::read::Decoder::new(data).and_then(|d| w.read_bounded(d, 0)),
+    }
+    .map_err(|e| read_error(e, coding, loc))?;
+    let at = loc.then(Step::Decompressed { coding });
+    w.blob(Bytes::from(bytes), &at, Hint::None)
+}

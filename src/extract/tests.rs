@@ -1,0 +1,377 @@
+//! Discovery by content: every shape media hides in, and every bound.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use bytes::Bytes;
+use http::HeaderMap;
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
+
+use super::*;
+
+/// A PNG signature and IHDR: enough for sniffing (extraction never decodes).
+const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x10\0\0\0\x10\x08\x02\0\0\0 padding to look like a real file";
+
+fn b64(d: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(d)
+}
+
+fn headers(ct: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(CONTENT_TYPE, ct.parse().unwrap());
+    h
+}
+
+fn run(class: &BodyClass, body: impl Into<Bytes>) -> Result<Found, ExtractError> {
+    run_with(class, body, &ExtractConfig::default())
+}
+
+fn run_with(
+    class: &BodyClass,
+    body: impl Into<Bytes>,
+    cfg: &ExtractConfig,
+) -> Result<Found, ExtractError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    extract_blocking(class, body.into(), cfg, 16, deadline)
+}
+
+fn places(found: &Found) -> Vec<String> {
+    found.items.iter().map(|i| i.location.to_string()).collect()
+}
+
+fn zip_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for (name, data) in files {
+        w.start_file(*name, opts).unwrap();
+        w.write_all(data).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+fn form(parts: &[(&str, Option<&str>, Option<&str>, &[u8])]) -> Bytes {
+    let mut b = Vec::new();
+    for (name, filename, ct, data) in parts {
+        b.extend_from_slice(b"--XyZ\r\n");
+        let mut disp = format!("Content-Disposition: form-data; name=\"{name}\"");
+        if let Some(f) = filename {
+            disp.push_str(&format!("; filename=\"{f}\""));
+        }
+        b.extend_from_slice(disp.as_bytes());
+        b.extend_from_slice(b"\r\n");
+        if let Some(ct) = ct {
+            b.extend_from_slice(format!("Content-Type: {ct}\r\n").as_bytes());
+        }
+        b.extend_from_slice(b"\r\n");
+        b.extend_from_slice(data);
+        b.extend_from_slice(b"\r\n");
+    }
+    b.extend_from_slice(b"--XyZ--\r\n");
+    b.into()
+}
+
+fn multipart() -> BodyClass {
+    BodyClass::Multipart {
+        boundary: "XyZ".into(),
+    }
+}
+
+#[test]
+fn classification() {
+    let cfg = ExtractConfig::default();
+    assert_eq!(
+        classify(&headers("image/PNG"), &cfg),
+        BodyClass::Raw {
+            declared: "image/png".into()
+        }
+    );
+    assert_eq!(classify(&HeaderMap::new(), &cfg), BodyClass::Sniff);
+    let mut two = headers("text/plain");
+    two.append(CONTENT_TYPE, "image/png".parse().unwrap());
+    assert_eq!(classify(&two, &cfg), BodyClass::Sniff);
+    let mut enc = headers("image/png");
+    enc.append(CONTENT_ENCODING, "identity".parse().unwrap());
+    enc.append(CONTENT_ENCODING, "gzip".parse().unwrap());
+    assert!(matches!(
+        classify(&enc, &cfg),
+        BodyClass::Encoded { ref codings, ref inner } if codings == &[Coding::Gzip]
+            && matches!(**inner, BodyClass::Raw { .. })
+    ));
+    let mut odd = headers("image/png");
+    odd.insert(CONTENT_ENCODING, "compress".parse().unwrap());
+    assert!(matches!(classify(&odd, &cfg), BodyClass::Undecodable { .. }));
+    assert_eq!(
+        classify(&headers("multipart/form-data; boundary=abc"), &cfg),
+        multipart_with("abc")
+    );
+    assert_eq!(classify(&headers("application/json; charset=utf-8"), &cfg), BodyClass::Json);
+    assert_eq!(classify(&headers("application/vnd.api+json"), &cfg), BodyClass::Json);
+    assert_eq!(
+        classify(&headers("application/x-www-form-urlencoded"), &cfg),
+        BodyClass::Form
+    );
+    assert_eq!(classify(&headers("application/zip"), &cfg), BodyClass::Sniff);
+    assert_eq!(classify(&headers("text/html"), &cfg), BodyClass::Sniff);
+    assert_eq!(classify(&headers("application/pdf"), &cfg), BodyClass::Opaque);
+    let no_text = ExtractConfig {
+        text: false,
+        ..ExtractConfig::default()
+    };
+    assert_eq!(classify(&headers("text/html"), &no_text), BodyClass::Opaque);
+}
+
+fn multipart_with(b: &str) -> BodyClass {
+    BodyClass::Multipart { boundary: b.into() }
+}
+
+#[test]
+fn json_strings_anywhere_are_found_with_their_pointers() {
+    let data_url = format!("data:image/png;base64,{}", b64(PNG));
+    for (doc, place) in [
+        (serde_json::json!({"artifacts": [{"base64": b64(PNG), "seed": 1}]}), "json /artifacts/0/base64"),
+        (serde_json::json!({"predictions": [{"bytesBase64Encoded": b64(PNG)}]}), "json /predictions/0/bytesBase64Encoded"),
+        (serde_json::json!({"images": [{"url": data_url}]}), "json /images/0/url"),
+        (serde_json::json!({"prompt": "a cat", "init_image": b64(PNG)}), "json /init_image"),
+        (serde_json::json!({"a/b": {"c~d": b64(PNG)}}), "json /a~1b/c~0d"),
+    ] {
+        let found = run(&BodyClass::Json, serde_json::to_vec(&doc).unwrap()).unwrap();
+        assert_eq!(places(&found), [place], "{doc}");
+        assert_eq!(&found.items[0].data[..], PNG);
+    }
+}
+
+#[test]
+fn escaped_json_and_duplicate_keys_hide_nothing() {
+    // Every `/` escaped, and the media under the first of two equal keys.
+    let escaped = b64(PNG).replace('/', "\\/");
+    let body = format!(r#"{{"image": "{escaped}", "image": "harmless"}}"#);
+    let found = run(&BodyClass::Json, body).unwrap();
+    assert_eq!(found.items.len(), 1);
+    // \u escapes of every character.
+    let unicode: String = b64(PNG).chars().map(|c| format!("\\u{:04x}", c as u32)).collect();
+    let found = run(&BodyClass::Json, format!(r#"{{"x": "{unicode}"}}"#)).unwrap();
+    assert_eq!(found.items.len(), 1);
+}
+
+#[test]
+fn configured_pointers_narrow_the_json_search() {
+    let body = serde_json::to_vec(&serde_json::json!({"a": b64(PNG), "b": [b64(PNG)]})).unwrap();
+    let cfg = ExtractConfig {
+        json_pointers: vec!["/b/*".into()],
+        ..ExtractConfig::default()
+    };
+    let found = run_with(&BodyClass::Json, body, &cfg).unwrap();
+    assert_eq!(places(&found), ["json /b/0"]);
+}
+
+#[test]
+fn non_media_base64_and_text_are_left_alone() {
+    let doc = serde_json::json!({
+        "token": b64(&[0x42; 90]),
+        "prompt": "a long prompt ".repeat(20),
+        "url": "https://example.com/x.png",
+    });
+    let found = run(&BodyClass::Json, serde_json::to_vec(&doc).unwrap()).unwrap();
+    assert!(found.items.is_empty() && found.urls.is_empty());
+    // Base64 whose opening bytes are media but whose rest is not base64: malformed.
+    let broken = format!("{}!!!!", &b64(PNG)[..64]);
+    let err = run(&BodyClass::Json, format!(r#"{{"x": "{broken}"}}"#)).unwrap_err();
+    assert!(matches!(err, ExtractError::Malformed { format: "base64", .. }), "{err}");
+}
+
+#[test]
+fn bad_json_is_malformed_and_raw_non_media_is_unsupported() {
+    let err = run(&BodyClass::Json, format!(r#"{{"data": ["{}""#, b64(PNG))).unwrap_err();
+    assert!(matches!(err, ExtractError::Malformed { format: "JSON", .. }), "{err}");
+    let raw = BodyClass::Raw {
+        declared: "image/png".into(),
+    };
+    let err = run(&raw, "hello").unwrap_err();
+    assert!(matches!(err, ExtractError::Unsupported(_)), "{err}");
+    // Deep nesting is refused by the parser's recursion limit, quickly.
+    let deep = "[".repeat(100_000);
+    let started = Instant::now();
+    assert!(run(&BodyClass::Json, deep.clone()).is_err());
+    // Undeclared, it is looked through as text instead (and holds nothing).
+    assert!(run(&BodyClass::Sniff, deep).unwrap().items.is_empty());
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
+fn form_fields_and_text_bodies() {
+    let body = form_urlencoded::Serializer::new(String::new())
+        .append_pair("prompt", "a cat")
+        .append_pair("image", &b64(PNG))
+        .finish();
+    let found = run(&BodyClass::Form, body).unwrap();
+    assert_eq!(places(&found), [r#"field "image""#]);
+    let text = format!("<req><img>{}</img></req>", b64(PNG));
+    let found = run(&BodyClass::Sniff, text).unwrap();
+    assert_eq!(places(&found), ["text @10"]);
+    // A whole body that is a data URL.
+    let found = run(&BodyClass::Sniff, format!("data:image/png;base64,{}", b64(PNG))).unwrap();
+    assert_eq!(found.items.len(), 1);
+}
+
+#[test]
+fn every_multipart_part_is_looked_at_by_content() {
+    let json_part = serde_json::to_vec(&serde_json::json!({"ref": b64(PNG)})).unwrap();
+    let body = form(&[
+        ("prompt", None, None, b"a cat"),
+        ("image", Some("a.png"), Some("image/png"), PNG),
+        ("mask", None, None, PNG),
+        ("params", None, Some("application/json"), &json_part),
+        ("b64", None, None, b64(PNG).as_bytes()),
+    ]);
+    let found = run(&multipart(), body).unwrap();
+    assert_eq!(
+        places(&found),
+        [
+            r#"part "image" ("a.png")"#,
+            r#"part "mask""#,
+            r#"part "params" › json /ref"#,
+            r#"part "b64""#,
+        ]
+    );
+    let body = form(&[("image", Some("a.png"), Some("image/png"), b"not an image")]);
+    assert!(matches!(run(&multipart(), body), Err(ExtractError::Unsupported(_))));
+    let body = form(&[("image", Some("a.png"), Some("image/png"), PNG)]);
+    let cut = body.slice(..body.len() - 12);
+    assert!(matches!(run(&multipart(), cut), Err(ExtractError::Malformed { .. })));
+}
+
+#[test]
+fn archives_raw_in_parts_and_nested() {
+    let zip = zip_of(&[("set/a.png", PNG), ("set/notes.txt", b"caption"), ("set/b.png", PNG)]);
+    let found = run(&BodyClass::Sniff, zip.clone()).unwrap();
+    assert_eq!(places(&found), [r#"member "set/a.png""#, r#"member "set/b.png""#]);
+    let tgz = gzip(&tar_of(&[("x/a.png", PNG)]));
+    let found = run(&BodyClass::Sniff, tgz).unwrap();
+    assert_eq!(places(&found), [r#"gzip › member "x/a.png""#]);
+    // A zip in a JSON string in a multipart part.
+    let json_part = serde_json::to_vec(&serde_json::json!({"dataset": b64(&zip)})).unwrap();
+    let body = form(&[("meta", None, Some("application/json"), &json_part)]);
+    let found = run(&multipart(), body).unwrap();
+    assert_eq!(
+        places(&found)[0],
+        r#"part "meta" › json /dataset › member "set/a.png""#
+    );
+    // A zip appended to an image (polyglot): both seen.
+    let mut poly = PNG.to_vec();
+    poly.extend_from_slice(&zip_of(&[("hidden.png", PNG)]));
+    let found = run(&BodyClass::Sniff, poly).unwrap();
+    assert_eq!(places(&found), ["body", r#"member "hidden.png""#]);
+    // Archives that cannot be opened are not passed unseen.
+    let err = run(&BodyClass::Sniff, &b"7z\xbc\xaf\x27\x1c\0\x04rest"[..]).unwrap_err();
+    assert!(matches!(err, ExtractError::Unsupported(_)), "{err}");
+}
+
+#[test]
+fn content_encoding_is_undone_and_the_decoded_body_kept() {
+    let body = serde_json::to_vec(&serde_json::json!({"image": b64(PNG)})).unwrap();
+    for (coding, packed) in [
+        (Coding::Gzip, gzip(&body)),
+        (Coding::Zstd, zstd::encode_all(&body[..], 3).unwrap()),
+        (Coding::Deflate, {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&body).unwrap();
+            e.finish().unwrap()
+        }),
+    ] {
+        let class = BodyClass::Encoded {
+            codings: vec![coding],
+            inner: Box::new(BodyClass::Json),
+        };
+        let found = run(&class, packed).unwrap();
+        assert_eq!(places(&found), ["json /image"], "{coding:?}");
+        assert_eq!(found.decoded.as_deref(), Some(&body[..]));
+    }
+    let class = BodyClass::Encoded {
+        codings: vec![Coding::Gzip],
+        inner: Box::new(BodyClass::Json),
+    };
+    assert!(matches!(run(&class, &b"not gzip"[..]), Err(ExtractError::Malformed { .. })));
+}
+
+#[test]
+fn bombs_and_bounds_stop_the_walk() {
+    let cfg = ExtractConfig {
+        max_expanded: 8 << 20,
+        ..ExtractConfig::default()
+    };
+    // A gzip bomb: 64 MiB of zeros.
+    let bomb = gzip(&vec![0u8; 64 << 20]);
+    let started = Instant::now();
+    let err = run_with(&BodyClass::Sniff, bomb.clone(), &cfg).unwrap_err();
+    assert!(matches!(err, ExtractError::Limit(_)), "{err}");
+    let class = BodyClass::Encoded {
+        codings: vec![Coding::Gzip],
+        inner: Box::new(BodyClass::Sniff),
+    };
+    assert!(matches!(run_with(&class, bomb, &cfg), Err(ExtractError::Limit(_))));
+    // Nested zips (42.zip-style): every level a zip of zips of zeros.
+    let mut level = zip_of(&[("zeros", &vec![0u8; 4 << 20])]);
+    for _ in 0..4 {
+        let copies: Vec<(String, Vec<u8>)> =
+            (0..8).map(|i| (format!("{i}.zip"), level.clone())).collect();
+        let refs: Vec<(&str, &[u8])> = copies.iter().map(|(n, d)| (n.as_str(), &d[..])).collect();
+        level = zip_of(&refs);
+    }
+    let err = run_with(&BodyClass::Sniff, level, &cfg).unwrap_err();
+    assert!(matches!(err, ExtractError::Limit(_)), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    // Depth: a zip in a zip ... deeper than max_depth.
+    let mut nested = PNG.to_vec();
+    for i in 0..8 {
+        nested = zip_of(&[(&format!("{i}"), &nested)]);
+    }
+    let err = run(&BodyClass::Sniff, nested).unwrap_err();
+    assert!(matches!(err, ExtractError::Limit(ref m) if m.contains("max_depth")), "{err}");
+    // Too many items.
+    let many: Vec<(String, &[u8])> = (0..20).map(|i| (format!("{i}.png"), PNG)).collect();
+    let refs: Vec<(&str, &[u8])> = many.iter().map(|(n, d)| (n.as_str(), *d)).collect();
+    let err = run(&BodyClass::Sniff, zip_of(&refs)).unwrap_err();
+    assert!(matches!(err, ExtractError::TooManyItems(16)), "{err}");
+    // Out of time.
+    let err = extract_blocking(
+        &BodyClass::Sniff,
+        zip_of(&[("a.png", PNG)]).into(),
+        &ExtractConfig::default(),
+        16,
+        Instant::now() - Duration::from_millis(1),
+    )
+    .unwrap_err();
+    assert!(matches!(err, ExtractError::Limit(_)), "{err}");
+}
+
+#[test]
+fn allow_listed_urls_are_collected_others_ignored() {
+    let cfg: ExtractConfig = serde_yaml_ng::from_str("fetch: {hosts: [cdn.example.com]}").unwrap();
+    let doc = serde_json::json!({"data": [
+        {"url": "https://cdn.example.com/img/1.png?sig=abc"},
+        {"url": "https://elsewhere.example.org/2.png"},
+    ]});
+    let found = run_with(&BodyClass::Json, serde_json::to_vec(&doc).unwrap(), &cfg).unwrap();
+    assert_eq!(found.urls.len(), 1);
+    assert_eq!(found.urls[0].location.to_string(), "json /data/0/url");
+}

@@ -33,7 +33,12 @@ fn multipart(data: &[u8]) -> Bytes {
 }
 
 /// Extraction with a generous deadline (the bench measures time; it does not bound it).
-fn run(rt: &tokio::runtime::Runtime, class: &BodyClass, body: &Bytes, cfg: &ExtractConfig) -> Found {
+fn run(
+    rt: &tokio::runtime::Runtime,
+    class: &BodyClass,
+    body: &Bytes,
+    cfg: &ExtractConfig,
+) -> Found {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     rt.block_on(extract(class, body.clone(), cfg, 16, deadline))
         .unwrap()
@@ -49,7 +54,7 @@ fn json_without_media() -> Bytes {
         n += 1;
         let m = serde_json::json!({
             "id": format!("msg_{n:016x}"),
-            "role": if n % 2 == 0 { "user" } else { "assistant" },
+            "role": if n.is_multiple_of(2) { "user" } else { "assistant" },
             "content": "Describe a quiet harbour town at dawn, fishing boats coming in, gulls over \
                 the water, the light soft and golden on the old stone houses by the quay.",
             "embedding": [0.0132, -0.2231, 0.9817, 0.5521, -0.1103, 0.0042],
@@ -78,7 +83,9 @@ fn extraction(c: &mut Criterion) {
     let class = BodyClass::Multipart {
         boundary: "B".into(),
     };
-    g.bench_function("multipart_2.2MB", |b| b.iter(|| run(&rt, &class, &form, &cfg)));
+    g.bench_function("multipart_2.2MB", |b| {
+        b.iter(|| run(&rt, &class, &form, &cfg))
+    });
 
     let b64 = base64::engine::general_purpose::STANDARD.encode(&img);
     let json: Bytes = serde_json::to_vec(&serde_json::json!({"data": [{"b64_json": b64}]}))

@@ -64,7 +64,13 @@ fn heif(rel: &str, avif: bool) -> Vec<u8> {
         cmd.arg("-A");
     }
     let status = cmd
-        .args(["-q", "70", src.to_str().unwrap(), "-o", out.to_str().unwrap()])
+        .args([
+            "-q",
+            "70",
+            src.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ])
         .stdout(std::process::Stdio::null())
         .status()
         .expect("heif-enc (libheif-examples; scripts/setup-system installs it)");
@@ -81,7 +87,10 @@ async fn enrol(lg: &Likeguard) {
     for p in [X1, X2] {
         form = form.part(
             "photo",
-            Part::bytes(media(p)).file_name("x.jpg").mime_str("image/jpeg").unwrap(),
+            Part::bytes(media(p))
+                .file_name("x.jpg")
+                .mime_str("image/jpeg")
+                .unwrap(),
         );
     }
     let r = client()
@@ -120,7 +129,9 @@ async fn post(
 fn multipart_form(parts: Vec<(&str, Part)>) -> Form {
     parts
         .into_iter()
-        .fold(Form::new().text("prompt", "a portrait"), |f, (n, p)| f.part(n.to_string(), p))
+        .fold(Form::new().text("prompt", "a portrait"), |f, (n, p)| {
+            f.part(n.to_string(), p)
+        })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,7 +141,11 @@ async fn the_enrolled_person_is_found_in_every_request_shape() {
     enrol(&lg).await;
     let x = media(X_OTHER);
     let y = media(Y);
-    let zip = zip_of(&[("train/001.jpg", &y), ("train/002.jpg", &x), ("captions.txt", b"hi")]);
+    let zip = zip_of(&[
+        ("train/001.jpg", &y),
+        ("train/002.jpg", &x),
+        ("captions.txt", b"hi"),
+    ]);
 
     let json = |v: serde_json::Value| serde_json::to_vec(&v).unwrap();
     let form_field = form_urlencoded::Serializer::new(String::new())
@@ -146,9 +161,15 @@ async fn the_enrolled_person_is_found_in_every_request_shape() {
         (
             "data URL in JSON",
             "application/json",
-            json(serde_json::json!({"input": {"image": format!("data:image/jpeg;base64,{}", b64(&x))}})),
+            json(
+                serde_json::json!({"input": {"image": format!("data:image/jpeg;base64,{}", b64(&x))}}),
+            ),
         ),
-        ("form field", "application/x-www-form-urlencoded", form_field.into_bytes()),
+        (
+            "form field",
+            "application/x-www-form-urlencoded",
+            form_field.into_bytes(),
+        ),
         ("raw zip", "application/zip", zip.clone()),
         ("tar.gz", "application/gzip", tar_gz(&[("set/a.jpg", &x)])),
         ("zip as text/plain", "text/plain", zip.clone()),
@@ -163,7 +184,10 @@ async fn the_enrolled_person_is_found_in_every_request_shape() {
     }
 
     // Multipart: the zip as a part, and a zip inside JSON inside a part.
-    let zip_part = Part::bytes(zip.clone()).file_name("train.zip").mime_str("application/zip").unwrap();
+    let zip_part = Part::bytes(zip.clone())
+        .file_name("train.zip")
+        .mime_str("application/zip")
+        .unwrap();
     let nested = serde_json::to_vec(&serde_json::json!({"dataset": b64(&zip)})).unwrap();
     let json_part = Part::bytes(nested).mime_str("application/json").unwrap();
     for (n, form) in [
@@ -174,18 +198,38 @@ async fn the_enrolled_person_is_found_in_every_request_shape() {
     .enumerate()
     {
         let path = format!("/v1/fine-tunes/{n}");
-        let r = client().post(lg.url(&path)).multipart(form).send().await.unwrap();
+        let r = client()
+            .post(lg.url(&path))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 451, "multipart case {n}");
         assert!(up.received_on(&path).is_empty());
     }
 
     // Content-Encoding: gzip is inflated and inspected; someone else's photo goes on exactly
     // as it came (compressed, with its Content-Encoding).
-    let (status, got) = post(&lg, &up, "/gz/x", "image/jpeg", &[("content-encoding", "gzip")], gzip(&x)).await;
+    let (status, got) = post(
+        &lg,
+        &up,
+        "/gz/x",
+        "image/jpeg",
+        &[("content-encoding", "gzip")],
+        gzip(&x),
+    )
+    .await;
     assert_eq!((status, got.len()), (451, 0));
     let packed = gzip(&y);
-    let (status, got) =
-        post(&lg, &up, "/gz/y", "image/jpeg", &[("content-encoding", "gzip")], packed.clone()).await;
+    let (status, got) = post(
+        &lg,
+        &up,
+        "/gz/y",
+        "image/jpeg",
+        &[("content-encoding", "gzip")],
+        packed.clone(),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(got[0].body, Bytes::from(packed));
     assert_eq!(got[0].headers["content-encoding"], "gzip");
@@ -283,8 +327,15 @@ async fn media_behind_allow_listed_urls_is_fetched_and_bombs_are_refused() {
         }))
         .unwrap()
     };
-    up.serve("/v1/images/generations", Canned::ok("application/json", openai("x.jpg"), None));
-    let r = client().get(lg.url("/v1/images/generations")).send().await.unwrap();
+    up.serve(
+        "/v1/images/generations",
+        Canned::ok("application/json", openai("x.jpg"), None),
+    );
+    let r = client()
+        .get(lg.url("/v1/images/generations"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 451);
     assert_eq!(up.received_on("/files/x.jpg").len(), 1, "fetched once");
     let fetch = &up.received_on("/files/x.jpg")[0];
@@ -298,11 +349,24 @@ async fn media_behind_allow_listed_urls_is_fetched_and_bombs_are_refused() {
             None,
         ),
     );
-    assert_eq!(client().get(lg.url("/v1/other")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client()
+            .get(lg.url("/v1/other"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 
     // A gzip bomb (1 GiB of zeros in 1 MiB) is refused quickly, with the route's failure mode.
     let ten_mib = gzip(&vec![0u8; 10 << 20]);
-    let bomb: Vec<u8> = ten_mib.iter().copied().cycle().take(ten_mib.len() * 100).collect();
+    let bomb: Vec<u8> = ten_mib
+        .iter()
+        .copied()
+        .cycle()
+        .take(ten_mib.len() * 100)
+        .collect();
     let started = Instant::now();
     let r = client()
         .post(lg.url("/v1/bomb"))
@@ -313,7 +377,11 @@ async fn media_behind_allow_listed_urls_is_fetched_and_bombs_are_refused() {
         .await
         .unwrap();
     assert_eq!(r.status(), 503, "fail_closed on a bound");
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(up.received_on("/v1/bomb").is_empty());
     drop(lg);
 
@@ -321,14 +389,27 @@ async fn media_behind_allow_listed_urls_is_fetched_and_bombs_are_refused() {
     // the response fails closed (502) instead of passing unseen.
     let lg = Likeguard::start(&routes(false));
     enrol(&lg).await;
-    up.serve("/v1/images/private", Canned::ok("application/json", openai("y.jpg"), None));
-    let r = client().get(lg.url("/v1/images/private")).send().await.unwrap();
+    up.serve(
+        "/v1/images/private",
+        Canned::ok("application/json", openai("y.jpg"), None),
+    );
+    let r = client()
+        .get(lg.url("/v1/images/private"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 502);
     let problem: serde_json::Value = r.json().await.unwrap();
     assert!(
-        problem["detail"].as_str().unwrap().contains("not a public address"),
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not a public address"),
         "{problem}"
     );
-    assert!(problem["detail"].as_str().unwrap().find("secret").is_none(), "query leaked");
+    assert!(
+        problem["detail"].as_str().unwrap().find("secret").is_none(),
+        "query leaked"
+    );
     assert!(up.received_on("/files/y.jpg").is_empty());
 }

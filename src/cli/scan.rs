@@ -79,7 +79,13 @@ pub fn scan(
         for (location, result) in results {
             let report = match &result {
                 Ok((s, faces)) => report(&shown, location.clone(), s, faces.clone(), None),
-                Err(e) => report(&shown, location.clone(), &Summary::default(), None, Some(e.clone())),
+                Err(e) => report(
+                    &shown,
+                    location.clone(),
+                    &Summary::default(),
+                    None,
+                    Some(e.clone()),
+                ),
             };
             if let Err(e) = &result {
                 failed.push(format!("{shown} ({location}): {e}"));

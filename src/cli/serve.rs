@@ -118,7 +118,11 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         let signer = crate::actions::provenance::Provenance::load(&config.provenance)?;
         decider = decider.with_provenance(Arc::new(signer));
     }
-    if config.routes.iter().any(|r| r.inspect.extract.fetch.is_some()) {
+    if config
+        .routes
+        .iter()
+        .any(|r| r.inspect.extract.fetch.is_some())
+    {
         decider = decider.with_fetcher(Arc::new(crate::proxy::UrlFetcher::new(&config)?));
     }
     let proxy = Proxy::new(&config, decider, metrics.clone())?;

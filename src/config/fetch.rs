@@ -38,7 +38,10 @@ pub struct FetchConfig {
 impl FetchConfig {
     /// Whether `url` may be fetched (before any address is resolved).
     pub fn allows(&self, url: &url::Url) -> bool {
-        let scheme_ok = self.schemes.iter().any(|s| s.eq_ignore_ascii_case(url.scheme()));
+        let scheme_ok = self
+            .schemes
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(url.scheme()));
         let Some(host) = url.host_str() else {
             return false;
         };
@@ -50,10 +53,16 @@ impl FetchConfig {
                 None => host == h,
             }
         });
-        let port_ok = match url.port() {
-            None => true,
-            Some(p) if self.ports.is_empty() => Some(p) == url.port_or_known_default(),
-            Some(p) => self.ports.contains(&p),
+        let default = if url.scheme().eq_ignore_ascii_case("https") {
+            443
+        } else {
+            80
+        };
+        let port = url.port().unwrap_or(default);
+        let port_ok = if self.ports.is_empty() {
+            port == default
+        } else {
+            self.ports.contains(&port)
         };
         // Credentials in the URL are never sent: refuse such URLs rather than strip them.
         let no_userinfo = url.username().is_empty() && url.password().is_none();

@@ -319,7 +319,10 @@ impl RouteConfig {
             }
         }
         if i.extract.max_expanded == 0 {
-            return Err(("inspect.extract.max_expanded".into(), "must be above 0".into()));
+            return Err((
+                "inspect.extract.max_expanded".into(),
+                "must be above 0".into(),
+            ));
         }
         if let Some(f) = &i.extract.fetch {
             f.validate()

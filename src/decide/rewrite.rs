@@ -30,9 +30,7 @@ impl Decider {
         // goes on every item, and one that cannot be put back fails the rewrite.
         let todo: Vec<bool> = items
             .iter()
-            .map(|i| {
-                mark || (provenance.is_some() && signable(i) && i.location.top().is_some())
-            })
+            .map(|i| mark || (provenance.is_some() && signable(i) && i.location.top().is_some()))
             .collect();
         if !todo.contains(&true) {
             return Ok(None);

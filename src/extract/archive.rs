@@ -6,9 +6,9 @@ use std::io::Cursor;
 
 use bytes::Bytes;
 
+use super::ExtractError;
 use super::location::{Location, Step};
 use super::walk::{Hint, Walker, read_error};
-use super::ExtractError;
 
 fn malformed(format: &'static str, loc: &Location, e: impl std::fmt::Display) -> ExtractError {
     ExtractError::Malformed {

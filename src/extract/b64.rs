@@ -147,10 +147,7 @@ pub(super) fn candidate(s: &str) -> Option<Candidate<'_>> {
     }
     let b = t.as_bytes();
     // The opening stretch decides; the rest is checked by decoding.
-    let opening = b
-        .iter()
-        .filter(|c| !c.is_ascii_whitespace())
-        .take(MIN_RUN);
+    let opening = b.iter().filter(|c| !is_break(**c)).take(MIN_RUN);
     let mut n = 0;
     for c in opening {
         if !ALPHABET[*c as usize] {
@@ -161,11 +158,18 @@ pub(super) fn candidate(s: &str) -> Option<Candidate<'_>> {
     (n == MIN_RUN).then_some(Candidate::Base64(t))
 }
 
-/// The shape of what base64 `text` decodes to, from its opening bytes only.
+/// MIME line breaks, allowed inside base64.
+fn is_break(c: u8) -> bool {
+    matches!(c, b'\r' | b'\n')
+}
+
+/// The shape of what base64 `text` decodes to, from its opening bytes only (the leading run
+/// of alphabet bytes; whatever follows is checked when the whole is decoded).
 pub(super) fn decoded_shape(text: &str) -> Shape {
     let mut opening: Vec<u8> = text
         .bytes()
-        .filter(|c| !c.is_ascii_whitespace())
+        .filter(|c| !is_break(*c))
+        .take_while(|c| ALPHABET[*c as usize])
         .take(SHAPE_BYTES / 3 * 4)
         .collect();
     opening.truncate(opening.len() / 4 * 4);
@@ -214,8 +218,16 @@ mod tests {
         let found: Vec<_> = runs(text.as_bytes()).collect();
         assert_eq!(found.len(), 1);
         assert_eq!(&text[found[0].clone()], png);
-        assert!(runs(b"short words only, nothing long enough here at all, really").next().is_none());
-        assert!(!has_run("the quick brown fox ".repeat(1000).as_bytes(), MIN_RUN, false));
+        assert!(
+            runs(b"short words only, nothing long enough here at all, really")
+                .next()
+                .is_none()
+        );
+        assert!(!has_run(
+            "the quick brown fox ".repeat(1000).as_bytes(),
+            MIN_RUN,
+            false
+        ));
         // JSON escapes keep a run together.
         let escaped = png.replace('/', "\\/");
         assert!(has_run(escaped.as_bytes(), MIN_RUN, true));
@@ -224,7 +236,12 @@ mod tests {
     #[test]
     fn mime_line_breaks_join_a_run() {
         let long = b64(&[7u8; 200]);
-        let wrapped = format!("x {}\r\n{}\n{} y", &long[..76], &long[76..152], &long[152..]);
+        let wrapped = format!(
+            "x {}\r\n{}\n{} y",
+            &long[..76],
+            &long[76..152],
+            &long[152..]
+        );
         let found: Vec<_> = runs(wrapped.as_bytes()).collect();
         assert_eq!(found.len(), 1);
         assert_eq!(decode(&wrapped[found[0].clone()]).unwrap(), vec![7u8; 200]);
@@ -240,7 +257,10 @@ mod tests {
             candidate(" https://cdn.example/x.png "),
             Some(Candidate::Url(_))
         ));
-        assert!(matches!(candidate(&"QUJD".repeat(20)), Some(Candidate::Base64(_))));
+        assert!(matches!(
+            candidate(&"QUJD".repeat(20)),
+            Some(Candidate::Base64(_))
+        ));
         assert!(candidate("QUJD").is_none());
         assert!(candidate(&"hello world ".repeat(10)).is_none());
         let png = b64(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR");

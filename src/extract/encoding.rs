@@ -3,9 +3,9 @@
 
 use bytes::Bytes;
 
+use super::ExtractError;
 use super::location::Location;
 use super::walk::{Walker, read_error};
-use super::ExtractError;
 
 /// A content coding likeguard can undo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +52,8 @@ pub(super) fn decode(
         let out = match coding {
             Coding::Gzip => w.read_bounded(flate2::read::MultiGzDecoder::new(input), 0),
             Coding::Deflate => {
-                let zlib = input.len() >= 2 && u16::from_be_bytes([input[0], input[1]]) % 31 == 0;
+                let zlib =
+                    input.len() >= 2 && u16::from_be_bytes([input[0], input[1]]).is_multiple_of(31);
                 if zlib {
                     w.read_bounded(flate2::read::ZlibDecoder::new(input), 0)
                 } else {

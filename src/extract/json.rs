@@ -8,10 +8,10 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
+use super::ExtractError;
 use super::b64;
 use super::location::{Location, Step};
 use super::walk::Walker;
-use super::ExtractError;
 
 pub(super) fn walk(
     w: &mut Walker<'_>,
@@ -22,6 +22,14 @@ pub(super) fn walk(
     // Nothing long enough to be media or an allow-listed URL: nothing to find.
     let urls = w.cfg.fetch.is_some() && memchr::memmem::find(data, b"http").is_some();
     if !urls && !b64::has_run(data, b64::MIN_RUN, true) {
+        // Nothing in it can be media; a declared document nested past what any parser takes
+        // is still refused (it would be refused if it held anything).
+        if declared && nested_deeper_than(data, MAX_NESTING) {
+            return Err(ExtractError::Malformed {
+                format: "JSON",
+                detail: format!("{loc}: nested deeper than {MAX_NESTING}"),
+            });
+        }
         return Ok(());
     }
     // Configured pointers narrow only the body's own document, not JSON found inside it.
@@ -59,6 +67,48 @@ pub(super) fn walk(
     }
 }
 
+/// serde_json's recursion limit: a document nested deeper does not parse.
+const MAX_NESTING: usize = 128;
+
+/// Whether arrays and objects nest deeper than `max`, found without parsing: strings are
+/// skipped with memchr, so this costs little more than reading the bytes.
+fn nested_deeper_than(data: &[u8], max: usize) -> bool {
+    if memchr::memchr2_iter(b'[', b'{', data).count() <= max {
+        return false;
+    }
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < data.len() {
+        match data[i] {
+            b'"' => {
+                // To the closing quote, over escapes.
+                i += 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', &data[i.min(data.len())..]) {
+                        Some(j) if data[i + j] == b'\\' => i += j + 2,
+                        Some(j) => {
+                            i += j + 1;
+                            break;
+                        }
+                        None => return false,
+                    }
+                }
+                continue;
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
 struct State<'s, 'w, 'c> {
     w: &'s mut Walker<'w>,
     loc: &'c Location,
@@ -74,7 +124,9 @@ impl State<'_, '_, '_> {
         self.patterns.is_empty()
             || self.patterns.iter().any(|p| {
                 p.len() == self.path.len()
-                    && p.iter().zip(&self.path).all(|(want, got)| want == "*" || want == got)
+                    && p.iter()
+                        .zip(&self.path)
+                        .all(|(want, got)| want == "*" || want == got)
             })
     }
 
@@ -149,5 +201,18 @@ impl<'de> Visitor<'de> for Node<'_, '_, '_, '_> {
             r?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nested_deeper_than;
+
+    #[test]
+    fn nesting_is_measured_outside_strings() {
+        assert!(nested_deeper_than("[".repeat(200).as_bytes(), 128));
+        assert!(!nested_deeper_than("[]".repeat(200).as_bytes(), 128));
+        let in_string = format!(r#"{{"a": "{}\\", "b": "\"{}"}}"#, "[".repeat(300), "{".repeat(300));
+        assert!(!nested_deeper_than(in_string.as_bytes(), 128));
     }
 }

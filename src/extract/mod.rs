@@ -63,11 +63,15 @@ pub struct Found {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyClass {
     /// Declared `image/*`, `video/*` or `audio/*`.
-    Raw { declared: String },
+    Raw {
+        declared: String,
+    },
     /// Held and recognised by content: `application/octet-stream`, archives, text, no
     /// Content-Type, or opening bytes that look like something.
     Sniff,
-    Multipart { boundary: String },
+    Multipart {
+        boundary: String,
+    },
     Json,
     Form,
     /// Compressed with content codings likeguard undoes; `inner` is the type underneath.
@@ -76,7 +80,9 @@ pub enum BodyClass {
         inner: Box<BodyClass>,
     },
     /// Compressed with a coding likeguard cannot undo.
-    Undecodable { encoding: String },
+    Undecodable {
+        encoding: String,
+    },
     /// Anything else (fonts, PDFs, ...): streamed, only its opening bytes sniffed.
     Opaque,
 }

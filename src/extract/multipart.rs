@@ -3,9 +3,9 @@
 
 use bytes::Bytes;
 
+use super::ExtractError;
 use super::location::{Location, Step};
 use super::walk::{Hint, Walker};
-use super::ExtractError;
 
 /// Upper bound on parts of any kind, so a body of a million empty parts costs little.
 const MAX_PARTS: usize = 1024;
@@ -29,7 +29,9 @@ pub(super) fn walk(
         detail,
     };
     if boundary.is_empty() {
-        return Err(malformed(format!("{loc}: Content-Type has no boundary parameter")));
+        return Err(malformed(format!(
+            "{loc}: Content-Type has no boundary parameter"
+        )));
     }
     // multer is async; the body is already in memory, so this runs to the end at once.
     let parts = futures_executor::block_on(parts(body, boundary.to_owned()))?;
@@ -39,7 +41,11 @@ pub(super) fn walk(
             filename: part.filename,
         });
         let hint = match part.declared.as_deref() {
-            Some(d) if ["image/", "video/", "audio/"].iter().any(|p| d.starts_with(p)) => {
+            Some(d)
+                if ["image/", "video/", "audio/"]
+                    .iter()
+                    .any(|p| d.starts_with(p)) =>
+            {
                 Hint::Media(d.to_owned())
             }
             Some(d) if d == "application/json" || d.ends_with("+json") => Hint::Json,

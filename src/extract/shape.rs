@@ -71,13 +71,19 @@ mod tests {
 
     #[test]
     fn shapes() {
-        assert!(matches!(shape(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"), Shape::Media(_)));
+        assert!(matches!(
+            shape(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"),
+            Shape::Media(_)
+        ));
         assert_eq!(shape(b"PK\x03\x04rest"), Shape::Zip);
         assert_eq!(shape(b"\x1f\x8b\x08\0"), Shape::Gzip);
         let mut tar = vec![0u8; 512];
         tar[257..262].copy_from_slice(b"ustar");
         assert_eq!(shape(&tar), Shape::Tar);
-        assert_eq!(shape(b"7z\xbc\xaf\x27\x1c\0\x04"), Shape::Unreadable("7-Zip"));
+        assert_eq!(
+            shape(b"7z\xbc\xaf\x27\x1c\0\x04"),
+            Shape::Unreadable("7-Zip")
+        );
         assert_eq!(shape(b"BZh91AY&SY"), Shape::Unreadable("bzip2"));
         assert_eq!(shape(b"  \n{\"a\": 1}"), Shape::Json);
         assert_eq!(shape(b"hello"), Shape::Nothing);

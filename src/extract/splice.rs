@@ -34,13 +34,13 @@ pub fn splice(
         .filter_map(|(i, n)| Some((i, n.as_ref()?)))
         .collect();
     for (item, _) in &changes {
-        let fits = match (class, item.location.top()) {
-            (BodyClass::Raw { .. } | BodyClass::Sniff, Some(Step::Body)) => true,
-            (BodyClass::Multipart { .. }, Some(Step::Part { .. })) => true,
-            (BodyClass::Json, Some(Step::Json { .. })) => true,
-            (BodyClass::Encoded { .. }, _) => true,
-            _ => false,
-        };
+        let fits = matches!(
+            (class, item.location.top()),
+            (BodyClass::Raw { .. } | BodyClass::Sniff, Some(Step::Body))
+                | (BodyClass::Multipart { .. }, Some(Step::Part { .. }))
+                | (BodyClass::Json, Some(Step::Json { .. }))
+                | (BodyClass::Encoded { .. }, _)
+        );
         if !fits {
             return Err(lost(format!(
                 "item {} was found at {}, which cannot be rewritten",
@@ -89,8 +89,7 @@ pub fn splice(
             let mut out = BytesMut::with_capacity(body.len() + body.len() / 8);
             let mut from = 0usize;
             for (item, new) in items.iter().zip(new) {
-                if item.data.is_empty() || !matches!(item.location.top(), Some(Step::Part { .. }))
-                {
+                if item.data.is_empty() || !matches!(item.location.top(), Some(Step::Part { .. })) {
                     continue;
                 }
                 let at = memchr::memmem::find(&body[from..], &item.data)

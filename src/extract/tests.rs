@@ -69,7 +69,10 @@ fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
     b.into_inner().unwrap()
 }
 
-fn form(parts: &[(&str, Option<&str>, Option<&str>, &[u8])]) -> Bytes {
+/// (name, filename, content type, data)
+type FormPart<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a [u8]);
+
+fn form(parts: &[FormPart<'_>]) -> Bytes {
     let mut b = Vec::new();
     for (name, filename, ct, data) in parts {
         b.extend_from_slice(b"--XyZ\r\n");
@@ -119,20 +122,35 @@ fn classification() {
     ));
     let mut odd = headers("image/png");
     odd.insert(CONTENT_ENCODING, "compress".parse().unwrap());
-    assert!(matches!(classify(&odd, &cfg), BodyClass::Undecodable { .. }));
+    assert!(matches!(
+        classify(&odd, &cfg),
+        BodyClass::Undecodable { .. }
+    ));
     assert_eq!(
         classify(&headers("multipart/form-data; boundary=abc"), &cfg),
         multipart_with("abc")
     );
-    assert_eq!(classify(&headers("application/json; charset=utf-8"), &cfg), BodyClass::Json);
-    assert_eq!(classify(&headers("application/vnd.api+json"), &cfg), BodyClass::Json);
+    assert_eq!(
+        classify(&headers("application/json; charset=utf-8"), &cfg),
+        BodyClass::Json
+    );
+    assert_eq!(
+        classify(&headers("application/vnd.api+json"), &cfg),
+        BodyClass::Json
+    );
     assert_eq!(
         classify(&headers("application/x-www-form-urlencoded"), &cfg),
         BodyClass::Form
     );
-    assert_eq!(classify(&headers("application/zip"), &cfg), BodyClass::Sniff);
+    assert_eq!(
+        classify(&headers("application/zip"), &cfg),
+        BodyClass::Sniff
+    );
     assert_eq!(classify(&headers("text/html"), &cfg), BodyClass::Sniff);
-    assert_eq!(classify(&headers("application/pdf"), &cfg), BodyClass::Opaque);
+    assert_eq!(
+        classify(&headers("application/pdf"), &cfg),
+        BodyClass::Opaque
+    );
     let no_text = ExtractConfig {
         text: false,
         ..ExtractConfig::default()
@@ -148,11 +166,26 @@ fn multipart_with(b: &str) -> BodyClass {
 fn json_strings_anywhere_are_found_with_their_pointers() {
     let data_url = format!("data:image/png;base64,{}", b64(PNG));
     for (doc, place) in [
-        (serde_json::json!({"artifacts": [{"base64": b64(PNG), "seed": 1}]}), "json /artifacts/0/base64"),
-        (serde_json::json!({"predictions": [{"bytesBase64Encoded": b64(PNG)}]}), "json /predictions/0/bytesBase64Encoded"),
-        (serde_json::json!({"images": [{"url": data_url}]}), "json /images/0/url"),
-        (serde_json::json!({"prompt": "a cat", "init_image": b64(PNG)}), "json /init_image"),
-        (serde_json::json!({"a/b": {"c~d": b64(PNG)}}), "json /a~1b/c~0d"),
+        (
+            serde_json::json!({"artifacts": [{"base64": b64(PNG), "seed": 1}]}),
+            "json /artifacts/0/base64",
+        ),
+        (
+            serde_json::json!({"predictions": [{"bytesBase64Encoded": b64(PNG)}]}),
+            "json /predictions/0/bytesBase64Encoded",
+        ),
+        (
+            serde_json::json!({"images": [{"url": data_url}]}),
+            "json /images/0/url",
+        ),
+        (
+            serde_json::json!({"prompt": "a cat", "init_image": b64(PNG)}),
+            "json /init_image",
+        ),
+        (
+            serde_json::json!({"a/b": {"c~d": b64(PNG)}}),
+            "json /a~1b/c~0d",
+        ),
     ] {
         let found = run(&BodyClass::Json, serde_json::to_vec(&doc).unwrap()).unwrap();
         assert_eq!(places(&found), [place], "{doc}");
@@ -168,7 +201,10 @@ fn escaped_json_and_duplicate_keys_hide_nothing() {
     let found = run(&BodyClass::Json, body).unwrap();
     assert_eq!(found.items.len(), 1);
     // \u escapes of every character.
-    let unicode: String = b64(PNG).chars().map(|c| format!("\\u{:04x}", c as u32)).collect();
+    let unicode: String = b64(PNG)
+        .chars()
+        .map(|c| format!("\\u{:04x}", c as u32))
+        .collect();
     let found = run(&BodyClass::Json, format!(r#"{{"x": "{unicode}"}}"#)).unwrap();
     assert_eq!(found.items.len(), 1);
 }
@@ -196,13 +232,25 @@ fn non_media_base64_and_text_are_left_alone() {
     // Base64 whose opening bytes are media but whose rest is not base64: malformed.
     let broken = format!("{}!!!!", &b64(PNG)[..64]);
     let err = run(&BodyClass::Json, format!(r#"{{"x": "{broken}"}}"#)).unwrap_err();
-    assert!(matches!(err, ExtractError::Malformed { format: "base64", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            ExtractError::Malformed {
+                format: "base64",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
 fn bad_json_is_malformed_and_raw_non_media_is_unsupported() {
     let err = run(&BodyClass::Json, format!(r#"{{"data": ["{}""#, b64(PNG))).unwrap_err();
-    assert!(matches!(err, ExtractError::Malformed { format: "JSON", .. }), "{err}");
+    assert!(
+        matches!(err, ExtractError::Malformed { format: "JSON", .. }),
+        "{err}"
+    );
     let raw = BodyClass::Raw {
         declared: "image/png".into(),
     };
@@ -229,7 +277,11 @@ fn form_fields_and_text_bodies() {
     let found = run(&BodyClass::Sniff, text).unwrap();
     assert_eq!(places(&found), ["text @10"]);
     // A whole body that is a data URL.
-    let found = run(&BodyClass::Sniff, format!("data:image/png;base64,{}", b64(PNG))).unwrap();
+    let found = run(
+        &BodyClass::Sniff,
+        format!("data:image/png;base64,{}", b64(PNG)),
+    )
+    .unwrap();
     assert_eq!(found.items.len(), 1);
 }
 
@@ -254,17 +306,30 @@ fn every_multipart_part_is_looked_at_by_content() {
         ]
     );
     let body = form(&[("image", Some("a.png"), Some("image/png"), b"not an image")]);
-    assert!(matches!(run(&multipart(), body), Err(ExtractError::Unsupported(_))));
+    assert!(matches!(
+        run(&multipart(), body),
+        Err(ExtractError::Unsupported(_))
+    ));
     let body = form(&[("image", Some("a.png"), Some("image/png"), PNG)]);
     let cut = body.slice(..body.len() - 12);
-    assert!(matches!(run(&multipart(), cut), Err(ExtractError::Malformed { .. })));
+    assert!(matches!(
+        run(&multipart(), cut),
+        Err(ExtractError::Malformed { .. })
+    ));
 }
 
 #[test]
 fn archives_raw_in_parts_and_nested() {
-    let zip = zip_of(&[("set/a.png", PNG), ("set/notes.txt", b"caption"), ("set/b.png", PNG)]);
+    let zip = zip_of(&[
+        ("set/a.png", PNG),
+        ("set/notes.txt", b"caption"),
+        ("set/b.png", PNG),
+    ]);
     let found = run(&BodyClass::Sniff, zip.clone()).unwrap();
-    assert_eq!(places(&found), [r#"member "set/a.png""#, r#"member "set/b.png""#]);
+    assert_eq!(
+        places(&found),
+        [r#"member "set/a.png""#, r#"member "set/b.png""#]
+    );
     let tgz = gzip(&tar_of(&[("x/a.png", PNG)]));
     let found = run(&BodyClass::Sniff, tgz).unwrap();
     assert_eq!(places(&found), [r#"gzip › member "x/a.png""#]);
@@ -310,7 +375,10 @@ fn content_encoding_is_undone_and_the_decoded_body_kept() {
         codings: vec![Coding::Gzip],
         inner: Box::new(BodyClass::Json),
     };
-    assert!(matches!(run(&class, &b"not gzip"[..]), Err(ExtractError::Malformed { .. })));
+    assert!(matches!(
+        run(&class, &b"not gzip"[..]),
+        Err(ExtractError::Malformed { .. })
+    ));
 }
 
 #[test]
@@ -328,25 +396,36 @@ fn bombs_and_bounds_stop_the_walk() {
         codings: vec![Coding::Gzip],
         inner: Box::new(BodyClass::Sniff),
     };
-    assert!(matches!(run_with(&class, bomb, &cfg), Err(ExtractError::Limit(_))));
+    assert!(matches!(
+        run_with(&class, bomb, &cfg),
+        Err(ExtractError::Limit(_))
+    ));
     // Nested zips (42.zip-style): every level a zip of zips of zeros.
     let mut level = zip_of(&[("zeros", &vec![0u8; 4 << 20])]);
     for _ in 0..4 {
-        let copies: Vec<(String, Vec<u8>)> =
-            (0..8).map(|i| (format!("{i}.zip"), level.clone())).collect();
+        let copies: Vec<(String, Vec<u8>)> = (0..8)
+            .map(|i| (format!("{i}.zip"), level.clone()))
+            .collect();
         let refs: Vec<(&str, &[u8])> = copies.iter().map(|(n, d)| (n.as_str(), &d[..])).collect();
         level = zip_of(&refs);
     }
     let err = run_with(&BodyClass::Sniff, level, &cfg).unwrap_err();
     assert!(matches!(err, ExtractError::Limit(_)), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     // Depth: a zip in a zip ... deeper than max_depth.
     let mut nested = PNG.to_vec();
     for i in 0..8 {
         nested = zip_of(&[(&format!("{i}"), &nested)]);
     }
     let err = run(&BodyClass::Sniff, nested).unwrap_err();
-    assert!(matches!(err, ExtractError::Limit(ref m) if m.contains("max_depth")), "{err}");
+    assert!(
+        matches!(err, ExtractError::Limit(ref m) if m.contains("max_depth")),
+        "{err}"
+    );
     // Too many items.
     let many: Vec<(String, &[u8])> = (0..20).map(|i| (format!("{i}.png"), PNG)).collect();
     let refs: Vec<(&str, &[u8])> = many.iter().map(|(n, d)| (n.as_str(), *d)).collect();

@@ -136,16 +136,17 @@ impl<'a> Walker<'a> {
         self.blob(Bytes::from(data), loc, Hint::None)
     }
 
-    /// Bytes that are no known shape: look for base64 runs inside (text bodies, XML, a base64
-    /// string with words around it).
+    /// Bytes that are no known shape: a whole data URL or base64 text, or text with base64
+    /// runs inside (text bodies, XML, a base64 string with words around it).
     pub fn text(&mut self, data: &[u8], loc: &Location) -> Result<(), ExtractError> {
         if data.len() < b64::MIN_RUN {
             return Ok(());
         }
-        // A whole body that is one data URL (a text part, a text/plain upload).
-        if let Ok(s) = std::str::from_utf8(&data[..data.len().min(16)])
-            && s.trim_start().get(..5).is_some_and(|p| p.eq_ignore_ascii_case("data:"))
-            && let Ok(s) = std::str::from_utf8(data)
+        if let Ok(s) = std::str::from_utf8(data)
+            && matches!(
+                b64::candidate(s),
+                Some(Candidate::DataUrl { .. } | Candidate::Base64(_))
+            )
         {
             return self.string(s, loc);
         }

@@ -43,7 +43,9 @@ pub fn decode(data: &[u8], cfg: &MediaConfig) -> Result<(Frame, (u32, u32)), Dec
     let (pw, ph) = (plane.width as usize, plane.height as usize);
     let row = pw * 3;
     if plane.stride < row || plane.data.len() < plane.stride * ph.saturating_sub(1) + row {
-        return Err(DecodeError::Corrupt("HEIF: plane smaller than its size".into()));
+        return Err(DecodeError::Corrupt(
+            "HEIF: plane smaller than its size".into(),
+        ));
     }
     let mut rgb = Vec::with_capacity(row * ph);
     for y in 0..ph {

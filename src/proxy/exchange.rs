@@ -21,9 +21,9 @@ use super::upstream::{X_FORWARDED_FOR, copy_end_to_end, forwarded_for};
 use super::{Ctx, Proxy, Route, linger, write_problem};
 use crate::actions::{Problem, ProblemKind};
 use crate::capture::{BodyBuf, CaptureError};
+use crate::config::Ranges;
 use crate::decide::{Outcome, RequestFacts, Side, Subject};
 use crate::extract::{self, BodyClass};
-use crate::config::Ranges;
 use crate::inspect::Context;
 
 /// Run the exchange; any problem becomes a problem+json response.
@@ -202,7 +202,11 @@ async fn exchange(
         // The upstream answered before the client finished sending: this connection ends.
         session.set_keepalive(None);
     }
-    let asked = Ask { range, method: &method, client_version };
+    let asked = Ask {
+        range,
+        method: &method,
+        client_version,
+    };
     let up = respond(p, session, route, &asked, ctx.as_ref(), up).await?;
     if request_done && let Some(up) = up {
         p.connector

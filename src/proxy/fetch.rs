@@ -42,11 +42,12 @@ impl UrlFetcher {
     ) -> Result<Got, String> {
         let host = url.host_str().ok_or("the URL has no host")?.to_string();
         let port = url.port_or_known_default().ok_or("the URL has no port")?;
-        let addrs: Vec<SocketAddr> = timeout_at(deadline, tokio::net::lookup_host((host.as_str(), port)))
-            .await
-            .map_err(|_| format!("resolving {host} timed out"))?
-            .map_err(|e| format!("resolving {host}: {e}"))?
-            .collect();
+        let addrs: Vec<SocketAddr> =
+            timeout_at(deadline, tokio::net::lookup_host((host.as_str(), port)))
+                .await
+                .map_err(|_| format!("resolving {host} timed out"))?
+                .map_err(|e| format!("resolving {host}: {e}"))?
+                .collect();
         let Some(first) = addrs.first().copied() else {
             return Err(format!("{host} has no address"));
         };
@@ -73,8 +74,8 @@ impl UrlFetcher {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_string(),
         };
-        let mut head = RequestHeader::build("GET", target.as_bytes(), Some(3))
-            .map_err(|e| e.to_string())?;
+        let mut head =
+            RequestHeader::build("GET", target.as_bytes(), Some(3)).map_err(|e| e.to_string())?;
         let authority = match url.port() {
             Some(p) => format!("{host}:{p}"),
             None => host.clone(),
@@ -107,7 +108,9 @@ impl UrlFetcher {
                     .get(LOCATION)
                     .and_then(|v| v.to_str().ok())
                     .ok_or(format!("answered {status} without a Location"))?;
-                let next = url.join(to).map_err(|e| format!("redirect to {to:?}: {e}"))?;
+                let next = url
+                    .join(to)
+                    .map_err(|e| format!("redirect to {to:?}: {e}"))?;
                 return Ok(Got::Redirect(next));
             }
             if !status.is_success() {
@@ -118,7 +121,10 @@ impl UrlFetcher {
                 .get(CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
             if declared.is_some_and(|n| n > rules.max_bytes) {
-                return Err(format!("body is larger than fetch.max_bytes ({})", rules.max_bytes));
+                return Err(format!(
+                    "body is larger than fetch.max_bytes ({})",
+                    rules.max_bytes
+                ));
             }
             let mut body = BytesMut::new();
             while let Some(chunk) = s.read_response_body().await.map_err(io)? {
@@ -219,7 +225,12 @@ mod tests {
     #[test]
     fn public_and_not() {
         let p = |s: &str| is_public(s.parse().unwrap());
-        for public in ["93.184.215.14", "8.8.8.8", "2606:4700::1111", "::ffff:8.8.8.8"] {
+        for public in [
+            "93.184.215.14",
+            "8.8.8.8",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
             assert!(p(public), "{public}");
         }
         for inner in [

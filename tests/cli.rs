@@ -174,6 +174,70 @@ fn scan_reports_each_file_as_json_and_fails_on_a_bad_one() {
     );
 }
 
+#[test]
+fn scan_finds_media_inside_archives_and_json_and_says_where() {
+    use std::io::Write;
+    let td = testdata();
+    let face = std::fs::read(td.join("images/faces/deepface/img1.jpg")).unwrap();
+    let plain = std::fs::read(td.join("images/noface/skimage/coffee.png")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let zip_path = dir.path().join("set.zip");
+    let mut z = zip::ZipWriter::new(std::fs::File::create(&zip_path).unwrap());
+    let opts = zip::write::SimpleFileOptions::default();
+    for (name, data) in [("set/face.jpg", &face), ("set/cup.png", &plain)] {
+        z.start_file(name, opts).unwrap();
+        z.write_all(data).unwrap();
+    }
+    z.start_file("set/notes.txt", opts).unwrap();
+    z.write_all(b"captions").unwrap();
+    z.finish().unwrap();
+    let json_path = dir.path().join("response.json");
+    let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &face);
+    std::fs::write(
+        &json_path,
+        serde_json::to_vec(&serde_json::json!({"artifacts": [{"base64": b64}]})).unwrap(),
+    )
+    .unwrap();
+    let (ok, out, err) = likeguard(&[
+        "scan",
+        "--json",
+        "--no-faces",
+        zip_path.to_str().unwrap(),
+        json_path.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let found: Vec<(String, String)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["location"].as_str().unwrap().to_string(),
+                l["format"].as_str().unwrap_or("?").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (r#"member "set/face.jpg""#.to_string(), "jpg".to_string()),
+            (r#"member "set/cup.png""#.to_string(), "png".to_string()),
+            ("json /artifacts/0/base64".to_string(), "jpg".to_string()),
+        ]
+    );
+    assert_eq!(lines[0]["width"], 1382);
+    // A file with no media at all is reported as such, and fails the scan.
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "nothing to see").unwrap();
+    let (ok, _, err) = likeguard(&["scan", "--no-faces", text.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("no image, video or audio found"),
+        "{err}"
+    );
+}
+
 fn testdata() -> std::path::PathBuf {
     std::env::var_os("LIKEGUARD_TESTDATA")
         .map(std::path::PathBuf::from)

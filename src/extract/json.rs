@@ -212,7 +212,11 @@ mod tests {
     fn nesting_is_measured_outside_strings() {
         assert!(nested_deeper_than("[".repeat(200).as_bytes(), 128));
         assert!(!nested_deeper_than("[]".repeat(200).as_bytes(), 128));
-        let in_string = format!(r#"{{"a": "{}\\", "b": "\"{}"}}"#, "[".repeat(300), "{".repeat(300));
+        let in_string = format!(
+            r#"{{"a": "{}\\", "b": "\"{}"}}"#,
+            "[".repeat(300),
+            "{".repeat(300)
+        );
         assert!(!nested_deeper_than(in_string.as_bytes(), 128));
     }
 }

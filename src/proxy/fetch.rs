@@ -48,9 +48,9 @@ impl UrlFetcher {
                 .map_err(|_| format!("resolving {host} timed out"))?
                 .map_err(|e| format!("resolving {host}: {e}"))?
                 .collect();
-        let Some(first) = addrs.first().copied() else {
+        if addrs.is_empty() {
             return Err(format!("{host} has no address"));
-        };
+        }
         if !rules.allow_private
             && let Some(a) = addrs.iter().find(|a| !is_public(a.ip()))
         {
@@ -60,16 +60,26 @@ impl UrlFetcher {
             ));
         }
         let tls = url.scheme().eq_ignore_ascii_case("https");
-        let mut peer = HttpPeer::new(first, tls, host.clone());
-        peer.options.ca = self.roots.clone();
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        peer.options.connection_timeout = Some(left);
-        peer.options.read_timeout = Some(left);
-        peer.options.write_timeout = Some(left);
-        let (mut s, _) = timeout_at(deadline, self.connector.get_http_session(&peer))
-            .await
-            .map_err(|_| "connecting timed out".to_string())?
-            .map_err(|e| format!("connecting: {e}"))?;
+        // Every address was checked; connect to the first that answers.
+        let mut failure = String::from("no address answered");
+        let mut session = None;
+        for addr in &addrs {
+            let mut peer = HttpPeer::new(*addr, tls, host.clone());
+            peer.options.ca = self.roots.clone();
+            peer.options.connection_timeout = Some(left);
+            peer.options.read_timeout = Some(left);
+            peer.options.write_timeout = Some(left);
+            match timeout_at(deadline, self.connector.get_http_session(&peer)).await {
+                Ok(Ok((s, _))) => {
+                    session = Some(s);
+                    break;
+                }
+                Ok(Err(e)) => failure = format!("connecting to {addr}: {e}"),
+                Err(_) => return Err("connecting timed out".into()),
+            }
+        }
+        let mut s = session.ok_or(failure)?;
         let target = match url.query() {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_string(),

@@ -29,6 +29,9 @@ pub(super) fn zip(w: &mut Walker<'_>, data: &[u8], loc: &Location) -> Result<(),
     if zip.len() > w.cfg.max_members {
         return Err(too_many(loc, w.cfg.max_members));
     }
+    // Where each member's local header and data are: a local header outside them is an entry
+    // the central directory does not list, which streaming unzippers would still extract.
+    let mut known: Vec<(u64, u64)> = Vec::with_capacity(zip.len());
     for i in 0..zip.len() {
         w.tick()?;
         let member = match zip.by_index(i) {
@@ -41,7 +44,12 @@ pub(super) fn zip(w: &mut Walker<'_>, data: &[u8], loc: &Location) -> Result<(),
             }
             Err(e) => return Err(malformed("zip", loc, e)),
         };
-        if member.is_dir() {
+        let start = member.header_start();
+        let data_end = member
+            .data_start()
+            .map_or(start, |d| d.saturating_add(member.compressed_size()));
+        known.push((start, data_end.max(start + 1)));
+        if member.is_dir() && member.size() == 0 {
             continue;
         }
         let at = loc.then(Step::Member {
@@ -53,6 +61,24 @@ pub(super) fn zip(w: &mut Walker<'_>, data: &[u8], loc: &Location) -> Result<(),
             .read_bounded(member, size)
             .map_err(|e| read_error(e, "zip", &at))?;
         w.blob(Bytes::from(bytes), &at, Hint::None)?;
+    }
+    unlisted_entries(data, &known, loc)
+}
+
+/// Refuse a zip with local entries its central directory does not list (outside every listed
+/// member's header and data, so a stored zip inside a member does not count).
+/// Bytes before the archive count too: a streaming unzipper starts reading there.
+fn unlisted_entries(data: &[u8], known: &[(u64, u64)], loc: &Location) -> Result<(), ExtractError> {
+    for pos in memchr::memmem::find_iter(data, b"PK\x03\x04") {
+        let pos = pos as u64;
+        let covered = known
+            .iter()
+            .any(|(header, end)| *header <= pos && pos < *end);
+        if !covered {
+            return Err(ExtractError::Unsupported(format!(
+                "{loc}: zip holds a local entry at byte {pos} that its directory does not list"
+            )));
+        }
     }
     Ok(())
 }
@@ -66,7 +92,10 @@ pub(super) fn tar(w: &mut Walker<'_>, data: &[u8], loc: &Location) -> Result<(),
             return Err(too_many(loc, w.cfg.max_members));
         }
         let entry = entry.map_err(|e| malformed("tar", loc, e))?;
-        if !entry.header().entry_type().is_file() {
+        // Regular, contiguous and sparse entries carry file data (GNU tar and Python extract
+        // all three); links, directories and metadata entries do not.
+        let kind = entry.header().entry_type();
+        if !(kind.is_file() || kind.is_contiguous() || kind.is_gnu_sparse()) {
             continue;
         }
         let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
@@ -89,9 +118,17 @@ pub(super) fn inflate(
 ) -> Result<(), ExtractError> {
     let bytes = match coding {
         "gzip" => w.read_bounded(flate2::read::MultiGzDecoder::new(data), 0),
-        _ => zstd::stream::read::Decoder::new(data).and_then(|d| w.read_bounded(d, 0)),
+        _ => zstd_reader(data).and_then(|d| w.read_bounded(d, 0)),
     }
     .map_err(|e| read_error(e, coding, loc))?;
     let at = loc.then(Step::Decompressed { coding });
     w.blob(Bytes::from(bytes), &at, Hint::None)
+}
+
+/// A zstd decoder whose window is capped at 8 MiB (RFC 9659's limit for HTTP): a frame asking
+/// for more memory is an error, not an allocation.
+pub(super) fn zstd_reader(data: &[u8]) -> std::io::Result<impl std::io::Read + '_> {
+    let mut d = zstd::stream::read::Decoder::new(data)?;
+    d.window_log_max(23)?;
+    Ok(d)
 }

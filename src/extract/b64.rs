@@ -15,11 +15,13 @@ use super::shape::{SHAPE_BYTES, Shape, shape};
 /// Shortest base64 text looked at: 48 bytes decoded, below any real image's header.
 pub(super) const MIN_RUN: usize = 64;
 
-/// Standard and URL-safe alphabets, padding optional: generators emit both.
-const LENIENT: GeneralPurposeConfig =
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+/// As lenient as the decoders receivers use (Python, Node, browsers): padding optional, stray
+/// trailing bits allowed. The URL-safe alphabet (and a mix of both) is mapped to the standard
+/// one before decoding.
+const LENIENT: GeneralPurposeConfig = GeneralPurposeConfig::new()
+    .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+    .with_decode_allow_trailing_bits(true);
 const STANDARD: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::STANDARD, LENIENT);
-const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::URL_SAFE, LENIENT);
 
 const fn table(extra: &[u8]) -> [bool; 256] {
     let mut t = [false; 256];
@@ -80,11 +82,14 @@ fn next_run(text: &[u8], mut from: usize, min: usize, t: &[bool; 256]) -> Option
     None
 }
 
-/// Runs of base64 in plain text, MIME line breaks (`\n`, `\r\n`) inside a run joined.
+/// Runs of base64 in plain text, MIME line breaks (`\n`, `\r\n`) inside a run joined. JSON
+/// escapes (`\/`, `\n`, `\u0041`) count as run bytes, so base64 inside JSON that is read as
+/// text (event streams, NDJSON, a document that does not parse) is found too; `unescape`
+/// turns such a run back into base64.
 pub(super) fn runs(text: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
     let mut from = 0;
     std::iter::from_fn(move || {
-        let run = next_run(text, from, MIN_RUN, &ALPHABET)?;
+        let run = next_run(text, from, MIN_RUN, &ALPHABET_ESCAPED)?;
         let (start, mut end) = (run.start, run.end);
         loop {
             let rest = &text[end..];
@@ -97,7 +102,7 @@ pub(super) fn runs(text: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
             };
             let more = rest[gap..]
                 .iter()
-                .take_while(|b| ALPHABET[**b as usize])
+                .take_while(|b| ALPHABET_ESCAPED[**b as usize])
                 .count();
             if more == 0 {
                 break;
@@ -109,93 +114,136 @@ pub(super) fn runs(text: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
     })
 }
 
+/// A run with JSON escapes undone (`\/` → `/`; escaped line breaks dropped; `\uXXXX` → the
+/// character when it is ASCII).
+pub(super) fn unescape(run: &str) -> std::borrow::Cow<'_, str> {
+    if !run.contains('\\') {
+        return run.into();
+    }
+    let b = run.as_bytes();
+    let mut out = String::with_capacity(run.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            out.push(b[i] as char);
+            i += 1;
+            continue;
+        }
+        match b.get(i + 1) {
+            Some(b'n' | b'r' | b't') => i += 2,
+            Some(b'u') => {
+                let hex = run
+                    .get(i + 2..i + 6)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                if let Some(c) = hex.filter(u8::is_ascii) {
+                    out.push(c as char);
+                }
+                i += 6;
+            }
+            Some(c) => {
+                out.push(*c as char);
+                i += 2;
+            }
+            None => i += 1,
+        }
+    }
+    out.into()
+}
+
 /// A string value that may be media.
 pub(super) enum Candidate<'a> {
-    /// `data:[type][;base64],payload`: the declared type and the decoded bytes' source.
+    /// `data:[type][;param][;base64],payload`: the declared type and the payload.
     DataUrl {
         mime: String,
         base64: bool,
         payload: &'a str,
     },
-    /// The whole string is base64 (whitespace allowed).
+    /// The string opens like base64 (whitespace allowed anywhere, as decoders drop it).
     Base64(&'a str),
     /// An `http(s)` URL.
     Url(&'a str),
 }
 
+fn starts_with_ci(b: &[u8], prefix: &[u8]) -> bool {
+    b.len() >= prefix.len() && b[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
+/// A data URL's media type and parameters (RFC 2397): token characters only, so an event
+/// stream's `data: {...}` line is not taken for one.
+fn data_url_meta(meta: &str) -> bool {
+    meta.len() <= 256
+        && meta
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"/+-.;=_!#$&^%".contains(&c))
+}
+
 /// What kind of candidate a whole string value is, if any.
 pub(super) fn candidate(s: &str) -> Option<Candidate<'_>> {
     let t = s.trim();
-    let head = t.get(..8).unwrap_or(t);
-    if head.len() >= 5 && head[..5].eq_ignore_ascii_case("data:") {
-        let (meta, payload) = t[5..].split_once(',')?;
-        let lower = meta.to_ascii_lowercase();
-        let base64 = lower.ends_with(";base64");
-        let mime = lower.split(';').next().unwrap_or("").trim().to_string();
-        return Some(Candidate::DataUrl {
-            mime,
-            base64,
-            payload,
-        });
+    let b = t.as_bytes();
+    if starts_with_ci(b, b"data:") {
+        // The first five bytes are ASCII, so `t[5..]` is on a character boundary.
+        if let Some((meta, payload)) = t[5..].split_once(',')
+            && data_url_meta(meta)
+        {
+            let lower = meta.to_ascii_lowercase();
+            return Some(Candidate::DataUrl {
+                base64: lower.ends_with(";base64"),
+                mime: lower.split(';').next().unwrap_or("").to_string(),
+                payload,
+            });
+        }
     }
-    let lower = head.to_ascii_lowercase();
-    if lower.starts_with("https://") || lower.starts_with("http://") {
+    if starts_with_ci(b, b"https://") || starts_with_ci(b, b"http://") {
         return Some(Candidate::Url(t));
     }
-    if t.len() < MIN_RUN {
+    if b.len() < MIN_RUN {
         return None;
     }
-    let b = t.as_bytes();
     // The opening stretch decides; the rest is checked by decoding.
-    let opening = b.iter().filter(|c| !is_break(**c)).take(MIN_RUN);
-    let mut n = 0;
-    for c in opening {
-        if !ALPHABET[*c as usize] {
-            return None;
-        }
-        n += 1;
-    }
-    (n == MIN_RUN).then_some(Candidate::Base64(t))
+    let opening = b
+        .iter()
+        .filter(|c| !c.is_ascii_whitespace())
+        .take(MIN_RUN)
+        .take_while(|c| ALPHABET[**c as usize])
+        .count();
+    (opening == MIN_RUN).then_some(Candidate::Base64(t))
 }
 
-/// MIME line breaks, allowed inside base64.
-fn is_break(c: u8) -> bool {
-    matches!(c, b'\r' | b'\n')
-}
+/// Bytes decoded to recognise a shape: enough for a long `ftyp` box.
+const SHAPE_DECODE: usize = 4096;
 
 /// The shape of what base64 `text` decodes to, from its opening bytes only (the leading run
-/// of alphabet bytes; whatever follows is checked when the whole is decoded).
+/// of alphabet bytes, whitespace dropped; whatever follows is checked when the whole is
+/// decoded).
 pub(super) fn decoded_shape(text: &str) -> Shape {
     let mut opening: Vec<u8> = text
         .bytes()
-        .filter(|c| !is_break(*c))
+        .filter(|c| !c.is_ascii_whitespace())
         .take_while(|c| ALPHABET[*c as usize])
-        .take(SHAPE_BYTES / 3 * 4)
+        .take(SHAPE_DECODE.max(SHAPE_BYTES) / 3 * 4)
         .collect();
     opening.truncate(opening.len() / 4 * 4);
-    match decode_bytes(&opening) {
+    match decode_bytes(opening) {
         Ok(head) => shape(&head),
         Err(_) => Shape::Nothing,
     }
 }
 
-/// Decode base64 in either alphabet, padding optional, whitespace (MIME line breaks) ignored.
+/// Decode base64 in either alphabet (or a mix), padding optional, whitespace ignored.
 pub(super) fn decode(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
-    let b = text.as_bytes();
-    if b.iter().any(u8::is_ascii_whitespace) {
-        let compact: Vec<u8> = b
-            .iter()
-            .copied()
-            .filter(|c| !c.is_ascii_whitespace())
-            .collect();
-        decode_bytes(&compact)
-    } else {
-        decode_bytes(b)
-    }
+    decode_bytes(text.bytes().filter(|c| !c.is_ascii_whitespace()).collect())
 }
 
-fn decode_bytes(b: &[u8]) -> Result<Vec<u8>, base64::DecodeError> {
-    STANDARD.decode(b).or_else(|_| URL_SAFE.decode(b))
+fn decode_bytes(mut b: Vec<u8>) -> Result<Vec<u8>, base64::DecodeError> {
+    for c in &mut b {
+        match *c {
+            b'-' => *c = b'+',
+            b'_' => *c = b'/',
+            _ => {}
+        }
+    }
+    STANDARD.decode(&b)
 }
 
 /// Decoded size of base64 text of `len` bytes (an upper bound).
@@ -262,7 +310,19 @@ mod tests {
             Some(Candidate::Base64(_))
         ));
         assert!(candidate("QUJD").is_none());
-        assert!(candidate(&"hello world ".repeat(10)).is_none());
+        // Words open like base64 once spaces are dropped; decoding their opening says no.
+        assert_eq!(decoded_shape(&"hello world ".repeat(10)), Shape::Nothing);
+        assert!(candidate("data: {\"event\": 1, \"x\": 2}").is_none());
+        assert!(
+            candidate(
+                "日本語のテキスト、とても長い文章です。とても長い文章です。とても長い文章です。"
+            )
+            .is_none()
+        );
+        // Mixed alphabets and stray trailing bits decode, as receivers decode them.
+        assert_eq!(decode("+/-_").unwrap(), decode("+/+/").unwrap());
+        assert!(decode("QR==").is_ok());
+        assert_eq!(unescape("ab\\/cd\\nef\\u0041"), "ab/cdefA");
         let png = b64(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR");
         assert!(matches!(decoded_shape(&png), Shape::Media(_)));
         // URL-safe alphabet decodes too.

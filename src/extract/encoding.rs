@@ -61,9 +61,7 @@ pub(super) fn decode(
                 }
             }
             Coding::Br => w.read_bounded(brotli_decompressor::Decompressor::new(input, 4096), 0),
-            Coding::Zstd => {
-                zstd::stream::read::Decoder::new(input).and_then(|d| w.read_bounded(d, 0))
-            }
+            Coding::Zstd => super::archive::zstd_reader(input).and_then(|d| w.read_bounded(d, 0)),
         }
         .map_err(|e| match read_error(e, coding.as_str(), &loc) {
             ExtractError::Malformed { detail, .. } => ExtractError::Malformed {

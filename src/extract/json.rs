@@ -19,9 +19,25 @@ pub(super) fn walk(
     loc: &Location,
     declared: bool,
 ) -> Result<(), ExtractError> {
-    // Nothing long enough to be media or an allow-listed URL: nothing to find.
-    let urls = w.cfg.fetch.is_some() && memchr::memmem::find(data, b"http").is_some();
-    if !urls && !b64::has_run(data, b64::MIN_RUN, true) {
+    if declared {
+        // RFC 8259: JSON on the wire is UTF-8; a UTF-16 document (which some parsers accept)
+        // would hide its strings from the byte scan below.
+        let utf16 = data.starts_with(&[0xFF, 0xFE])
+            || data.starts_with(&[0xFE, 0xFF])
+            || data.iter().take(4).any(|b| *b == 0);
+        let opens = data
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_none_or(|b| b"{[\"-0123456789tfn".contains(b));
+        if utf16 || !opens {
+            return Err(ExtractError::Malformed {
+                format: "JSON",
+                detail: format!("{loc}: not a UTF-8 JSON document"),
+            });
+        }
+    }
+    // Nothing long enough to be media: nothing to find (routes that fetch URLs always parse).
+    if w.cfg.fetch.is_none() && !b64::has_run(data, b64::MIN_RUN, true) && !has_data_url(data) {
         // Nothing in it can be media; a declared document nested past what any parser takes
         // is still refused (it would be refused if it held anything).
         if declared && nested_deeper_than(data, MAX_NESTING) {
@@ -65,6 +81,12 @@ pub(super) fn walk(
         // Looked like JSON but is not: whatever base64 it holds is still found.
         Err(_) => w.text(data, loc),
     }
+}
+
+/// Whether `data:` (any case) appears: a data URL's payload may be broken up by whitespace,
+/// which receivers drop, so it need not be one long run.
+fn has_data_url(data: &[u8]) -> bool {
+    memchr::memchr_iter(b':', data).any(|i| i >= 4 && data[i - 4..i].eq_ignore_ascii_case(b"data"))
 }
 
 /// serde_json's recursion limit: a document nested deeper does not parse.

@@ -169,6 +169,8 @@ fn classify_type(headers: &HeaderMap, cfg: &ExtractConfig) -> BodyClass {
         return BodyClass::Sniff;
     };
     match (top, sub) {
+        // SVG is XML text: searched for the data URLs it embeds.
+        ("image", "svg+xml") => BodyClass::Sniff,
         ("image" | "video" | "audio", _) if cfg.raw => BodyClass::Raw {
             declared: essence.clone(),
         },
@@ -196,7 +198,12 @@ fn classify_type(headers: &HeaderMap, cfg: &ExtractConfig) -> BodyClass {
 /// Whether the opening bytes of a body the headers did not call inspectable look like
 /// something that must be inspected (media, an archive, JSON, base64 text).
 pub fn looks_inspectable(prefix: &[u8]) -> bool {
-    shape::shape(prefix) != shape::Shape::Nothing
+    let prefix = prefix.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(prefix);
+    // Only whitespace so far: what follows is unknown, so it is looked at.
+    let blank = !prefix.is_empty() && prefix.iter().all(u8::is_ascii_whitespace);
+    blank
+        || shape::shape(prefix) != shape::Shape::Nothing
+        || prefix.get(4..8) == Some(b"ftyp")
         || b64::has_run(prefix, b64::MIN_RUN, true)
         || prefix
             .get(..5)
@@ -228,8 +235,8 @@ pub fn extract_blocking(
     let mut w = Walker::new(cfg, max_items, deadline);
     let decoded = walk_class(&mut w, class, body)?;
     Ok(Found {
-        items: w.items,
-        urls: w.urls,
+        items: std::mem::take(&mut w.items),
+        urls: std::mem::take(&mut w.urls),
         decoded,
     })
 }
@@ -244,7 +251,7 @@ pub fn extract_fetched(
 ) -> Result<Vec<MediaItem>, ExtractError> {
     let mut w = Walker::new(cfg, max_items, deadline);
     w.blob(body, location, Hint::None)?;
-    Ok(w.items)
+    Ok(std::mem::take(&mut w.items))
 }
 
 fn walk_class(

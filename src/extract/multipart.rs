@@ -15,7 +15,23 @@ struct Part {
     filename: Option<String>,
     declared: Option<String>,
     boundary: Option<String>,
+    /// `Content-Transfer-Encoding`, when the part has one other than an identity.
+    transfer: Option<String>,
     data: Bytes,
+}
+
+/// The boundary of a body that opens like multipart (`--token` then CRLF), whatever its
+/// Content-Type said.
+pub(super) fn boundary_of(data: &[u8]) -> Option<String> {
+    let rest = data.strip_prefix(b"--")?;
+    let end = memchr::memmem::find(&rest[..rest.len().min(80)], b"\r\n")?;
+    let token = std::str::from_utf8(&rest[..end]).ok()?;
+    // RFC 2046 boundary characters, 1 to 70 of them.
+    let ok = (1..=70).contains(&token.len())
+        && token
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"'()+_,-./:=?".contains(&c));
+    ok.then(|| token.to_string())
 }
 
 pub(super) fn walk(
@@ -36,6 +52,16 @@ pub(super) fn walk(
     // multer is async; the body is already in memory, so this runs to the end at once.
     let parts = futures_executor::block_on(parts(body, boundary.to_owned()))?;
     for part in parts {
+        if let Some(cte) = &part.transfer {
+            // base64 parts are found as base64 text below; anything else (quoted-printable)
+            // would hide the bytes from us while the receiver decodes them.
+            if cte != "base64" {
+                return Err(ExtractError::Unsupported(format!(
+                    "{loc}: part {:?} has Content-Transfer-Encoding {cte}",
+                    part.name.as_deref().unwrap_or("")
+                )));
+            }
+        }
         let at = loc.then(Step::Part {
             name: part.name,
             filename: part.filename,
@@ -85,6 +111,15 @@ async fn parts(body: Bytes, boundary: String) -> Result<Vec<Part>, ExtractError>
             .as_ref()
             .and_then(|m| m.get_param("boundary"))
             .map(|b| b.as_str().to_owned());
+        let transfer = field
+            .headers()
+            .get("content-transfer-encoding")
+            .map(|v| {
+                String::from_utf8_lossy(v.as_bytes())
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .filter(|v| !matches!(v.as_str(), "7bit" | "8bit" | "binary" | ""));
         let data = field
             .bytes()
             .await
@@ -94,6 +129,7 @@ async fn parts(body: Bytes, boundary: String) -> Result<Vec<Part>, ExtractError>
             filename,
             declared,
             boundary,
+            transfer,
             data,
         });
     }

@@ -51,6 +51,10 @@ pub(super) fn shape(data: &[u8]) -> Shape {
     if data.len() >= 10 && starts(b"BZh") && (b'1'..=b'9').contains(&data[3]) {
         return Shape::Unreadable("bzip2");
     }
+    // An ISO media file (MP4, MOV, HEIC, AVIF...) whose brand the sniffer does not know.
+    if data.get(4..8) == Some(b"ftyp") {
+        return Shape::Unreadable("ISO base media with an unknown brand");
+    }
     match data.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{' | b'[') => Shape::Json,
         _ => Shape::Nothing,

@@ -454,3 +454,96 @@ fn allow_listed_urls_are_collected_others_ignored() {
     assert_eq!(found.urls.len(), 1);
     assert_eq!(found.urls[0].location.to_string(), "json /data/0/url");
 }
+
+/// What an attacker (or an unusual client) sends, from the outside review of this walk.
+#[test]
+fn tricks_from_the_review() {
+    let img = b64(PNG);
+    // Non-ASCII text around media never panics, and the media is found.
+    let doc = serde_json::json!({"name": "Françoise 😀 日本語のテキストです", "img": img});
+    let found = run(&BodyClass::Json, serde_json::to_vec(&doc).unwrap()).unwrap();
+    assert_eq!(places(&found), ["json /img"]);
+    assert!(
+        run(&BodyClass::Sniff, "😀".repeat(100))
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    // Data URLs inside data URLs end at a bound, not in a stack overflow.
+    let nested = format!("{}{}", "data:,".repeat(3000), "A".repeat(64));
+    assert!(matches!(
+        run(&BodyClass::Sniff, nested),
+        Err(ExtractError::Limit(_))
+    ));
+    // A raw image declared JSON or a form is still an image.
+    for class in [BodyClass::Json, BodyClass::Form] {
+        let found = run(&class, PNG).unwrap();
+        assert_eq!(found.items.len(), 1, "{class:?}");
+    }
+    // Declared JSON that is not UTF-8 JSON is refused.
+    let utf16: Vec<u8> = "{\"a\": 1}"
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    assert!(matches!(
+        run(&BodyClass::Json, utf16),
+        Err(ExtractError::Malformed { .. })
+    ));
+    // A percent-encoded image in a form keeps its bytes.
+    let pct: String = PNG.iter().map(|b| format!("%{b:02X}")).collect();
+    let found = run(&BodyClass::Form, format!("a=1&img={pct}")).unwrap();
+    assert_eq!(places(&found), [r#"field "img""#]);
+    // Mixed alphabets, spaces inside a data URL, a hash line before the base64.
+    let mixed = img.replacen('/', "_", 1).replacen('+', "-", 1);
+    let spaced: String = img
+        .as_bytes()
+        .chunks(10)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let hashed = format!("{}\n{img}", "ab".repeat(40));
+    for value in [mixed, format!("data:image/png;base64,{spaced}"), hashed] {
+        let doc = serde_json::json!({ "v": value });
+        let found = run(&BodyClass::Json, serde_json::to_vec(&doc).unwrap()).unwrap();
+        assert_eq!(found.items.len(), 1, "{value}");
+    }
+    // An event stream with escaped slashes in its JSON lines.
+    let sse = format!(
+        "event: image\ndata: {{\"b64_json\": \"{}\"}}\n\n",
+        img.replace('/', "\\/")
+    );
+    assert_eq!(run(&BodyClass::Sniff, sse).unwrap().items.len(), 1);
+    // SVG text with an embedded raster image.
+    let svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg"><image href="data:image/png;base64,{img}"/></svg>"#
+    );
+    let class = classify(&headers("image/svg+xml"), &ExtractConfig::default());
+    assert_eq!(run(&class, svg).unwrap().items.len(), 1);
+    // A zip behind a junk prefix.
+    let mut junk = b"X".to_vec();
+    junk.extend_from_slice(&zip_of(&[("a.png", PNG)]));
+    assert_eq!(run(&BodyClass::Sniff, junk).unwrap().items.len(), 1);
+    // A zip whose central directory hides one of its local entries.
+    let listed = zip_of(&[("a.txt", b"text")]);
+    let hidden = zip_of(&[("b.png", PNG)]);
+    let cd = memchr::memmem::find(&hidden, b"PK\x01\x02").unwrap();
+    let mut sneaky = hidden[..cd].to_vec();
+    sneaky.extend_from_slice(&listed);
+    assert!(matches!(
+        run(&BodyClass::Sniff, sneaky),
+        Err(ExtractError::Unsupported(_))
+    ));
+    // Multipart with no (or a wrong) Content-Type, found by its boundary line.
+    let body = form(&[("image", Some("a.png"), None, PNG)]);
+    assert_eq!(run(&BodyClass::Sniff, body).unwrap().items.len(), 1);
+    // A quoted-printable part is refused; a base64 part is decoded.
+    let qp = b"--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n=89PNG\r\n--XyZ--\r\n";
+    assert!(matches!(
+        run(&multipart(), &qp[..]),
+        Err(ExtractError::Unsupported(_))
+    ));
+    let b64part = format!(
+        "--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{img}\r\n--XyZ--\r\n"
+    );
+    assert_eq!(run(&multipart(), b64part).unwrap().items.len(), 1);
+}

@@ -4,6 +4,7 @@
 //! deadline. Going past a bound is an error (the route's failure mode), never a silent pass.
 
 use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -35,6 +36,25 @@ pub(super) struct Walker<'a> {
     expanded: u64,
     pub items: Vec<MediaItem>,
     pub urls: Vec<FoundUrl>,
+    /// Decoding layers (base64, data URLs) entered and not yet left.
+    layers: usize,
+}
+
+/// Line starts inside one joined base64 run that are tried on their own.
+const LINE_STARTS: usize = 16;
+
+/// Encodings inside each other at one location (base64 of a data URL of base64 ...).
+const MAX_LAYERS: usize = 8;
+
+/// Bytes being produced by decoding across every body in flight, and their cap: a hundred
+/// concurrent bombs each just under `max_expanded` are refused together, not all held.
+static IN_FLIGHT: AtomicU64 = AtomicU64::new(0);
+const IN_FLIGHT_CAP: u64 = 2 << 30;
+
+impl Drop for Walker<'_> {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(self.expanded, Ordering::Relaxed);
+    }
 }
 
 impl<'a> Walker<'a> {
@@ -46,6 +66,7 @@ impl<'a> Walker<'a> {
             expanded: 0,
             items: Vec::new(),
             urls: Vec::new(),
+            layers: 0,
         }
     }
 
@@ -59,35 +80,52 @@ impl<'a> Walker<'a> {
             )));
         }
         let archives = self.cfg.archives;
-        match (&hint, shape(&data)) {
-            (Hint::Multipart(boundary), _) => multipart::walk(self, data, boundary, loc),
-            (Hint::Form, _) => form::walk(self, &data, loc),
-            (Hint::Json, _) => json::walk(self, &data, loc, true),
-            (_, Shape::Media(m)) => {
+        // What the bytes are comes first: a JPEG declared JSON or a form is still a JPEG (a
+        // receiver may sniff it). Declared containers are parsed as declared after that.
+        match shape(&data) {
+            Shape::Media(m) => {
                 self.push(loc.clone(), m, data.clone())?;
                 if archives {
-                    self.polyglot(&data, loc)?;
+                    self.trailing_zip(&data, loc)?;
                 }
-                Ok(())
+                return Ok(());
             }
-            (_, Shape::Zip) if archives => archive::zip(self, &data, loc),
-            (_, Shape::Tar) if archives => archive::tar(self, &data, loc),
-            (_, Shape::Gzip) if archives => archive::inflate(self, &data, loc, "gzip"),
-            (_, Shape::Zstd) if archives => archive::inflate(self, &data, loc, "zstd"),
-            (_, Shape::Unreadable(name)) => Err(ExtractError::Unsupported(format!(
-                "{loc}: {name} data may hold media but likeguard cannot open it"
-            ))),
-            (Hint::Media(declared), _) => Err(ExtractError::Unsupported(format!(
+            Shape::Zip if archives => return archive::zip(self, &data, loc),
+            Shape::Tar if archives => return archive::tar(self, &data, loc),
+            Shape::Gzip if archives => return archive::inflate(self, &data, loc, "gzip"),
+            Shape::Zstd if archives => return archive::inflate(self, &data, loc, "zstd"),
+            Shape::Unreadable(name) => {
+                return Err(ExtractError::Unsupported(format!(
+                    "{loc}: {name} data may hold media but likeguard cannot open it"
+                )));
+            }
+            _ => {}
+        }
+        match hint {
+            Hint::Multipart(boundary) => multipart::walk(self, data, &boundary, loc),
+            Hint::Form => form::walk(self, &data, loc),
+            Hint::Json => json::walk(self, &data, loc, true),
+            Hint::Media(declared) => Err(ExtractError::Unsupported(format!(
                 "{loc}: declared {declared} but its bytes are not a media format likeguard reads"
             ))),
-            (_, Shape::Json) => json::walk(self, &data, loc, false),
-            (_, Shape::Nothing) => self.text(&data, loc),
-            _ => Ok(()),
+            Hint::None if shape(&data) == Shape::Json => json::walk(self, &data, loc, false),
+            Hint::None => {
+                // Multipart without (or behind a misleading) Content-Type: parse it by its
+                // opening boundary line; if it does not parse, it is searched as text.
+                if let Some(boundary) = multipart::boundary_of(&data) {
+                    let before = self.items.len();
+                    match multipart::walk(self, data.clone(), &boundary, loc) {
+                        Err(ExtractError::Malformed { .. }) => self.items.truncate(before),
+                        other => return other,
+                    }
+                }
+                self.text(&data, loc)
+            }
         }
     }
 
-    /// A string value (JSON string, form field): a data URL, base64, an allow-listed URL, or
-    /// text that may hold base64.
+    /// A string value (JSON string, form field, text part): a data URL, base64, an
+    /// allow-listed URL, or text that may hold base64.
     pub fn string(&mut self, s: &str, loc: &Location) -> Result<(), ExtractError> {
         match b64::candidate(s) {
             Some(Candidate::DataUrl {
@@ -113,32 +151,61 @@ impl<'a> Walker<'a> {
                 } else {
                     Hint::None
                 };
-                self.blob(Bytes::from(data), loc, hint)
+                self.layer(loc, |w| w.blob(Bytes::from(data), loc, hint))
             }
-            Some(Candidate::Base64(text)) => self.base64(text, loc),
+            Some(Candidate::Base64(text)) => {
+                if self.base64(text, loc)? {
+                    Ok(())
+                } else {
+                    // Not base64 as a whole (a hash line before it, words around it): runs.
+                    self.runs(s.as_bytes(), loc)
+                }
+            }
             Some(Candidate::Url(url)) => self.url(url, loc),
-            None if s.len() >= b64::MIN_RUN => self.text(s.as_bytes(), loc),
+            None if s.len() >= b64::MIN_RUN => self.runs(s.as_bytes(), loc),
             None => Ok(()),
         }
     }
 
-    /// Base64 text: decoded and walked when its opening bytes are something; other base64
-    /// (tokens, hashes, ids) is left alone.
-    fn base64(&mut self, text: &str, loc: &Location) -> Result<(), ExtractError> {
+    /// Base64 text: decoded and walked when its opening bytes are something (`true`); other
+    /// base64 (tokens, hashes, ids) and words are left alone (`false`).
+    fn base64(&mut self, text: &str, loc: &Location) -> Result<bool, ExtractError> {
         if b64::decoded_shape(text) == Shape::Nothing {
-            return Ok(());
+            return Ok(false);
         }
         self.charge(b64::decoded_len(text.len()))?;
         let data = b64::decode(text).map_err(|e| ExtractError::Malformed {
             format: "base64",
             detail: format!("{loc}: {e}"),
         })?;
-        self.blob(Bytes::from(data), loc, Hint::None)
+        self.layer(loc, |w| w.blob(Bytes::from(data), loc, Hint::None))?;
+        Ok(true)
     }
 
-    /// Bytes that are no known shape: a whole data URL or base64 text, or text with base64
-    /// runs inside (text bodies, XML, a base64 string with words around it).
+    /// One more decoding layer (base64, a data URL) at the same location: bounded like
+    /// containers, so `data:,data:,data:,…` cannot recurse without end.
+    fn layer(
+        &mut self,
+        loc: &Location,
+        f: impl FnOnce(&mut Self) -> Result<(), ExtractError>,
+    ) -> Result<(), ExtractError> {
+        if self.layers >= MAX_LAYERS {
+            return Err(ExtractError::Limit(format!(
+                "{loc}: more than {MAX_LAYERS} encodings inside each other"
+            )));
+        }
+        self.layers += 1;
+        let out = f(self);
+        self.layers -= 1;
+        out
+    }
+
+    /// Bytes that are no known shape: a zip at their end, a whole data URL or base64 text,
+    /// or text with base64 runs inside (text bodies, XML, event streams).
     pub fn text(&mut self, data: &[u8], loc: &Location) -> Result<(), ExtractError> {
+        if self.cfg.archives {
+            self.trailing_zip(data, loc)?;
+        }
         if data.len() < b64::MIN_RUN {
             return Ok(());
         }
@@ -150,11 +217,30 @@ impl<'a> Walker<'a> {
         {
             return self.string(s, loc);
         }
+        self.runs(data, loc)
+    }
+
+    /// Every base64 run in `data` (JSON escapes undone), each walked where it starts. A run
+    /// joined across line breaks that is nothing as a whole is tried from each of its first
+    /// line starts too (a hash or a header line before the base64).
+    fn runs(&mut self, data: &[u8], loc: &Location) -> Result<(), ExtractError> {
         for run in b64::runs(data) {
             self.tick()?;
-            // Runs are ASCII by construction.
-            let text = std::str::from_utf8(&data[run.clone()]).unwrap_or_default();
-            self.base64(text, &loc.then(Step::Text { offset: run.start }))?;
+            let starts = std::iter::once(run.start).chain(
+                memchr::memchr_iter(b'\n', &data[run.clone()])
+                    .map(|i| run.start + i + 1)
+                    .take(LINE_STARTS),
+            );
+            for start in starts {
+                // Runs are ASCII by construction.
+                let text = std::str::from_utf8(&data[start..run.end]).unwrap_or_default();
+                if self.base64(
+                    &b64::unescape(text),
+                    &loc.then(Step::Text { offset: start }),
+                )? {
+                    break;
+                }
+            }
         }
         Ok(())
     }
@@ -180,9 +266,10 @@ impl<'a> Walker<'a> {
         Ok(())
     }
 
-    /// A zip appended to an item (polyglot, self-extracting archive) is opened too; one that
-    /// does not parse is left (four bytes of a JPEG's entropy data can look like a zip's end).
-    fn polyglot(&mut self, data: &Bytes, loc: &Location) -> Result<(), ExtractError> {
+    /// A zip at the end of other bytes (an image/zip polyglot, a self-extracting archive, a
+    /// zip behind a junk prefix) is opened too; one that does not parse is left (four bytes of
+    /// a JPEG's entropy data can look like a zip's end record).
+    fn trailing_zip(&mut self, data: &[u8], loc: &Location) -> Result<(), ExtractError> {
         if data.len() < 22 || trailing_zip(data).is_none() {
             return Ok(());
         }
@@ -218,6 +305,12 @@ impl<'a> Walker<'a> {
     /// Count `n` more decoded bytes against `max_expanded`.
     pub fn charge(&mut self, n: u64) -> Result<(), ExtractError> {
         self.expanded = self.expanded.saturating_add(n);
+        let all = IN_FLIGHT.fetch_add(n, Ordering::Relaxed).saturating_add(n);
+        if all > IN_FLIGHT_CAP {
+            return Err(ExtractError::Limit(format!(
+                "bodies being decoded at once would produce more than {IN_FLIGHT_CAP} bytes"
+            )));
+        }
         if self.expanded > self.cfg.max_expanded {
             return Err(ExtractError::Limit(format!(
                 "decoding the body produces more than {} bytes (inspect.extract.max_expanded)",

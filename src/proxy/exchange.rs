@@ -119,6 +119,7 @@ async fn exchange(
         }
         headers.remove(RANGE);
         headers.remove(IF_RANGE);
+        headers.remove("request-range"); // the pre-RFC 2616 name some servers still honour
         headers.remove(ACCEPT_ENCODING);
     }
     let mut class = if route.inspect.direction.request() && has_body {
@@ -321,6 +322,21 @@ async fn respond(
     }
 
     let held = buf.finish();
+    if status == StatusCode::PARTIAL_CONTENT {
+        // Range was not asked for; a piece cannot be inspected as the whole it is part of.
+        let reason = "the upstream answered 206 (a piece) where the whole was asked for".into();
+        let (extra, _) = forward_or_refuse(p.decider.failed(&subject, reason))?;
+        for (k, v) in extra {
+            headers.insert(k, v);
+        }
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(held.len()));
+        write_head(session, status, &headers).await?;
+        session
+            .write_response_body(Some(held), true)
+            .await
+            .map_err(client_gone)?;
+        return Ok(Some(up));
+    }
     let (extra, new) = forward_or_refuse(p.decider.decide(&subject, held.clone()).await)?;
     for (k, v) in extra {
         headers.insert(k, v);

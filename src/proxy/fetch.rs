@@ -207,6 +207,8 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || v6.is_unicast_link_local()
                 || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
                 || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+                || s[0] == 0x2002 // 6to4: an IPv4 address inside
+                || s[..3] == [0x64, 0xff9b, 1] // local-use NAT64 (RFC 8215)
                 || s[..6] == [0, 0, 0, 0, 0, 0]) // IPv4-compatible (deprecated)
         }
     }
@@ -265,6 +267,8 @@ mod tests {
             "64:ff9b::a9fe:a9fe",
             "::127.0.0.1",
             "2001:db8::1",
+            "2002:7f00:1::1",
+            "64:ff9b:1::a00:1",
         ] {
             assert!(!p(inner), "{inner}");
         }

@@ -53,11 +53,23 @@ pub(super) fn has_run(text: &[u8], min: usize, escaped: bool) -> bool {
     } else {
         &ALPHABET
     };
-    next_run(text, 0, min, t).is_some()
+    next_run_from(text, 0, min, t, true).is_some()
 }
 
 /// The first run of at least `min` bytes of `t` starting at or after `from`.
-fn next_run(text: &[u8], mut from: usize, min: usize, t: &[bool; 256]) -> Option<Range<usize>> {
+fn next_run(text: &[u8], from: usize, min: usize, t: &[bool; 256]) -> Option<Range<usize>> {
+    next_run_from(text, from, min, t, false)
+}
+
+/// `next_run`; with `any`, the run is only known to be at least `min` long (its end is not
+/// looked for: a multi-megabyte run costs nothing to find).
+fn next_run_from(
+    text: &[u8],
+    mut from: usize,
+    min: usize,
+    t: &[bool; 256],
+    any: bool,
+) -> Option<Range<usize>> {
     debug_assert!(min > 0);
     while from + min <= text.len() {
         let probe = from + min - 1;
@@ -71,7 +83,7 @@ fn next_run(text: &[u8], mut from: usize, min: usize, t: &[bool; 256]) -> Option
             start -= 1;
         }
         let mut end = probe + 1;
-        while end < text.len() && t[text[end] as usize] {
+        while end < text.len() && t[text[end] as usize] && !(any && end - start >= min) {
             end += 1;
         }
         if end - start >= min {
@@ -230,9 +242,22 @@ pub(super) fn decoded_shape(text: &str) -> Shape {
     }
 }
 
-/// Decode base64 in either alphabet (or a mix), padding optional, whitespace ignored.
+/// Decode base64 in either alphabet (or a mix), padding optional, whitespace ignored. The
+/// common case (one standard-alphabet run) decodes in place, without a copy.
 pub(super) fn decode(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
-    decode_bytes(text.bytes().filter(|c| !c.is_ascii_whitespace()).collect())
+    let b = text.as_bytes();
+    let plain = memchr::memchr3(b'-', b'_', b' ', b).is_none()
+        && memchr::memchr3(b'\n', b'\r', b'\t', b).is_none()
+        && memchr::memchr(0x0c, b).is_none();
+    if plain {
+        return STANDARD.decode(b);
+    }
+    decode_bytes(
+        b.iter()
+            .copied()
+            .filter(|c| !c.is_ascii_whitespace())
+            .collect(),
+    )
 }
 
 fn decode_bytes(mut b: Vec<u8>) -> Result<Vec<u8>, base64::DecodeError> {

@@ -308,8 +308,13 @@ impl Decider {
         });
         let cfg = s.inspect.extract.clone();
         let room = s.inspect.max_items.saturating_sub(have);
+        if room == 0 {
+            return Err(Judged::Extract(ExtractError::TooManyItems(
+                s.inspect.max_items,
+            )));
+        }
         tokio::task::spawn_blocking(move || {
-            extract::extract_fetched(data, &at, &cfg, room.max(1), deadline)
+            extract::extract_fetched(data, &at, &cfg, room, deadline)
         })
         .await
         .map_err(|e| Judged::Fetch(format!("extraction task failed: {e}")))?

@@ -82,7 +82,8 @@ impl<'a> Walker<'a> {
         let archives = self.cfg.archives;
         // What the bytes are comes first: a JPEG declared JSON or a form is still a JPEG (a
         // receiver may sniff it). Declared containers are parsed as declared after that.
-        match shape(&data) {
+        let shape = shape(&data);
+        match shape {
             Shape::Media(m) => {
                 self.push(loc.clone(), m, data.clone())?;
                 if archives {
@@ -108,7 +109,7 @@ impl<'a> Walker<'a> {
             Hint::Media(declared) => Err(ExtractError::Unsupported(format!(
                 "{loc}: declared {declared} but its bytes are not a media format likeguard reads"
             ))),
-            Hint::None if shape(&data) == Shape::Json => json::walk(self, &data, loc, false),
+            Hint::None if shape == Shape::Json => json::walk(self, &data, loc, false),
             Hint::None => {
                 // Multipart without (or behind a misleading) Content-Type: parse it by its
                 // opening boundary line; if it does not parse, it is searched as text.

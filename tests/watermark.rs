@@ -214,6 +214,27 @@ async fn a_watermark_decision_marks_the_image_on_both_sides() {
         w.detect_file(&got.body).unwrap().payload,
         Some(payload_for(decision))
     );
+
+    // A compressed upload is inflated, marked, and sent on uncompressed (headers fixed).
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &original).unwrap();
+    let r = client()
+        .post(lg.url("/upload-gz"))
+        .header("content-type", "image/jpeg")
+        .header("content-encoding", "gzip")
+        .body(gz.finish().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got = up.received_on("/upload-gz").pop().unwrap();
+    assert!(!got.headers.contains_key("content-encoding"));
+    assert_eq!(got.headers["content-length"], got.body.len().to_string());
+    let decision = got.headers["likeguard-decision-id"].to_str().unwrap();
+    assert_eq!(
+        w.detect_file(&got.body).unwrap().payload,
+        Some(payload_for(decision))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -45,6 +45,22 @@ pub(super) fn zip(w: &mut Walker<'_>, data: &[u8], loc: &Location) -> Result<(),
             Err(e) => return Err(malformed("zip", loc, e)),
         };
         let start = member.header_start();
+        // The local header must say what the directory says: a member stored per one and
+        // deflated per the other reads as two different files to two kinds of unzipper.
+        let local_method = usize::try_from(start)
+            .ok()
+            .and_then(|at| data.get(at + 8..at + 10))
+            .map(|m| u16::from_le_bytes([m[0], m[1]]));
+        let listed_method = match member.compression() {
+            ::zip::CompressionMethod::Stored => Some(0u16),
+            ::zip::CompressionMethod::Deflated => Some(8),
+            _ => None,
+        };
+        if listed_method.is_some() && local_method != listed_method {
+            return Err(ExtractError::Unsupported(format!(
+                "{loc}: zip member {i}: its local header and the directory disagree on how it is stored"
+            )));
+        }
         let data_end = member
             .data_start()
             .map_or(start, |d| d.saturating_add(member.compressed_size()));

@@ -250,7 +250,7 @@ pub(super) fn decode(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
         && memchr::memchr3(b'\n', b'\r', b'\t', b).is_none()
         && memchr::memchr(0x0c, b).is_none();
     if plain {
-        return STANDARD.decode(b);
+        return lenient(b);
     }
     decode_bytes(
         b.iter()
@@ -268,7 +268,19 @@ fn decode_bytes(mut b: Vec<u8>) -> Result<Vec<u8>, base64::DecodeError> {
             _ => {}
         }
     }
-    STANDARD.decode(&b)
+    lenient(&b)
+}
+
+/// Decode; where a stray byte stops the decoder (a boundary line after a MIME attachment, a
+/// quote), what comes before it is the content, as lenient receivers read it.
+fn lenient(b: &[u8]) -> Result<Vec<u8>, base64::DecodeError> {
+    use base64::DecodeError::{InvalidByte, InvalidLastSymbol};
+    match STANDARD.decode(b) {
+        Err(InvalidByte(at, _) | InvalidLastSymbol(at, _)) if at >= 4 => {
+            STANDARD.decode(&b[..at / 4 * 4])
+        }
+        other => other,
+    }
 }
 
 /// Decoded size of base64 text of `len` bytes (an upper bound).

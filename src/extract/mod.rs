@@ -18,6 +18,7 @@ mod location;
 mod multipart;
 mod shape;
 mod splice;
+mod text;
 mod walk;
 
 use std::time::Instant;
@@ -174,12 +175,10 @@ fn classify_type(headers: &HeaderMap, cfg: &ExtractConfig) -> BodyClass {
         ("image" | "video" | "audio", _) if cfg.raw => BodyClass::Raw {
             declared: essence.clone(),
         },
-        ("multipart", _) if cfg.multipart => match multer::parse_boundary(ct) {
-            Ok(boundary) => BodyClass::Multipart { boundary },
-            // A form without a boundary cannot be parsed: hold it so extraction reports it.
-            Err(_) => BodyClass::Multipart {
-                boundary: String::new(),
-            },
+        // Any multipart subtype (form-data, mixed, related...): a part is a part. Without a
+        // boundary it cannot be parsed: held, so extraction reports it.
+        ("multipart", _) if cfg.multipart => BodyClass::Multipart {
+            boundary: boundary_param(ct).unwrap_or_default(),
         },
         ("application", s) if s == "json" || s.ends_with("+json") => BodyClass::Json,
         ("application", "x-www-form-urlencoded") if cfg.forms => BodyClass::Form,
@@ -195,10 +194,24 @@ fn classify_type(headers: &HeaderMap, cfg: &ExtractConfig) -> BodyClass {
     }
 }
 
+/// The `boundary` parameter of a Content-Type (quoted or not).
+fn boundary_param(ct: &str) -> Option<String> {
+    ct.split(';').skip(1).find_map(|param| {
+        let (k, v) = param.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("boundary")
+            .then(|| v.trim().trim_matches('"').to_string())
+            .filter(|b| !b.is_empty())
+    })
+}
+
 /// Whether the opening bytes of a body the headers did not call inspectable look like
 /// something that must be inspected (media, an archive, JSON, base64 text).
 pub fn looks_inspectable(prefix: &[u8]) -> bool {
     let prefix = prefix.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(prefix);
+    if text::utf16(prefix).is_some() {
+        return true;
+    }
     // Only whitespace so far: what follows is unknown, so it is looked at.
     let blank = !prefix.is_empty() && prefix.iter().all(u8::is_ascii_whitespace);
     blank

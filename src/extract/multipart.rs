@@ -51,7 +51,19 @@ pub(super) fn walk(
     }
     // multer is async; the body is already in memory, so this runs to the end at once.
     let parts = futures_executor::block_on(parts(body, boundary.to_owned()))?;
+    let delimiter = format!("--{boundary}");
     for part in parts {
+        // The boundary must not occur inside a part (RFC 2046 §5.1.1); where it does, a parser
+        // that also takes bare-LF delimiters sees parts we did not.
+        if memchr::memmem::find(&part.data, delimiter.as_bytes()).is_some() {
+            return Err(ExtractError::Malformed {
+                format: "multipart",
+                detail: format!(
+                    "{loc}: part {:?} contains the boundary",
+                    part.name.as_deref().unwrap_or("")
+                ),
+            });
+        }
         if let Some(cte) = &part.transfer {
             // base64 parts are found as base64 text below; anything else (quoted-printable)
             // would hide the bytes from us while the receiver decodes them.

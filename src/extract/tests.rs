@@ -229,19 +229,11 @@ fn non_media_base64_and_text_are_left_alone() {
     });
     let found = run(&BodyClass::Json, serde_json::to_vec(&doc).unwrap()).unwrap();
     assert!(found.items.is_empty() && found.urls.is_empty());
-    // Base64 whose opening bytes are media but whose rest is not base64: malformed.
+    // Base64 whose opening bytes are media and whose rest is not base64: what decodes before
+    // the stray bytes is the item (as lenient receivers decode it).
     let broken = format!("{}!!!!", &b64(PNG)[..64]);
-    let err = run(&BodyClass::Json, format!(r#"{{"x": "{broken}"}}"#)).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ExtractError::Malformed {
-                format: "base64",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    let found = run(&BodyClass::Json, format!(r#"{{"x": "{broken}"}}"#)).unwrap();
+    assert_eq!(found.items[0].data.len(), 48);
 }
 
 #[test]
@@ -546,4 +538,87 @@ fn tricks_from_the_review() {
         "--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{img}\r\n--XyZ--\r\n"
     );
     assert_eq!(run(&multipart(), b64part).unwrap().items.len(), 1);
+}
+
+/// What an outside attack on the running proxy got through, now found or refused.
+#[test]
+fn tricks_from_the_outside_attack() {
+    let img = b64(PNG);
+    // A zip whose local header says deflate where its directory says stored.
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    w.start_file("a.png", stored).unwrap();
+    w.write_all(PNG).unwrap();
+    let mut mismatch = w.finish().unwrap().into_inner();
+    mismatch[8] = 8;
+    assert!(matches!(
+        run(&BodyClass::Sniff, mismatch),
+        Err(ExtractError::Unsupported(_))
+    ));
+    // A bare-LF delimiter inside a part (parsers that accept LF see another part).
+    let lf = b"--XyZ\r\nContent-Disposition: form-data; name=\"t\"\r\n\r\nhello\n--XyZ\nContent-Disposition: form-data; name=\"f\"; filename=\"a.png\"\n\nPNG\n--XyZ--\n\r\n--XyZ--\r\n";
+    assert!(matches!(
+        run(&multipart(), &lf[..]),
+        Err(ExtractError::Malformed { .. })
+    ));
+    // UTF-16 JSON sent as text.
+    let utf16: Vec<u8> = format!("{{\"a\":\"{img}\"}}")
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    assert_eq!(run(&BodyClass::Sniff, utf16).unwrap().items.len(), 1);
+    // HTML data URLs with character references, percent-escapes and whitespace.
+    for payload in [
+        img.replace('/', "&#47;"),
+        img.replace('/', "%2F").replace('+', "%2B"),
+        img.as_bytes()
+            .chunks(3)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join("\n "),
+    ] {
+        let html = format!("<p>hi</p><img src=\"data:image/png;base64,{payload}\"><p>bye</p>");
+        assert_eq!(
+            run(&BodyClass::Sniff, html).unwrap().items.len(),
+            1,
+            "{payload}"
+        );
+    }
+    // A v7 tar (no ustar magic), a zstd stream behind a skippable frame, LZMA-alone.
+    let mut t = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_old();
+    h.set_path("a.png").unwrap();
+    h.set_size(PNG.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    t.append(&h, PNG).unwrap();
+    assert_eq!(
+        run(&BodyClass::Sniff, t.into_inner().unwrap())
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    let mut skippable = vec![0x50, 0x2A, 0x4D, 0x18, 4, 0, 0, 0, 1, 2, 3, 4];
+    skippable.extend(zstd::encode_all(PNG, 3).unwrap());
+    assert_eq!(run(&BodyClass::Sniff, skippable).unwrap().items.len(), 1);
+    let lzma = [
+        0x5D, 0, 0, 0x80, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, 1,
+    ];
+    assert!(matches!(
+        run(&BodyClass::Sniff, lzma.to_vec()),
+        Err(ExtractError::Unsupported(_))
+    ));
+    // An e-mail with a base64 attachment and its closing boundary right after.
+    let wrapped: Vec<&str> = img
+        .as_bytes()
+        .chunks(76)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    let eml = format!(
+        "Subject: hi\r\nContent-Type: multipart/mixed; boundary=\"B\"\r\n\r\n--B\r\nContent-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n--B--\r\n",
+        wrapped.join("\r\n")
+    );
+    assert_eq!(run(&BodyClass::Sniff, eml).unwrap().items.len(), 1);
 }

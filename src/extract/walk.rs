@@ -12,7 +12,7 @@ use bytes::Bytes;
 use super::b64::{self, Candidate};
 use super::location::{Location, Step};
 use super::shape::{Shape, shape, trailing_zip};
-use super::{ExtractError, FoundUrl, MediaItem, archive, form, json, multipart};
+use super::{ExtractError, FoundUrl, MediaItem, archive, form, json, multipart, text};
 use crate::config::ExtractConfig;
 use crate::media::MediaType;
 
@@ -38,6 +38,8 @@ pub(super) struct Walker<'a> {
     pub urls: Vec<FoundUrl>,
     /// Decoding layers (base64, data URLs) entered and not yet left.
     layers: usize,
+    /// Skip items whose bytes were already found (second looks at the same text).
+    dedupe: bool,
 }
 
 /// Line starts inside one joined base64 run that are tried on their own.
@@ -67,6 +69,7 @@ impl<'a> Walker<'a> {
             items: Vec::new(),
             urls: Vec::new(),
             layers: 0,
+            dedupe: false,
         }
     }
 
@@ -109,8 +112,14 @@ impl<'a> Walker<'a> {
             Hint::Media(declared) => Err(ExtractError::Unsupported(format!(
                 "{loc}: declared {declared} but its bytes are not a media format likeguard reads"
             ))),
-            Hint::None if shape == Shape::Json => json::walk(self, &data, loc, false),
             Hint::None => {
+                // UTF-16 text (JSON, XML) is read as the text it is.
+                if let Some(utf8) = text::utf16(&data) {
+                    return self.layer(loc, |w| w.blob(Bytes::from(utf8), loc, Hint::None));
+                }
+                if shape == Shape::Json {
+                    return json::walk(self, &data, loc, false);
+                }
                 // Multipart without (or behind a misleading) Content-Type: parse it by its
                 // opening boundary line; if it does not parse, it is searched as text.
                 if let Some(boundary) = multipart::boundary_of(&data) {
@@ -201,11 +210,16 @@ impl<'a> Walker<'a> {
         out
     }
 
-    /// Bytes that are no known shape: a zip at their end, a whole data URL or base64 text,
-    /// or text with base64 runs inside (text bodies, XML, event streams).
+    /// Bytes that are no known shape: a zip at their end, UTF-16 text, a whole data URL or
+    /// base64 text, or text with base64 runs inside (text bodies, XML, HTML, event streams) —
+    /// also once more with character references and percent-escapes undone, and data URLs
+    /// whose payload whitespace breaks up.
     pub fn text(&mut self, data: &[u8], loc: &Location) -> Result<(), ExtractError> {
         if self.cfg.archives {
             self.trailing_zip(data, loc)?;
+        }
+        if let Some(utf8) = text::utf16(data) {
+            return self.layer(loc, |w| w.blob(Bytes::from(utf8), loc, Hint::None));
         }
         if data.len() < b64::MIN_RUN {
             return Ok(());
@@ -218,7 +232,28 @@ impl<'a> Walker<'a> {
         {
             return self.string(s, loc);
         }
-        self.runs(data, loc)
+        self.runs(data, loc)?;
+        // Second looks find what the first may have found already: the same bytes once.
+        let dedupe = std::mem::replace(&mut self.dedupe, true);
+        let out = self.text_again(data, loc);
+        self.dedupe = dedupe;
+        out
+    }
+
+    fn text_again(&mut self, data: &[u8], loc: &Location) -> Result<(), ExtractError> {
+        for (offset, url) in text::spaced_data_urls(data) {
+            self.string(url, &loc.then(Step::Text { offset }))?;
+        }
+        if let Some(plain) = text::normalize(data) {
+            self.layer(loc, |w| {
+                w.runs(&plain, loc)?;
+                for (offset, url) in text::spaced_data_urls(&plain) {
+                    w.string(url, &loc.then(Step::Text { offset }))?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
     }
 
     /// Every base64 run in `data` (JSON escapes undone), each walked where it starts. A run
@@ -291,6 +326,9 @@ impl<'a> Walker<'a> {
         media: MediaType,
         data: Bytes,
     ) -> Result<(), ExtractError> {
+        if self.dedupe && self.items.iter().any(|i| i.data == data) {
+            return Ok(());
+        }
         if self.items.len() + self.urls.len() >= self.max_items {
             return Err(ExtractError::TooManyItems(self.max_items));
         }

@@ -2,8 +2,6 @@
 //! pingora's own proxy path uses): send the head and a held, streamed or empty body, and hand
 //! back the session positioned at the final response head.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::StatusCode;
 use pingora::connectors::http::Connector;
@@ -98,15 +96,18 @@ async fn exchange(
                     .map_err(|e| Failure::Final(upstream_problem(&e)))?;
             }
             // Returns with the final head read, early or not.
-            return pump(up, client, t.client_read)
-                .await
-                .map_err(Failure::Final);
+            return pump(up, client, t).await.map_err(Failure::Final);
         }
     }
-    read_final_head(up).await.map_err(|e| match e {
-        Read::Io(e) => replay(e),
-        Read::Bad(p) => Failure::Final(p),
-    })?;
+    // The whole head within the response timeout (pingora's is per read: a head dripped a
+    // line at a time would never time out).
+    match timeout(t.upstream_response, read_final_head(up)).await {
+        Err(_) => return Err(Failure::Final(head_timeout())),
+        Ok(r) => r.map_err(|e| match e {
+            Read::Io(e) => replay(e),
+            Read::Bad(p) => Failure::Final(p),
+        })?,
+    }
     Ok(true)
 }
 
@@ -116,18 +117,22 @@ async fn exchange(
 async fn pump(
     up: &mut HttpSession,
     client: &mut Session,
-    read_timeout: Duration,
+    t: &crate::config::Timeouts,
 ) -> Result<bool, Problem> {
+    let read_timeout = t.client_read;
     let mut ended = false;
     loop {
         if ended || client.is_body_done() {
             up.finish_request_body()
                 .await
                 .map_err(|e| upstream_problem(&e))?;
-            read_final_head(up).await.map_err(|e| match e {
-                Read::Io(e) => upstream_problem(&e),
-                Read::Bad(p) => p,
-            })?;
+            timeout(t.upstream_response, read_final_head(up))
+                .await
+                .map_err(|_| head_timeout())?
+                .map_err(|e| match e {
+                    Read::Io(e) => upstream_problem(&e),
+                    Read::Bad(p) => p,
+                })?;
             return Ok(true);
         }
         tokio::select! {
@@ -157,6 +162,13 @@ async fn pump(
             }
         }
     }
+}
+
+fn head_timeout() -> Problem {
+    Problem::new(
+        ProblemKind::UpstreamTimeout,
+        "the upstream did not send its response head in time",
+    )
 }
 
 enum Read {
@@ -212,9 +224,18 @@ pub fn upstream_problem(e: &pingora::Error) -> Problem {
             ProblemKind::UpstreamTimeout,
             "the upstream did not answer in time",
         ),
-        _ => Problem::new(
-            ProblemKind::UpstreamError,
-            format!("upstream exchange failed: {e}"),
-        ),
+        _ => {
+            // pingora's message may quote what the upstream sent: keep the answer short.
+            let mut detail = format!("upstream exchange failed: {e}");
+            if detail.len() > 240 {
+                let cut = (0..=240)
+                    .rev()
+                    .find(|i| detail.is_char_boundary(*i))
+                    .unwrap_or(0);
+                detail.truncate(cut);
+                detail.push('…');
+            }
+            Problem::new(ProblemKind::UpstreamError, detail)
+        }
     }
 }

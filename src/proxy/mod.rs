@@ -108,7 +108,12 @@ impl Proxy {
         })
     }
 
+    /// Count a refusal under `errors_total` — but not a block: a block is a decision (counted in
+    /// `decisions_total`), and an error-rate alert must not fire on the policy working.
     fn count_error(&self, p: &Problem) {
+        if p.kind == Some(ProblemKind::Blocked) {
+            return;
+        }
         self.metrics.errors.with_label_values(&[p.slug()]).inc();
     }
 

@@ -53,17 +53,6 @@ pub fn decode(data: &[u8], cfg: &MediaConfig) -> Result<(Frame, (u32, u32)), Dec
     }
     let img = image::RgbImage::from_raw(pw as u32, ph as u32, rgb)
         .ok_or_else(|| DecodeError::Corrupt("HEIF: bad plane size".into()))?;
-    let img = super::still::fit(image::DynamicImage::ImageRgb8(img), cfg.max_side).into_rgb8();
-    let (fw, fh) = img.dimensions();
-    Ok((
-        Frame {
-            index: 0,
-            pts: Some(std::time::Duration::ZERO),
-            width: fw,
-            height: fh,
-            keyframe: true,
-            rgb: img.into_raw(),
-        },
-        (w, h),
-    ))
+    let frame = super::still::still_frame(image::DynamicImage::ImageRgb8(img), cfg.max_side);
+    Ok((frame, (w, h)))
 }

@@ -57,20 +57,21 @@ pub fn decode(data: &[u8], cfg: &MediaConfig) -> Result<(Frame, (u32, u32)), Dec
         image::ImageError::Unsupported(u) => DecodeError::Unsupported(u.to_string()),
         other => corrupt(other),
     })?;
-    let img = fit(img, cfg.max_side);
-    let rgb = img.into_rgb8();
-    let (fw, fh) = rgb.dimensions();
-    Ok((
-        Frame {
-            index: 0,
-            pts: Some(std::time::Duration::ZERO),
-            width: fw,
-            height: fh,
-            keyframe: true,
-            rgb: rgb.into_raw(),
-        },
-        (w, h),
-    ))
+    Ok((still_frame(img, cfg.max_side), (w, h)))
+}
+
+/// A decoded still as the one frame of its item, fitted to `max_side`.
+pub(super) fn still_frame(img: image::DynamicImage, max_side: u32) -> Frame {
+    let rgb = fit(img, max_side).into_rgb8();
+    let (width, height) = rgb.dimensions();
+    Frame {
+        index: 0,
+        pts: Some(std::time::Duration::ZERO),
+        width,
+        height,
+        keyframe: true,
+        rgb: rgb.into_raw(),
+    }
 }
 
 /// Scale to fit `side` on the longer side, aspect kept, never up.

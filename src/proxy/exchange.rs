@@ -329,12 +329,7 @@ async fn respond(
         for (k, v) in extra {
             headers.insert(k, v);
         }
-        headers.insert(CONTENT_LENGTH, HeaderValue::from(held.len()));
-        write_head(session, status, &headers).await?;
-        session
-            .write_response_body(Some(held), true)
-            .await
-            .map_err(client_gone)?;
+        write_whole(session, status, &mut headers, held).await?;
         return Ok(Some(up));
     }
     let (extra, new) = forward_or_refuse(p.decider.decide(&subject, held.clone()).await)?;
@@ -371,13 +366,23 @@ async fn respond(
             headers.insert(CONTENT_RANGE, v);
         }
     }
-    headers.insert(CONTENT_LENGTH, HeaderValue::from(out.len()));
-    write_head(session, status, &headers).await?;
-    session
-        .write_response_body(Some(out), true)
-        .await
-        .map_err(client_gone)?;
+    write_whole(session, status, &mut headers, out).await?;
     Ok(Some(up))
+}
+
+/// Answer with a whole held body: its length, the head, the body.
+async fn write_whole(
+    session: &mut Session,
+    status: StatusCode,
+    headers: &mut HeaderMap,
+    body: Bytes,
+) -> Result<(), Problem> {
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    write_head(session, status, headers).await?;
+    session
+        .write_response_body(Some(body), true)
+        .await
+        .map_err(client_gone)
 }
 
 /// Read an upstream body's opening bytes (up to `SNIFF_BYTES`, or its end).

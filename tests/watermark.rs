@@ -484,3 +484,72 @@ fn a_rule_asking_for_it_gets_the_visible_stamp_as_well() {
     .unwrap();
     assert!(e.to_string().contains("font_file"), "{e}");
 }
+
+#[test]
+fn without_a_key_one_is_generated_privately_and_a_well_known_key_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lg.yaml");
+    let state = dir.path().join("state");
+    std::fs::write(&config, format!("state_dir: {}\n", state.display())).unwrap();
+    let bin = env!("CARGO_BIN_EXE_likeguard");
+    let photo = testdata().join(PHOTOS[3]);
+    let marked = dir.path().join("marked.jpg");
+    let run = |args: &[&str]| {
+        std::process::Command::new(bin)
+            .args(args)
+            .env_remove("LIKEGUARD_WATERMARK_KEY")
+            .output()
+            .unwrap()
+    };
+    let embed = run(&[
+        "watermark",
+        "embed",
+        "--config",
+        config.to_str().unwrap(),
+        photo.to_str().unwrap(),
+        marked.to_str().unwrap(),
+        "--payload",
+        "1a2b3c4d",
+    ]);
+    assert!(
+        embed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&embed.stderr)
+    );
+    let key_file = state.join("watermark.key");
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    assert_eq!(key.len(), 64, "256 random bits, hex");
+    let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // The same state_dir reads its own marks; the old public default is not that key.
+    let detect = run(&[
+        "watermark",
+        "detect",
+        "--config",
+        config.to_str().unwrap(),
+        "--json",
+        marked.to_str().unwrap(),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&detect.stdout).unwrap();
+    assert_eq!(v["payload"], "1a2b3c4d");
+    assert_ne!(key.trim(), "likeguard-public-default");
+    // A well-known key is refused with a clear message.
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir: {}\nwatermark: {{key: likeguard-public-default}}\n",
+            state.display()
+        ),
+    )
+    .unwrap();
+    let refused = run(&[
+        "watermark",
+        "detect",
+        "--config",
+        config.to_str().unwrap(),
+        marked.to_str().unwrap(),
+    ]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("well-known"));
+}

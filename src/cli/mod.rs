@@ -268,7 +268,8 @@ pub fn run() -> anyhow::Result<()> {
             command: ProvenanceCommand::Read { file, json },
         } => watermark::provenance_read(&file, json),
         Command::Watermark { command, config } => {
-            let config = load_or_default(config.as_deref())?;
+            let mut config = load_or_default(config.as_deref())?;
+            serve::settle_watermark_key(&mut config)?;
             let w =
                 crate::actions::watermark::MediaWatermarker::new(&config.watermark, &config.media)?;
             match command {

@@ -64,7 +64,7 @@ pub(super) fn open_registry(
     }
 }
 
-pub fn serve(config: Config) -> anyhow::Result<()> {
+pub fn serve(mut config: Config) -> anyhow::Result<()> {
     // Bind both listeners first so a taken port is a clear start-up error, before any slower
     // start-up work (models).
     drop(
@@ -110,6 +110,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     };
     let mut decider = Decider::new(&config, Inspection::new(inspectors), metrics.clone())?;
     if config.watermark.enabled {
+        settle_watermark_key(&mut config)?;
         decider = decider.with_watermarker(Arc::new(
             crate::actions::watermark::MediaWatermarker::new(&config.watermark, &config.media)?,
         ));
@@ -164,4 +165,32 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
 
     crate::proxy::run(&config, proxy, ready)?;
     std::process::exit(0)
+}
+
+/// The watermark key in force: the environment's, the config's, or one kept in (and, the first
+/// time, generated into) `state_dir` — never a public default. A well-known key is refused; a
+/// short one is warned about.
+pub fn settle_watermark_key(config: &mut Config) -> anyhow::Result<()> {
+    use crate::config::KeySource;
+    let source = config
+        .watermark
+        .resolve_key(&config.state_dir)
+        .map_err(|e| anyhow::anyhow!("watermark key: {e}"))?;
+    let file = config.state_dir.join(crate::config::WATERMARK_KEY_FILE);
+    match source {
+        KeySource::Generated => tracing::warn!(file = %file.display(),
+            "no watermark key configured: generated one and stored it (mode 0600); back it up — marks made with it can only be read with it"),
+        KeySource::StateFile => {
+            tracing::info!(file = %file.display(), "watermark key read from state_dir")
+        }
+        KeySource::Environment | KeySource::Config => {}
+    }
+    match config.watermark.weak_key() {
+        Some(why) if why.contains("well-known") => anyhow::bail!(
+            "{why}: set LIKEGUARD_WATERMARK_KEY or watermark.key to a random secret, or unset both to have one generated"
+        ),
+        Some(why) => tracing::warn!("{why}"),
+        None => {}
+    }
+    Ok(())
 }

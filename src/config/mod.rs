@@ -29,7 +29,10 @@ pub use route::{
 };
 pub use search::{Quantization, SearchConfig};
 pub use tls::TlsListenConfig;
-pub use watermark::{Position as StampPosition, VisibleConfig, WATERMARK_KEY_ENV, WatermarkConfig};
+pub use watermark::{
+    KEY_FILE as WATERMARK_KEY_FILE, KeySource, Position as StampPosition, VisibleConfig,
+    WATERMARK_KEY_ENV, WatermarkConfig,
+};
 
 /// The commented example printed by `likeguard config example`.
 pub const EXAMPLE: &str = include_str!("example.yaml");

@@ -438,6 +438,24 @@ fn the_openapi_document_covers_every_admin_route() {
     assert!(paths.len() >= 13);
 }
 
+/// The OpenAPI document passes the ecosystem's reference validator (openapi-spec-validator from
+/// PyPI; `.ci/run` installs it and sets `LIKEGUARD_OPENAPI_VALIDATOR`).
+#[test]
+fn the_openapi_document_passes_the_reference_validator() {
+    let doc = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.yaml");
+    let validator = std::env::var("LIKEGUARD_OPENAPI_VALIDATOR")
+        .unwrap_or_else(|_| "openapi-spec-validator".into());
+    let out = std::process::Command::new(&validator)
+        .arg(doc)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("{validator}: {e} (pip install openapi-spec-validator, or run .ci/run)")
+        });
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.contains("OK"), "{text}");
+}
+
 #[test]
 fn identity_and_license_commands_work_on_the_embedded_store() {
     let dir = tempfile::tempdir().unwrap();

@@ -13,7 +13,9 @@ use tracing_subscriber::EnvFilter;
 /// Install the global subscriber. Safe to call once per process.
 pub fn init_logging() {
     let filter = EnvFilter::try_from_env("LIKEGUARD_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn"));
+        // Libraries speak at warn unless asked: ONNX Runtime alone logs hundreds of lines at
+        // start-up, which would bury "serving".
+        .unwrap_or_else(|_| EnvFilter::new("info,ort=warn,pingora_core=warn,pingora_proxy=warn"));
     let json = std::env::var("LIKEGUARD_LOG_FORMAT").is_ok_and(|v| v == "json");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -234,6 +234,11 @@ async fn the_enrolled_person_is_found_in_every_request_shape() {
     assert_eq!(got[0].body, Bytes::from(packed));
     assert_eq!(got[0].headers["content-encoding"], "gzip");
 
+    // Blocks are decisions, not errors: an error-rate alert must not fire on the policy working.
+    let m = lg.metrics().await;
+    assert!(m.contains(r#"likeguard_decisions_total{action="block""#), "{m}");
+    assert!(!m.contains(r#"likeguard_errors_total{kind="blocked"}"#), "{m}");
+
     // Someone else in the same shapes passes untouched.
     let body = json(serde_json::json!({"prompt": "a portrait", "init_image": b64(&y)}));
     let (status, got) = post(&lg, &up, "/v1/other", "application/json", &[], body.clone()).await;

@@ -454,6 +454,36 @@ async fn upstream_down_and_no_route() {
     problem(c.get(lg.url("/a")).send().await.unwrap(), 502).await;
     problem(c.get(lg.url("/b")).send().await.unwrap(), 502).await;
     problem(c.get(lg.url("/elsewhere")).send().await.unwrap(), 404).await;
+
+    // Readiness says so once a route's upstream keeps failing, naming the route; the metric
+    // counts the failures by kind. (Route b is pass-through: the same exchange.)
+    let ready = || async {
+        let r = c.get(lg.admin_url("/readyz")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "still serving");
+        r.json::<serde_json::Value>().await.unwrap()
+    };
+    assert_eq!(ready().await["status"], "ready");
+    for _ in 0..2 {
+        problem(c.get(lg.url("/a")).send().await.unwrap(), 502).await;
+    }
+    let v = ready().await;
+    assert_eq!(v["status"], "degraded", "{v}");
+    let a = v["checks"]["upstreams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["route"] == "a")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (a["failing"].as_bool(), a["consecutive_failures"].as_u64()),
+        (Some(true), Some(3))
+    );
+    let m = lg.metrics().await;
+    assert!(
+        m.contains(r#"likeguard_upstream_failures_total{kind="connect",route="a"} 3"#),
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

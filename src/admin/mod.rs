@@ -155,11 +155,13 @@ async fn healthz() -> impl IntoResponse {
 async fn readyz(State(s): State<AdminState>) -> Response {
     let serving = s.ready.load(Ordering::Acquire);
     let shared = s.faces.as_ref().and_then(|f| f.registry.shared_healthy());
-    // Redis down: still serving (last snapshot), but say so.
-    let status = match (serving, shared) {
-        (false, _) => "starting",
-        (true, Some(false)) => "degraded",
-        (true, _) => "ready",
+    let upstreams = s.metrics.upstreams.states();
+    let failing = upstreams.iter().any(|u| u.failing);
+    // Redis down, or a route's upstream failing: still serving, but say so.
+    let status = match (serving, shared, failing) {
+        (false, _, _) => "starting",
+        (true, Some(false), _) | (true, _, true) => "degraded",
+        (true, _, false) => "ready",
     };
     let body = serde_json::json!({
         "status": status,
@@ -169,6 +171,7 @@ async fn readyz(State(s): State<AdminState>) -> Response {
             "known_media_entries": s.bank.len(),
             "face_recognition": s.faces.is_some(),
             "identities": s.faces.as_ref().map(|f| f.registry.len()),
+            "upstreams": upstreams,
         }
     });
     let code = if serving {

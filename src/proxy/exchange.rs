@@ -25,6 +25,7 @@ use crate::config::Ranges;
 use crate::decide::{Outcome, RequestFacts, Side, Subject};
 use crate::extract::{self, BodyClass};
 use crate::inspect::Context;
+use crate::telemetry::UpstreamFailure;
 
 /// Run the exchange; any problem becomes a problem+json response.
 pub(super) async fn run(
@@ -35,6 +36,15 @@ pub(super) async fn run(
 ) -> pingora::Result<()> {
     if let Err(problem) = exchange(p, session, route, cx).await {
         p.count_error(&problem);
+        let how = match problem.kind {
+            Some(ProblemKind::UpstreamUnreachable) => Some(UpstreamFailure::Connect),
+            Some(ProblemKind::UpstreamTimeout) => Some(UpstreamFailure::Timeout),
+            Some(ProblemKind::UpstreamError) => Some(UpstreamFailure::Exchange),
+            _ => None,
+        };
+        if let Some(how) = how {
+            p.metrics.upstreams.failed(route.index, how);
+        }
         if problem.status >= 500 {
             tracing::warn!(route = %route.name, upstream = %route.upstream, status = problem.status,
                 kind = problem.slug(), detail = %problem.detail, "inspected exchange failed");
@@ -208,6 +218,14 @@ async fn exchange(
         method: &method,
         client_version,
     };
+    // The upstream answered: its health is what it answered.
+    match up.response_header().map(|h| h.status.as_u16()) {
+        Some(500..) => p
+            .metrics
+            .upstreams
+            .failed(route.index, UpstreamFailure::ServerError),
+        _ => p.metrics.upstreams.succeeded(route.index),
+    }
     let up = respond(p, session, route, &asked, ctx.as_ref(), up).await?;
     if request_done && let Some(up) = up {
         p.connector

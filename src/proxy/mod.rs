@@ -96,6 +96,12 @@ impl Proxy {
             .iter()
             .map(|r| upstream::peer(&r.upstream, &roots, &config.timeouts))
             .collect();
+        metrics.upstreams.register(
+            router
+                .routes()
+                .iter()
+                .map(|r| (r.name.clone(), r.upstream.to_string())),
+        );
         Ok(Self {
             peers,
             stats: stats::Stats::new(&metrics, &router),

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub policy_version: prometheus::IntGaugeVec,
     /// Media fetched from allow-listed URLs found in bodies, by outcome (`ok` | `failed`).
     pub url_fetches: IntCounterVec,
+    /// Upstream failures per route (and `upstream_failures_total`), for `/readyz`.
+    pub upstreams: super::UpstreamHealth,
 }
 
 impl Metrics {
@@ -56,6 +58,11 @@ impl Metrics {
             &["action", "rule"],
         );
         let errors = counter("errors_total", "Errors by kind", &["kind"]);
+        let upstream_failures = counter(
+            "upstream_failures_total",
+            "Upstream failures by route and kind (connect, timeout, exchange, 5xx)",
+            &["route", "kind"],
+        );
         let url_fetches = counter(
             "url_fetches_total",
             "Media fetched from allow-listed URLs found in bodies, by outcome",
@@ -109,6 +116,7 @@ impl Metrics {
             policy_shadow,
             policy_version,
             url_fetches,
+            upstreams: super::UpstreamHealth::with_counter(upstream_failures),
         }
     }
 

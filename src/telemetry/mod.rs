@@ -4,8 +4,10 @@
 //! Audit events go to the `likeguard::audit` target so they can be routed separately.
 //! Nothing here ever records body bytes, embeddings or personal data.
 
+mod health;
 mod metrics;
 
+pub use health::{Failure as UpstreamFailure, UpstreamHealth, UpstreamState};
 pub use metrics::Metrics;
 
 use tracing_subscriber::EnvFilter;

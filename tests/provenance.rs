@@ -221,3 +221,72 @@ fn mp4_clips_carry_a_manifest_too_even_after_marking() {
         assert!(!r.valid, "tampering not detected ({})", r.state);
     }
 }
+
+/// The C2PA reference SDK (c2pa-python from PyPI, run by `scripts/c2pa-validate`; `.ci/run`
+/// installs it and sets `LIKEGUARD_TOOLS_PYTHON`) finds what we sign Trusted, with the test CA
+/// as the only trust anchor: tagged and watermarked JPEG, PNG and MP4 — a watermark declared
+/// as a soft binding bound to the manifest.
+#[test]
+fn the_reference_sdk_trusts_what_we_sign() {
+    use likeguard::actions::watermark::VideoWatermarker;
+    let (dir, config) = test_cert();
+    let p = Provenance::load(&config).unwrap();
+    let marked = DecisionRecord {
+        action: "watermark".into(),
+        watermark: Some("abcd0123".into()),
+        ..record()
+    };
+    let image = ImageWatermarker::new(&WatermarkConfig {
+        key: Some("reference-sdk-test-key".into()),
+        ..Default::default()
+    });
+    let clip = VideoWatermarker::new(&image, &Default::default())
+        .unwrap()
+        .embed(
+            media("video/faces/liveportrait/driving_d18.mp4").into(),
+            0xABCD_0123,
+            None,
+        )
+        .unwrap()
+        .data;
+    let mut files = Vec::new();
+    for (name, data, mime, rec) in [
+        ("tag.jpg", media(JPEG), "image/jpeg", record()),
+        (
+            "mark.jpg",
+            image.embed_file(&media(JPEG), 0xABCD_0123).unwrap(),
+            "image/jpeg",
+            marked.clone(),
+        ),
+        (
+            "mark.png",
+            image.embed_file(&media(PNG), 0xABCD_0123).unwrap(),
+            "image/png",
+            marked.clone(),
+        ),
+        ("mark.mp4", clip.to_vec(), "video/mp4", marked.clone()),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, p.sign(&data, mime, &rec).unwrap()).unwrap();
+        files.push(path.to_str().unwrap().to_string());
+    }
+    let python = std::env::var("LIKEGUARD_TOOLS_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/c2pa-validate");
+    let out = std::process::Command::new(&python)
+        .arg(script)
+        .arg(dir.path().join("ca.pem"))
+        .args(&files)
+        .output()
+        .unwrap_or_else(|e| panic!("{python}: {e} (pip install c2pa-python, or run .ci/run)"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.lines().count() == files.len(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["state"], "Trusted", "{v}");
+        assert_eq!(v["failures"], serde_json::json!([]), "{v}");
+    }
+}

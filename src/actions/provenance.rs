@@ -13,6 +13,13 @@ use crate::config::ProvenanceConfig;
 /// Label of likeguard's assertion.
 pub const ASSERTION: &str = "org.likeguard.decision";
 
+/// The action for an invisible mark bound to the manifest by a soft-binding assertion.
+pub const WATERMARK_ACTION: &str = "c2pa.watermarked.bound";
+/// C2PA's soft-binding assertion, and the name of likeguard's mark as its algorithm (an
+/// entity-specific name: the mark is not on the C2PA soft-binding algorithm list).
+pub const SOFT_BINDING: &str = "c2pa.soft-binding";
+pub const SOFT_BINDING_ALG: &str = "org.likeguard.watermark.1";
+
 /// What a manifest records about one decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DecisionRecord {
@@ -134,9 +141,20 @@ impl Provenance {
             .map_err(c2pa_err)?;
         // An edit of the asset as it arrived (the parent ingredient is made from the source).
         builder.set_intent(c2pa::BuilderIntent::Edit);
-        if record.watermark.is_some() {
+        if let Some(payload) = &record.watermark {
+            // The invisible mark is a soft binding (C2PA 2.2 §9.3): its algorithm and the value
+            // it carries are declared, and the action says the mark is bound to this manifest.
             builder
-                .add_action(serde_json::json!({"action": "c2pa.watermarked"}))
+                .add_action(serde_json::json!({"action": WATERMARK_ACTION}))
+                .map_err(c2pa_err)?;
+            builder
+                .add_assertion(
+                    SOFT_BINDING,
+                    &serde_json::json!({
+                        "alg": SOFT_BINDING_ALG,
+                        "blocks": [{"scope": {}, "value": payload}],
+                    }),
+                )
                 .map_err(c2pa_err)?;
         }
         builder.add_assertion(ASSERTION, record).map_err(c2pa_err)?;

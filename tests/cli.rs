@@ -456,6 +456,81 @@ fn the_openapi_document_passes_the_reference_validator() {
     assert!(out.status.success() && text.contains("OK"), "{text}");
 }
 
+/// schemathesis (the OpenAPI reference fuzzer) against a real running admin listener, every
+/// check enabled (`schemathesis.toml` lists the statuses a schema-valid request may still get).
+/// A fixed seed keeps CI repeatable; run it with other seeds by hand for more.
+#[test]
+fn the_admin_api_passes_schemathesis_with_every_check() {
+    let tools = std::env::var("LIKEGUARD_TOOLS_PYTHON")
+        .map(|p| std::path::PathBuf::from(p).with_file_name("schemathesis"))
+        .unwrap_or_else(|_| "schemathesis".into());
+    let state = tempfile::tempdir().unwrap();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (listen, admin) = (free(), free());
+    let config = state.path().join("lg.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: {listen}\nadmin: {{listen: {admin}}}\nstate_dir: {}\nroutes:\n  - name: all\n    upstream: http://127.0.0.1:9\n",
+            state.path().display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_likeguard"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("LIKEGUARD_ADMIN_TOKEN", "schemathesis-token")
+        .env(
+            "LIKEGUARD_MODELS_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/models"),
+        )
+        .env("LIKEGUARD_LOG", "error")
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(admin).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "admin listener did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = std::process::Command::new(&tools)
+        .current_dir(state.path())
+        .args([
+            "--config-file",
+            &format!("{root}/schemathesis.toml"),
+            "run",
+            &format!("{root}/docs/openapi.yaml"),
+            "--url",
+            &format!("http://{admin}"),
+            "-H",
+            "Authorization: Bearer schemathesis-token",
+            "--checks",
+            "all",
+            "--max-examples",
+            "20",
+            "--seed",
+            "20261201",
+        ])
+        .output();
+    let _ = child.kill();
+    let _ = child.wait();
+    let out = out.unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (pip install schemathesis, or run .ci/run)",
+            tools.display()
+        )
+    });
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains(" passed"), "{text}");
+}
+
 #[test]
 fn identity_and_license_commands_work_on_the_embedded_store() {
     let dir = tempfile::tempdir().unwrap();

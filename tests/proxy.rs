@@ -510,6 +510,31 @@ async fn embedded_default_inspects_every_path_both_ways() {
 async fn admin_api_needs_the_token_and_manages_the_bank() {
     let (_up, lg) = setup().await;
     let c = client();
+    // The framework's own refusals are problem+json too, saying what to send instead.
+    let r = c
+        .post(lg.admin_url("/admin/v1/identities"))
+        .bearer_auth(support::TOKEN)
+        .json(&serde_json::json!({"name": "X"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        v["detail"].as_str().unwrap().contains("docs/openapi.yaml"),
+        "{v}"
+    );
+    let r = c
+        .post(lg.admin_url("/admin/v1/known-media?action=block"))
+        .bearer_auth(support::TOKEN)
+        .header("content-type", "image/jpeg")
+        .body(vec![0u8; 70 * 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
     assert_eq!(
         c.get(lg.admin_url("/healthz"))
             .send()

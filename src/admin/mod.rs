@@ -112,7 +112,49 @@ pub fn router(state: AdminState) -> Router {
                 "no such admin endpoint",
             ))
         })
+        .layer(middleware::map_response(as_problem))
         .with_state(state)
+}
+
+/// Every error from the admin listener is problem+json — the framework's own too (body limit,
+/// wrong content type, bad multipart, bad JSON, wrong method), with its message as the detail
+/// and what to send instead.
+async fn as_problem(r: Response) -> Response {
+    let status = r.status();
+    let is_problem = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if status.as_u16() < 400 || is_problem {
+        return r;
+    }
+    let text = axum::body::to_bytes(r.into_body(), 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let (kind, hint) = match status.as_u16() {
+        413 => (
+            ProblemKind::BodyTooLarge,
+            format!("; the admin API takes bodies up to {MAX_UPLOAD} bytes"),
+        ),
+        415 => (
+            ProblemKind::BadRequest,
+            "; send the Content-Type the endpoint documents (docs/openapi.yaml)".to_string(),
+        ),
+        422 => (ProblemKind::Unprocessable, String::new()),
+        404 => (ProblemKind::NotFound, String::new()),
+        s if s >= 500 => (ProblemKind::Internal, String::new()),
+        _ => (
+            ProblemKind::BadRequest,
+            "; see docs/openapi.yaml for what this endpoint takes".to_string(),
+        ),
+    };
+    let detail = if text.trim().is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text.trim().to_string()
+    };
+    problem(Problem::new(kind, format!("{detail}{hint}")).with_status(status.as_u16()))
 }
 
 fn problem(p: Problem) -> Response {

@@ -124,10 +124,22 @@ async fn image_part(req: Request) -> Result<Bytes, Box<Response>> {
     let mut mp = Multipart::from_request(req, &())
         .await
         .map_err(|e| bad(e.body_text()))?;
+    // One field, `image`: anything else is refused (as enrolment does), so a client's typo is
+    // an error, not a silently ignored field.
+    let mut image = None;
     while let Some(field) = mp.next_field().await.map_err(|e| bad(e.body_text()))? {
-        if field.name() == Some("image") {
-            return field.bytes().await.map_err(|e| bad(e.body_text()));
+        match field.name() {
+            Some("image") if image.is_none() => {
+                image = Some(field.bytes().await.map_err(|e| bad(e.body_text()))?);
+            }
+            Some("image") => return Err(bad("more than one `image` field".into())),
+            other => {
+                return Err(bad(format!(
+                    "unknown field {:?}: the form takes one field, `image`",
+                    other.unwrap_or("")
+                )));
+            }
         }
     }
-    Err(bad("no `image` field in the form".into()))
+    image.ok_or_else(|| bad("no `image` field in the form".into()))
 }

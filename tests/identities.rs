@@ -85,6 +85,12 @@ async fn an_enrolled_strict_identity_is_blocked_until_erased() {
         x.get("embeddings").is_none(),
         "enrolment answer leaks embeddings"
     );
+    // It says which face each photo gave: box (source pixels) and detector score.
+    let faces = x["faces"].as_array().unwrap();
+    assert_eq!(faces.len(), 2);
+    assert_eq!(faces[0]["photo"], "img1.jpg");
+    assert_eq!(faces[0]["box"].as_array().unwrap().len(), 4);
+    assert!(faces[0]["score"].as_f64().unwrap() > 0.5);
 
     // A different photo of X: 451, and the upstream receives nothing.
     let r = upload(&lg, X_OTHER).await;
@@ -240,6 +246,8 @@ async fn enrolment_needs_exactly_one_face_per_photo() {
         detail.contains("two_people.jpg") && detail.contains("2 faces"),
         "{detail}"
     );
+    // Which faces, so the enroller can crop to the right one.
+    assert_eq!(detail.matches("score").count(), 2, "{detail}");
 
     let r = enrol(&lg, "Nobody", &["images/noface/skimage/coffee.png"]).await;
     assert_eq!(r.status(), 422);

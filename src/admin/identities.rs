@@ -113,7 +113,7 @@ pub async fn enrol(State(s): State<AdminState>, mp: Multipart) -> Response {
         reference_embeddings(&svc.decoder, &svc.engine, photos)
     })
     .await;
-    let embeddings = match embedded {
+    let (embeddings, faces) = match embedded {
         Ok(Ok(e)) => e,
         Ok(Err(why)) => return unprocessable(why),
         Err(e) => return problem(Problem::new(ProblemKind::Internal, e.to_string())),
@@ -132,7 +132,15 @@ pub async fn enrol(State(s): State<AdminState>, mp: Multipart) -> Response {
     match added {
         Ok(Ok(identity)) => {
             tracing::info!(target: "likeguard::audit", identity = %identity.id, protection = protection.as_str(), "identity enrolled");
-            (StatusCode::CREATED, axum::Json(identity.view())).into_response()
+            // The identity, and the face each photo gave (never the embeddings).
+            let mut body = serde_json::to_value(identity.view()).unwrap_or_default();
+            if let Some(map) = body.as_object_mut() {
+                map.insert(
+                    "faces".into(),
+                    serde_json::to_value(&faces).unwrap_or_default(),
+                );
+            }
+            (StatusCode::CREATED, axum::Json(body)).into_response()
         }
         Ok(Err(RegistryError::Invalid(why))) => {
             problem(Problem::new(ProblemKind::Unprocessable, why))

@@ -97,7 +97,7 @@ pub fn identity(config: &Config, command: IdentityCommand) -> anyhow::Result<()>
                 let data = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
                 files.push((p.display().to_string(), Bytes::from(data)));
             }
-            let embeddings =
+            let (embeddings, faces) =
                 reference_embeddings(&decoder, &engine, files).map_err(anyhow::Error::msg)?;
             let identity = registry.add(NewIdentity {
                 name,
@@ -110,7 +110,9 @@ pub fn identity(config: &Config, command: IdentityCommand) -> anyhow::Result<()>
                 }),
                 embeddings,
             })?;
-            println!("{}", serde_json::to_string(&identity.view())?);
+            let mut shown = serde_json::to_value(identity.view())?;
+            shown["faces"] = serde_json::to_value(&faces)?;
+            println!("{}", serde_json::to_string(&shown)?);
         }
         IdentityCommand::List => {
             for i in registry.list() {

@@ -103,8 +103,9 @@ pub fn reference_embeddings(
     decoder: &Decoder,
     engine: &FaceEngine,
     photos: Vec<(String, Bytes)>,
-) -> Result<Vec<Embedding>, String> {
+) -> Result<(Vec<Embedding>, Vec<ReferenceFace>), String> {
     let mut out = Vec::new();
+    let mut used = Vec::new();
     for (label, data) in photos {
         let Some(media) = crate::media::sniff(&data) else {
             return Err(format!("{label}: not an image likeguard reads"));
@@ -112,17 +113,41 @@ pub fn reference_embeddings(
         let (_, faces) = faces_in_media(decoder, engine, data, Some(media.kind), true)
             .map_err(|e| format!("{label}: {e}"))?;
         match faces.as_slice() {
-            [one] => out.extend(one.embedding.clone()),
+            [one] => {
+                out.extend(one.embedding.clone());
+                used.push(ReferenceFace {
+                    photo: label,
+                    face: one.face.clone(),
+                });
+            }
             [] => return Err(format!("{label}: no face found")),
             many => {
+                // Say which faces, so the sender can crop to the right one.
+                let seen: Vec<String> = many
+                    .iter()
+                    .map(|f| {
+                        let [x, y, w, h] = f.face.bbox;
+                        format!("[{x:.0}, {y:.0}, {w:.0}×{h:.0}] score {:.2}", f.face.score)
+                    })
+                    .collect();
                 return Err(format!(
-                    "{label}: {} faces found; a reference photo must show exactly one",
-                    many.len()
+                    "{label}: {} faces found ({}); a reference photo must show exactly one — crop it to the person",
+                    many.len(),
+                    seen.join("; ")
                 ));
             }
         }
     }
-    Ok(out)
+    Ok((out, used))
+}
+
+/// The face a reference photo gave (its box and detector score, in source pixels): what the
+/// enrolment answer shows, so the enroller sees which face was taken.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReferenceFace {
+    pub photo: String,
+    #[serde(flatten)]
+    pub face: Face,
 }
 
 /// The face a single-subject photo is about: confident and central (size alone picks

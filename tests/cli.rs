@@ -69,6 +69,38 @@ fn serve_explains_what_it_needs() {
     let (ok, _, err) = likeguard(&["serve", "--upstream", "ftp://x"]);
     assert!(!ok);
     assert!(err.contains("http:// or https://"), "{err}");
+    // Models missing: the absolute path it looked in, and what fixes it.
+    let dir = tempfile::tempdir().unwrap();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string()
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_likeguard"))
+        .args([
+            "serve",
+            "--upstream",
+            "http://127.0.0.1:1",
+            "--listen",
+            &free(),
+            "--admin-listen",
+            &free(),
+        ])
+        .current_dir(dir.path())
+        .env_remove("LIKEGUARD_MODELS_DIR")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let looked = dir.path().join("models/manifest.json");
+    assert!(
+        err.contains(looked.to_str().unwrap())
+            && err.contains("likeguard models fetch")
+            && err.contains("LIKEGUARD_MODELS_DIR"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -109,8 +109,16 @@ impl Manifest {
     pub fn load(dir: &Path) -> Result<Self, InferenceError> {
         let path = dir.join(MANIFEST_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| InferenceError::Manifest {
-            path: path.clone(),
-            reason: e.to_string(),
+            // Absolute, and what fixes it: a relative models folder is read from the
+            // working directory, which is rarely what was meant.
+            path: std::path::absolute(&path).unwrap_or_else(|_| path.clone()),
+            reason: match e.kind() {
+                std::io::ErrorKind::NotFound => format!(
+                    "not found — fetch the models with `likeguard models fetch` in the likeguard checkout, then point {} (or inference.models_dir) at its models folder; a relative folder is read from the working directory",
+                    crate::config::MODELS_DIR_ENV
+                ),
+                _ => e.to_string(),
+            },
         })?;
         let mut manifest: Manifest =
             serde_json::from_str(&text).map_err(|e| InferenceError::Manifest {

@@ -3,9 +3,15 @@
 use std::process::Command;
 
 fn likeguard(args: &[&str]) -> (bool, String, String) {
+    // The checkout's models, wherever a test's config file lives (relative paths in a config
+    // are read next to the file).
     let out = Command::new(env!("CARGO_BIN_EXE_likeguard"))
         .args(args)
         .env_remove("LIKEGUARD_CONFIG")
+        .env(
+            "LIKEGUARD_MODELS_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/models"),
+        )
         .output()
         .unwrap();
     (
@@ -609,6 +615,56 @@ fn docs_say_not_built_only_about_what_is_not_built() {
             "mode {mode} is accepted now: update the docs ({err})"
         );
     }
+}
+
+/// Relative paths in a config file are read next to the file, wherever likeguard is started:
+/// `identity list` from another folder sees the identities `identity add` stored.
+#[test]
+fn relative_paths_in_a_config_are_next_to_the_file() {
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("likeguard.yaml");
+    std::fs::write(&config, "state_dir: state\n").unwrap();
+    let photo = testdata().join("images/faces/deepface/img1.jpg");
+    let run_in = |cwd: &std::path::Path, args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_likeguard"))
+            .args(args)
+            .current_dir(cwd)
+            .env(
+                "LIKEGUARD_MODELS_DIR",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/models"),
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let c = config.to_str().unwrap();
+    run_in(
+        a.path(),
+        &[
+            "identity",
+            "-c",
+            c,
+            "add",
+            "--name",
+            "Person X",
+            photo.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        home.path().join("state").is_dir(),
+        "state next to the config"
+    );
+    assert!(
+        !a.path().join("state").exists(),
+        "not in the working directory"
+    );
+    assert!(run_in(b.path(), &["identity", "-c", c, "list"]).contains("Person X"));
 }
 
 #[test]

@@ -349,7 +349,47 @@ impl Config {
             file: file.clone(),
             source,
         })?;
-        Self::parse(&text, &file)
+        let mut config = Self::parse(&text, &file)?;
+        // Relative paths in a file mean "next to this file", wherever likeguard is started.
+        let folder = path.parent().unwrap_or(Path::new("."));
+        let folder = std::path::absolute(folder).unwrap_or_else(|_| folder.to_path_buf());
+        config.resolve_paths(&folder);
+        Ok(config)
+    }
+
+    /// Every relative path in the config, joined to `base` (the config file's folder).
+    /// `LIKEGUARD_MODELS_DIR` is the environment's, so it stays as given.
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        let fix_opt = |p: &mut Option<PathBuf>| {
+            if let Some(p) = p {
+                fix(p);
+            }
+        };
+        fix(&mut self.state_dir);
+        if std::env::var_os(MODELS_DIR_ENV).is_none() {
+            fix(&mut self.inference.models_dir);
+        }
+        fix_opt(&mut self.media.pipelines_dir);
+        fix_opt(&mut self.upstream_ca_file);
+        fix_opt(&mut self.policy.file);
+        fix_opt(&mut self.provenance.cert_file);
+        fix_opt(&mut self.provenance.key_file);
+        if let Some(jwt) = &mut self.licensing.jwt {
+            fix_opt(&mut jwt.public_key_file);
+        }
+        if let Some(tls) = &mut self.tls {
+            fix(&mut tls.cert_file);
+            fix(&mut tls.key_file);
+        }
+        if let Some(v) = &mut self.watermark.visible {
+            fix_opt(&mut v.logo_file);
+            fix(&mut v.font_file);
+        }
     }
 
     /// Parse and validate config text; `file` names it in errors.

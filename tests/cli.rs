@@ -58,6 +58,20 @@ fn a_bad_config_names_file_field_and_reason() {
     assert!(err.contains("bad.yaml"), "{err}");
     assert!(err.contains("routes[0].inspect.max_body"), "{err}");
     assert!(err.contains("\"lots\""), "{err}");
+    // Several mistakes: all of them, each once, at its field, in file order.
+    std::fs::write(
+        &path,
+        "routes:\n  - name: a\n    upstream: http://127.0.0.1:3000\n    inspect:\n      max_body: lots\n  - name: b\n    upstream: ftp://x\nwatermark: {strength: \"x\"}\n",
+    )
+    .unwrap();
+    let (ok, _, err) = likeguard(&["config", "check", path.to_str().unwrap()]);
+    assert!(!ok);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 3, "{err}");
+    assert!(lines[0].contains("routes[0].inspect.max_body"), "{err}");
+    assert!(lines[1].contains("routes[1].upstream"), "{err}");
+    assert!(lines[2].contains("watermark.strength"), "{err}");
+    assert!(err.matches("line 5").count() == 1, "position once: {err}");
 
     let (ok, _, err) = likeguard(&["config", "check", "/nonexistent/likeguard.yaml"]);
     assert!(!ok);

@@ -325,6 +325,76 @@ impl Default for KnownMediaConfig {
     }
 }
 
+/// The text split for error reporting: each top-level key's block, and each item of `routes`
+/// on its own (with its `routes:` line), every other line blanked so positions stay true.
+fn sections(text: &str) -> Vec<(String, Option<usize>)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let top = |l: &str| !l.is_empty() && !l.starts_with([' ', '\t', '#', '-']);
+    let mut blocks: Vec<(usize, usize)> = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        if top(l) {
+            if let Some(last) = blocks.last_mut() {
+                last.1 = i;
+            }
+            blocks.push((i, lines.len()));
+        }
+    }
+    let keep = |ranges: &[(usize, usize)]| {
+        lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                if ranges.iter().any(|(a, b)| (*a..*b).contains(&i)) {
+                    *l
+                } else {
+                    ""
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let mut out = Vec::new();
+    for &(start, end) in &blocks {
+        if lines[start].trim_end() != "routes:" {
+            out.push((keep(&[(start, end)]), None));
+            continue;
+        }
+        // One route at a time: items start with "- " at the list's indentation.
+        let items: Vec<usize> = (start + 1..end)
+            .filter(|i| {
+                lines[*i].trim_start().starts_with("- ") && {
+                    let indent = lines[*i].len() - lines[*i].trim_start().len();
+                    indent
+                        == lines[start + 1..end]
+                            .iter()
+                            .filter(|l| l.trim_start().starts_with("- "))
+                            .map(|l| l.len() - l.trim_start().len())
+                            .min()
+                            .unwrap_or(indent)
+                }
+            })
+            .collect();
+        if items.is_empty() {
+            out.push((keep(&[(start, end)]), None));
+        }
+        for (n, &item) in items.iter().enumerate() {
+            let next = items.get(n + 1).copied().unwrap_or(end);
+            out.push((keep(&[(start, start + 1), (item, next)]), Some(n)));
+        }
+    }
+    out
+}
+
+/// The line an error names ("line N"), for ordering; 0 when it names none.
+fn error_line(e: &ConfigError) -> usize {
+    let text = e.to_string();
+    text.split("line ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 /// A configuration problem, reported as file / field / reason.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -339,6 +409,9 @@ pub enum ConfigError {
         field: String,
         reason: String,
     },
+    /// Several problems, each once, at its field, in file order.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Many(Vec<ConfigError>),
 }
 
 impl Config {
@@ -392,26 +465,45 @@ impl Config {
         }
     }
 
-    /// Parse and validate config text; `file` names it in errors.
+    /// Parse and validate config text; `file` names it in errors. A file with several mistakes
+    /// gets them all, each once, at its field: every top-level section and every route is read
+    /// on its own (the rest of the text blanked, so line numbers stay true).
     pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
-        let de = serde_yaml_ng::Deserializer::from_str(text);
-        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let field = e.path().to_string();
-            let inner = e.into_inner();
-            let reason = match inner.location() {
-                Some(l) => format!("{inner} (line {}, column {})", l.line(), l.column()),
-                None => inner.to_string(),
-            };
-            ConfigError::Invalid {
-                file: file.to_string(),
-                field: if field == "." {
-                    "(top level)".into()
-                } else {
-                    field
-                },
-                reason,
+        let mut config = match Self::deserialize_text(text, file) {
+            Ok(c) => c,
+            Err(first) => {
+                let mut all: Vec<(usize, ConfigError)> = sections(text)
+                    .into_iter()
+                    .filter_map(|(part, route)| {
+                        let e = Self::deserialize_text(&part, file).err()?;
+                        // A route read alone is routes[0]: give it back its place.
+                        Some(match (e, route) {
+                            (
+                                ConfigError::Invalid {
+                                    file,
+                                    field,
+                                    reason,
+                                },
+                                Some(n),
+                            ) => ConfigError::Invalid {
+                                file,
+                                field: field.replacen("routes[0]", &format!("routes[{n}]"), 1),
+                                reason,
+                            },
+                            (e, _) => e,
+                        })
+                    })
+                    .map(|e| (error_line(&e), e))
+                    .collect();
+                all.sort_by_key(|(line, _)| *line);
+                all.dedup_by(|a, b| a.1.to_string() == b.1.to_string());
+                return Err(match all.len() {
+                    0 => first,
+                    1 => all.remove(0).1,
+                    _ => ConfigError::Many(all.into_iter().map(|(_, e)| e).collect()),
+                });
             }
-        })?;
+        };
         config
             .validate()
             .map_err(|(field, reason)| ConfigError::Invalid {
@@ -423,6 +515,32 @@ impl Config {
             config.inference.models_dir = PathBuf::from(dir);
         }
         Ok(config)
+    }
+
+    fn deserialize_text(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let de = serde_yaml_ng::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            let field = if field == "." {
+                "(top level)".to_string()
+            } else {
+                field
+            };
+            // serde_yaml's message may lead with its own path and ends with the position:
+            // keep one of each.
+            let reason = e.into_inner().to_string();
+            let reason = match reason.split_once(": ") {
+                Some((lead, rest)) if field.starts_with(lead) && !lead.contains(' ') => {
+                    rest.to_string()
+                }
+                _ => reason,
+            };
+            ConfigError::Invalid {
+                file: file.to_string(),
+                field,
+                reason,
+            }
+        })
     }
 
     /// The embedded default: no file, every path inspected towards `upstream` in both directions.

@@ -117,7 +117,7 @@ pub fn reference_embeddings(
                 out.extend(one.embedding.clone());
                 used.push(ReferenceFace {
                     photo: label,
-                    face: one.face.clone(),
+                    face: one.face,
                 });
             }
             [] => return Err(format!("{label}: no face found")),

@@ -290,3 +290,55 @@ fn the_reference_sdk_trusts_what_we_sign() {
         assert_eq!(v["failures"], serde_json::json!([]), "{v}");
     }
 }
+
+/// A watermark action without a soft binding (what likeguard itself wrote before): our reader
+/// reports what the reference SDK reports — Invalid, `assertion.action.softBindingMissing`.
+#[test]
+fn a_watermark_action_without_a_soft_binding_reads_invalid_as_in_the_reference_sdk() {
+    let (dir, config) = test_cert();
+    let cert = std::fs::read(config.cert_file.as_ref().unwrap()).unwrap();
+    let key = std::fs::read(config.key_file.as_ref().unwrap()).unwrap();
+    let signer =
+        c2pa::create_signer::from_keys(&cert, &key, c2pa::SigningAlg::Es256, None).unwrap();
+    let mut builder = c2pa::Builder::from_context(c2pa::Context::new())
+        .with_definition(serde_json::json!({"title": "bare watermark"}))
+        .unwrap();
+    builder
+        .add_action(serde_json::json!({"action": "c2pa.watermarked"}))
+        .unwrap();
+    let mut out = std::io::Cursor::new(Vec::new());
+    builder
+        .sign(
+            signer.as_ref(),
+            "image/jpeg",
+            &mut std::io::Cursor::new(media(JPEG)),
+            &mut out,
+        )
+        .unwrap();
+    let signed = out.into_inner();
+    let ours = read(&signed, "image/jpeg").unwrap();
+    assert!(!ours.valid && ours.state == "Invalid", "{:?}", ours.state);
+    assert!(
+        ours.failures
+            .iter()
+            .any(|f| f == "assertion.action.softBindingMissing")
+    );
+    let path = dir.path().join("bare.jpg");
+    std::fs::write(&path, &signed).unwrap();
+    let python = std::env::var("LIKEGUARD_TOOLS_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = std::process::Command::new(&python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/c2pa-validate"
+        ))
+        .arg(dir.path().join("ca.pem"))
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("assertion.action.softBindingMissing"),
+        "{text}"
+    );
+}

@@ -5,7 +5,7 @@ use std::io::Cursor;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-use c2pa::{Builder, Context, Reader, Settings, SigningAlg, ValidationState};
+use c2pa::{Builder, Context, Reader, Settings, SigningAlg};
 use serde::{Deserialize, Serialize};
 
 use crate::config::ProvenanceConfig;
@@ -205,21 +205,51 @@ pub fn read(data: &[u8], mime: &str) -> Result<ProvenanceReport, ProvenanceError
         }
         Err(e) => return Err(ProvenanceError::C2pa(e.to_string())),
     };
-    let state = reader.validation_state();
-    let failures = reader
+    let mut state = format!("{:?}", reader.validation_state());
+    let mut failures: Vec<String> = reader
         .validation_results()
         .and_then(|r| r.active_manifest())
         .map(|m| m.failure().iter().map(|s| s.code().to_string()).collect())
         .unwrap_or_default();
+    // Newer reference SDKs require a watermark action to come with a soft-binding assertion;
+    // this c2pa version does not check it, so it is checked here to report what they report.
+    if reader.active_manifest().is_some_and(soft_binding_missing) {
+        failures.push(SOFT_BINDING_MISSING.into());
+        state = "Invalid".into();
+    }
     let decision = reader
         .active_manifest()
         .and_then(|m| m.find_assertion::<DecisionRecord>(ASSERTION).ok());
     Ok(ProvenanceReport {
         present: true,
-        valid: matches!(state, ValidationState::Valid | ValidationState::Trusted),
-        state: format!("{state:?}"),
+        valid: matches!(state.as_str(), "Valid" | "Trusted"),
+        state,
         failures,
         decision,
         manifest: serde_json::from_str(&reader.json()).ok(),
     })
+}
+
+/// The reference SDK's code for a watermark action without a soft binding.
+pub const SOFT_BINDING_MISSING: &str = "assertion.action.softBindingMissing";
+
+/// A manifest that says media was watermarked but declares no soft binding for the mark.
+fn soft_binding_missing(m: &c2pa::Manifest) -> bool {
+    let watermarked = ["c2pa.actions.v2", "c2pa.actions"].iter().any(|label| {
+        m.find_assertion::<serde_json::Value>(label)
+            .ok()
+            .and_then(|v| v.get("actions").and_then(|a| a.as_array()).cloned())
+            .unwrap_or_default()
+            .iter()
+            .any(|a| {
+                a.get("action")
+                    .and_then(|x| x.as_str())
+                    .is_some_and(|x| x.starts_with("c2pa.watermarked"))
+            })
+    });
+    watermarked
+        && !m
+            .assertions()
+            .iter()
+            .any(|a| a.label().starts_with(SOFT_BINDING))
 }

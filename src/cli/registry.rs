@@ -115,7 +115,17 @@ pub fn identity(config: &Config, command: IdentityCommand) -> anyhow::Result<()>
             println!("{}", serde_json::to_string(&shown)?);
         }
         IdentityCommand::List => {
-            for i in registry.list() {
+            let all = registry.list();
+            if all.is_empty() {
+                // Say where it looked: an empty list from the wrong folder looks like data loss.
+                let dir = std::path::absolute(&config.state_dir)
+                    .unwrap_or_else(|_| config.state_dir.clone());
+                eprintln!(
+                    "no identities in {} (another state_dir? pass --config or set LIKEGUARD_CONFIG)",
+                    dir.display()
+                );
+            }
+            for i in all {
                 println!("{}", serde_json::to_string(&i)?);
             }
         }

@@ -89,8 +89,13 @@ impl UpstreamHealth {
         let Some(r) = self.routes.get().and_then(|v| v.get(route)) else {
             return;
         };
-        r.consecutive.fetch_add(1, Ordering::Relaxed);
+        let n = r.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
         r.last_failure_ms.store(now_ms(), Ordering::Relaxed);
+        // Once per failing run, not once per request: an outage must not flood the log.
+        if n == FAILING_AFTER {
+            tracing::warn!(route = %r.route, upstream = %r.upstream, kind = how.as_str(),
+                failures = n, "upstream failing");
+        }
         if let Some(c) = self.failures.get() {
             c.with_label_values(&[&r.route, how.as_str()]).inc();
         }
@@ -100,7 +105,10 @@ impl UpstreamHealth {
         if let Some(r) = self.routes.get().and_then(|v| v.get(route))
             && r.consecutive.load(Ordering::Relaxed) != 0
         {
-            r.consecutive.store(0, Ordering::Relaxed);
+            let was = r.consecutive.swap(0, Ordering::Relaxed);
+            if was >= FAILING_AFTER {
+                tracing::info!(route = %r.route, upstream = %r.upstream, "upstream recovered");
+            }
         }
     }
 

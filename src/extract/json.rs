@@ -153,10 +153,17 @@ impl State<'_, '_, '_> {
     }
 
     fn string(&mut self, s: &str) -> Result<(), String> {
-        if s.len() < 16 || !self.wanted() {
+        // Short strings that are no data URL or URL hold nothing (`Walker::string` would pass
+        // them): skip them before building a pointer for each.
+        let short = s.len() < b64::MIN_RUN && b64::candidate(s).is_none();
+        if short || !self.wanted() {
             return Ok(());
         }
-        let pointer: String = self.path.iter().map(|seg| format!("/{seg}")).collect();
+        let pointer = self.path.iter().fold(String::new(), |mut p, seg| {
+            p.push('/');
+            p.push_str(seg);
+            p
+        });
         let at = self.loc.then(Step::Json { pointer });
         self.w.string(s, &at).map_err(|e| {
             self.stopped = Some(e);

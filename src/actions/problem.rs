@@ -27,6 +27,8 @@ pub enum ProblemKind {
     /// Well-formed but unusable (e.g. an enrolment photo without exactly one face).
     Unprocessable,
     Unavailable,
+    /// An upstream has no free connection slot within the queue wait (`connections:`).
+    Overloaded,
     Internal,
 }
 
@@ -52,6 +54,7 @@ impl ProblemKind {
             Self::UpgradeRefused => "upgrade-refused",
             Self::Unprocessable => "unprocessable",
             Self::Unavailable => "unavailable",
+            Self::Overloaded => "overloaded",
             Self::Internal => "internal",
         }
     }
@@ -77,6 +80,7 @@ impl ProblemKind {
             Self::UpgradeRefused => "Upgrade refused on an inspected route",
             Self::Unprocessable => "Unprocessable content",
             Self::Unavailable => "Service unavailable",
+            Self::Overloaded => "Overloaded",
             Self::Internal => "Internal error",
         }
     }
@@ -94,7 +98,7 @@ impl ProblemKind {
             Self::Unprocessable => 422,
             Self::UnsupportedMedia => 415,
             Self::ClientTimeout => 408,
-            Self::InspectionFailed | Self::Unavailable => 503,
+            Self::InspectionFailed | Self::Unavailable | Self::Overloaded => 503,
             Self::UpstreamUnreachable | Self::UpstreamError => 502,
             Self::UpstreamTimeout => 504,
             Self::Unauthorized => 401,
@@ -117,6 +121,9 @@ pub struct Problem {
     pub decision_id: Option<String>,
     #[serde(skip)]
     pub kind: Option<ProblemKind>,
+    /// Seconds for `Retry-After` (refusals for load).
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
 
 pub const CONTENT_TYPE: &str = "application/problem+json";
@@ -131,7 +138,14 @@ impl Problem {
             rule: None,
             decision_id: None,
             kind: Some(kind),
+            retry_after: None,
         }
+    }
+
+    /// Ask the client to come back in `secs` seconds (`Retry-After`, RFC 9110 §10.2.3).
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     /// Override the status (e.g. inspection failure on the response side is a 502).
@@ -161,15 +175,15 @@ impl Problem {
 
     /// The whole response, for any transport: status, headers, body. Every problem likeguard
     /// answers (proxy and admin) is written from this.
-    pub fn response(&self) -> (u16, [(&'static str, &'static str); 2], Vec<u8>) {
-        (
-            self.status,
-            [
-                ("content-type", CONTENT_TYPE),
-                ("cache-control", "no-store"),
-            ],
-            self.to_json(),
-        )
+    pub fn response(&self) -> (u16, Vec<(&'static str, String)>, Vec<u8>) {
+        let mut headers = vec![
+            ("content-type", CONTENT_TYPE.to_string()),
+            ("cache-control", "no-store".to_string()),
+        ];
+        if let Some(secs) = self.retry_after {
+            headers.push(("retry-after", secs.to_string()));
+        }
+        (self.status, headers, self.to_json())
     }
 }
 

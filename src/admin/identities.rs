@@ -25,9 +25,10 @@ fn service(s: &AdminState) -> Result<Arc<FaceService>, Box<Response>> {
 /// A write the store refused (e.g. Redis unreachable): 503, with the cause in the log only.
 fn store_failed(store: &str, what: &str, e: &dyn std::fmt::Display) -> Response {
     tracing::error!(error = %e, "{store} store failed");
+    // The cause (a full disk, Redis down) tells the operator what to fix; admin-only.
     problem(Problem::new(
         ProblemKind::Unavailable,
-        format!("the {store} store is unavailable; nothing was {what}"),
+        format!("the {store} store is unavailable ({e}); nothing was {what}"),
     ))
 }
 

@@ -160,7 +160,13 @@ async fn as_problem(r: Response) -> Response {
 fn problem(p: Problem) -> Response {
     let (status, headers, body) = p.response();
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, headers, body).into_response()
+    let mut map = http::HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        if let Ok(value) = http::HeaderValue::try_from(value) {
+            map.insert(name, value);
+        }
+    }
+    (status, map, body).into_response()
 }
 
 async fn require_token(State(s): State<AdminState>, req: Request, next: Next) -> Response {

@@ -4,6 +4,7 @@
 //! `likeguard config example` prints `example.yaml`, which is also parsed in a test so the
 //! documented example can never drift from what the loader accepts.
 
+mod connections;
 mod fetch;
 mod inference;
 mod media;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use connections::ConnectionsConfig;
 pub use fetch::FetchConfig;
 pub use inference::{BatchConfig, ExecutionProvider, InferenceConfig, MODELS_DIR_ENV};
 pub use media::{Limits, MediaConfig, Sampling, StillImages};
@@ -65,6 +67,9 @@ pub struct Config {
     pub state_dir: PathBuf,
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// Bounds on upstream connections (busy, queued, idle).
+    #[serde(default)]
+    pub connections: ConnectionsConfig,
     #[serde(default)]
     pub tag: TagConfig,
     #[serde(default)]
@@ -598,6 +603,7 @@ impl Config {
         }
         self.media.validate()?;
         self.inference.validate()?;
+        self.connections.validate()?;
         if self.known_media.pdq_max_distance > 128 {
             return Err((
                 "known_media.pdq_max_distance".into(),

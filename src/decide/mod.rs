@@ -97,7 +97,24 @@ enum Verdict {
     /// It claims to be media but likeguard cannot read it.
     Unsupported(String),
     /// Inspection itself failed or ran out of time: the route's `on_failure` decides.
-    Failed(String),
+    Failed(Failure),
+}
+
+/// Why inspection could not decide.
+pub struct Failure {
+    pub reason: String,
+    /// Refused for load (a full inference queue, the time budget spent waiting): a refusal
+    /// carries `Retry-After`.
+    pub overloaded: bool,
+}
+
+impl Failure {
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            overloaded: false,
+        }
+    }
 }
 
 /// Everything a decision needs, built once at start and shared by every exchange.
@@ -114,6 +131,8 @@ pub struct Decider {
     exposed_headers: Vec<HeaderName>,
     /// Fetches media behind allow-listed URLs.
     fetcher: Option<Arc<dyn Fetcher>>,
+    /// `Retry-After` (s) on refusals for load.
+    retry_after: u64,
 }
 
 /// A decider that cannot be built from its configuration.
@@ -148,6 +167,7 @@ impl Decider {
             watermarker: None,
             provenance: None,
             fetcher: None,
+            retry_after: config.connections.retry_after_secs(),
             requester: Requester::new(&config.licensing).map_err(DecideError::Config)?,
             exposed_headers: config
                 .policy
@@ -205,22 +225,31 @@ impl Decider {
     }
 
     /// Inspection could not happen or could not decide: honour the route's failure mode.
-    pub fn failed(&self, s: &Subject<'_>, reason: String) -> Outcome {
+    pub fn failed(&self, s: &Subject<'_>, failure: Failure) -> Outcome {
+        let Failure { reason, overloaded } = failure;
         self.metrics
             .errors
-            .with_label_values(&["inspection-failed"])
+            .with_label_values(&[if overloaded {
+                "overloaded"
+            } else {
+                "inspection-failed"
+            }])
             .inc();
-        tracing::warn!(route = %s.route, side = s.side.as_str(), reason = %reason,
+        tracing::warn!(route = %s.route, side = s.side.as_str(), reason = %reason, overloaded,
             mode = ?s.inspect.on_failure, "inspection failed");
         match s.inspect.on_failure {
             FailureMode::FailOpen => Outcome::Forward {
                 headers: vec![self.tags.for_failure()],
                 body: None,
             },
-            FailureMode::FailClosed => Outcome::Refuse(on_side(
-                s.side,
-                Problem::new(ProblemKind::InspectionFailed, reason),
-            )),
+            FailureMode::FailClosed => {
+                let p = on_side(s.side, Problem::new(ProblemKind::InspectionFailed, reason));
+                Outcome::Refuse(if overloaded {
+                    p.with_retry_after(self.retry_after)
+                } else {
+                    p
+                })
+            }
         }
     }
 
@@ -259,12 +288,19 @@ impl Decider {
             .with_label_values(&[s.side.as_str()])
             .observe(started.elapsed().as_secs_f64());
         match out {
-            Err(_) => Verdict::Failed(format!(
-                "inspection exceeded the time budget of {:?}",
-                s.inspect.time_budget
-            )),
-            Ok(Err(Judged::Inspect(e))) => Verdict::Failed(e.to_string()),
-            Ok(Err(Judged::Fetch(e))) => Verdict::Failed(e),
+            // Over budget is most often time spent queued behind other work: load.
+            Err(_) => Verdict::Failed(Failure {
+                reason: format!(
+                    "inspection exceeded the time budget of {:?}",
+                    s.inspect.time_budget
+                ),
+                overloaded: true,
+            }),
+            Ok(Err(Judged::Inspect(e))) => Verdict::Failed(Failure {
+                overloaded: e.overloaded,
+                reason: e.to_string(),
+            }),
+            Ok(Err(Judged::Fetch(e))) => Verdict::Failed(Failure::new(e)),
             Ok(Err(Judged::Extract(e))) => match e {
                 ExtractError::Malformed { .. } => {
                     Verdict::Rejected(Problem::new(ProblemKind::MalformedBody, e.to_string()))
@@ -273,7 +309,7 @@ impl Decider {
                     Verdict::Rejected(Problem::new(ProblemKind::TooManyItems, e.to_string()))
                 }
                 ExtractError::Unsupported(detail) => Verdict::Unsupported(detail),
-                ExtractError::Limit(detail) => Verdict::Failed(detail),
+                ExtractError::Limit(detail) => Verdict::Failed(Failure::new(detail)),
             },
             Ok(Ok((decision, items, decoded))) => {
                 self.record(s, &decision, &items);
@@ -363,13 +399,15 @@ impl Decider {
                             headers: self.tags.for_decision(&d),
                             body,
                         },
-                        Err(reason) => self.failed(s, format!("{}: {reason}", d.action.as_str())),
+                        Err(reason) => {
+                            self.failed(s, Failure::new(format!("{}: {reason}", d.action.as_str())))
+                        }
                     }
                 }
             },
             Verdict::Rejected(problem) => match s.side {
                 Side::Request => Outcome::Refuse(problem),
-                Side::Response => self.failed(s, problem.detail),
+                Side::Response => self.failed(s, Failure::new(problem.detail)),
             },
             Verdict::Unsupported(detail) => match s.inspect.on_unsupported {
                 UnsupportedMedia::Pass => Outcome::pass(),
@@ -378,7 +416,7 @@ impl Decider {
                     Problem::new(ProblemKind::UnsupportedMedia, detail),
                 )),
             },
-            Verdict::Failed(reason) => self.failed(s, reason),
+            Verdict::Failed(failure) => self.failed(s, failure),
         }
     }
 }

@@ -358,9 +358,10 @@ impl super::Inspector for FaceInspector {
         if self.service.registry.is_empty() || item.media.kind == MediaKind::Audio {
             return Ok(Vec::new());
         }
-        let fail = |detail: String| super::InspectError {
+        let fail = |(detail, overloaded): (String, bool)| super::InspectError {
             inspector: INSPECTOR,
             detail,
+            overloaded,
         };
         let service = self.service.clone();
         let cache = self.cache.clone();
@@ -372,9 +373,13 @@ impl super::Inspector for FaceInspector {
             if let Some(hit) = cache.get(&key) {
                 return Ok(hit);
             }
-            let (summary, recognised) = service
-                .recognise(data, Some(kind))
-                .map_err(|e| e.to_string())?;
+            let (summary, recognised) = service.recognise(data, Some(kind)).map_err(|e| {
+                let overloaded = matches!(
+                    e,
+                    FaceScanError::Inference(InferenceError::Overloaded { .. })
+                );
+                (e.to_string(), overloaded)
+            })?;
             let now = std::time::SystemTime::now();
             // A license with an end date can lapse without any change: not cached.
             let mut cacheable = true;
@@ -412,15 +417,20 @@ impl super::Inspector for FaceInspector {
                         ),
                     })
                 })
-                .collect::<Result<Vec<_>, String>>()?;
+                .collect::<Result<Vec<_>, String>>()
+                .map_err(|e| (e, false))?;
             let findings = Arc::new(findings);
             if cacheable {
                 cache.insert(key, findings.clone());
+                service
+                    .metrics
+                    .decision_cache
+                    .set(i64::try_from(cache.entry_count()).unwrap_or(i64::MAX));
             }
             Ok(findings)
         })
         .await
-        .map_err(|e| fail(format!("recognition task failed: {e}")))?
+        .map_err(|e| fail((format!("recognition task failed: {e}"), false)))?
         .map_err(fail)?;
         // Same bytes may sit at another position in this body.
         Ok(found

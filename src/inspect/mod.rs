@@ -17,6 +17,9 @@ use crate::policy::{Decision, Finding};
 pub struct InspectError {
     pub inspector: &'static str,
     pub detail: String,
+    /// The inspector refused for load (a full inference queue), not for this item: worth a
+    /// retry later (`Retry-After`).
+    pub overloaded: bool,
 }
 
 /// What an inspector may know about the request besides the media item.

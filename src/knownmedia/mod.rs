@@ -344,6 +344,7 @@ impl Inspector for KnownMediaInspector {
                 .map_err(|e| InspectError {
                     inspector: RULE,
                     detail: format!("hashing task failed: {e}"),
+                    overloaded: false,
                 })?;
         Ok(found
             .map(|m| {

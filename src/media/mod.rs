@@ -28,6 +28,8 @@ pub use reencode::{Chroma, FrameEditor, LumaFrame, Reencoded, Reencoder};
 
 use crate::config::MediaConfig;
 pub use sniff::{MediaKind, MediaType, sniff};
+/// The in-process still decoders (also fuzzed on their own: fuzz/).
+pub use still::{decode as decode_still, decode_gif};
 
 /// What goes into a decode.
 pub enum Input {

@@ -50,10 +50,12 @@ impl PolicyStore {
                 let policy = Arc::new(policy);
                 self.current.store(policy.clone());
                 metrics.set_policy(&policy.name, &policy.version);
+                metrics.policy_reloads.with_label_values(&["ok"]).inc();
                 tracing::info!(target: "likeguard::audit", policy = %policy.name, version = %policy.version, "policy reloaded");
                 Ok(policy)
             }
             Err(e) => {
+                metrics.policy_reloads.with_label_values(&["refused"]).inc();
                 tracing::error!(error = %e, "policy reload refused; the previous policy stays in force");
                 Err(e)
             }

@@ -31,14 +31,14 @@ pub struct Answered {
     pub request_done: bool,
 }
 
-/// Send `head` + `body` to `peer`. A failure on a reused (pooled) connection before any
+/// Send `head` + `body` to `peer` (`client` is read from for a streamed body only). A failure on a reused (pooled) connection before any
 /// answer is retried once on a fresh one when the body can be sent again.
 pub async fn send(
     connector: &Connector,
     peer: &HttpPeer,
     head: RequestHeader,
     body: &UpBody,
-    client: &mut Session,
+    mut client: Option<&mut Session>,
     t: &crate::config::Timeouts,
 ) -> Result<Answered, Problem> {
     let mut attempt = 0;
@@ -50,7 +50,7 @@ pub async fn send(
             .map_err(|e| connect_problem(&e))?;
         up.set_read_timeout(Some(t.upstream_response));
         up.set_write_timeout(Some(t.upstream_response));
-        match exchange(&mut up, head.clone(), body, client, t).await {
+        match exchange(&mut up, head.clone(), body, client.as_deref_mut(), t).await {
             Ok(request_done) => {
                 return Ok(Answered { up, request_done });
             }
@@ -70,7 +70,7 @@ async fn exchange(
     up: &mut HttpSession,
     head: RequestHeader,
     body: &UpBody,
-    client: &mut Session,
+    client: Option<&mut Session>,
     t: &crate::config::Timeouts,
 ) -> Result<bool, Failure> {
     let replay = |e: Box<pingora::Error>| match body {
@@ -90,6 +90,12 @@ async fn exchange(
             up.finish_request_body().await.map_err(replay)?;
         }
         UpBody::Stream(prefix) => {
+            let Some(client) = client else {
+                return Err(Failure::Final(Problem::new(
+                    ProblemKind::Internal,
+                    "a streamed body needs its client",
+                )));
+            };
             if !prefix.is_empty() {
                 up.write_request_body(prefix.clone(), false)
                     .await
@@ -126,13 +132,15 @@ async fn pump(
             up.finish_request_body()
                 .await
                 .map_err(|e| upstream_problem(&e))?;
-            timeout(t.upstream_response, read_final_head(up))
-                .await
-                .map_err(|_| head_timeout())?
-                .map_err(|e| match e {
-                    Read::Io(e) => upstream_problem(&e),
-                    Read::Bad(p) => p,
-                })?;
+            tokio::select! {
+                r = timeout(t.upstream_response, read_final_head(up)) => r
+                    .map_err(|_| head_timeout())?
+                    .map_err(|e| match e {
+                        Read::Io(e) => upstream_problem(&e),
+                        Read::Bad(p) => p,
+                    })?,
+                () = client_left(client) => return Err(left()),
+            }
             return Ok(true);
         }
         tokio::select! {
@@ -162,6 +170,22 @@ async fn pump(
             }
         }
     }
+}
+
+/// Resolves when a client whose request is complete closes its connection (or sends what it
+/// may not send before the answer); pending otherwise.
+pub async fn client_left(session: &mut Session) {
+    if session.read_body_or_idle(true).await.is_err() {
+        return;
+    }
+    std::future::pending().await
+}
+
+pub fn left() -> Problem {
+    Problem::new(
+        ProblemKind::ClientError,
+        "the client closed its connection before the upstream answered",
+    )
 }
 
 fn head_timeout() -> Problem {

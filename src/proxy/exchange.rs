@@ -22,7 +22,7 @@ use super::{Ctx, Proxy, Route, linger, write_problem};
 use crate::actions::{Problem, ProblemKind};
 use crate::capture::{BodyBuf, CaptureError};
 use crate::config::Ranges;
-use crate::decide::{Outcome, RequestFacts, Side, Subject};
+use crate::decide::{Failure, Outcome, RequestFacts, Side, Subject};
 use crate::extract::{self, BodyClass};
 use crate::inspect::Context;
 use crate::telemetry::UpstreamFailure;
@@ -207,8 +207,24 @@ async fn exchange(
 
     let head = request_head(&method, forward, &headers)?;
     let peer = &p.peers[route.index];
-    let Answered { up, request_done } =
-        call::send(&p.connector, peer, head, &body, session, &p.timeouts).await?;
+    // Once the client's request is complete, nothing is read from it until the answer: watch
+    // it, so a client that leaves releases its slot, its upstream connection and its socket at
+    // once (not when the upstream answers or times out).
+    let (_slot, Answered { up, request_done }) = if matches!(body, UpBody::Stream(_)) {
+        let slot = p.slots.acquire(route.index).await?;
+        let sent = call::send(&p.connector, peer, head, &body, Some(session), &p.timeouts).await?;
+        (slot, sent)
+    } else {
+        let work = async {
+            let slot = p.slots.acquire(route.index).await?;
+            let sent = call::send(&p.connector, peer, head, &body, None, &p.timeouts).await?;
+            Ok::<_, Problem>((slot, sent))
+        };
+        tokio::select! {
+            r = work => r?,
+            () = call::client_left(session) => return Err(call::left()),
+        }
+    };
     if !request_done {
         // The upstream answered before the client finished sending: this connection ends.
         session.set_keepalive(None);
@@ -328,7 +344,7 @@ async fn respond(
             "response body is larger than the inspection limit of {} bytes",
             route.inspect.max_body
         );
-        let (extra, _) = forward_or_refuse(p.decider.failed(&subject, reason))?;
+        let (extra, _) = forward_or_refuse(p.decider.failed(&subject, Failure::new(reason)))?;
         for (k, v) in extra {
             headers.insert(k, v);
         }
@@ -342,8 +358,8 @@ async fn respond(
     let held = buf.finish();
     if status == StatusCode::PARTIAL_CONTENT {
         // Range was not asked for; a piece cannot be inspected as the whole it is part of.
-        let reason = "the upstream answered 206 (a piece) where the whole was asked for".into();
-        let (extra, _) = forward_or_refuse(p.decider.failed(&subject, reason))?;
+        let reason = "the upstream answered 206 (a piece) where the whole was asked for";
+        let (extra, _) = forward_or_refuse(p.decider.failed(&subject, Failure::new(reason)))?;
         for (k, v) in extra {
             headers.insert(k, v);
         }

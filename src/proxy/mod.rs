@@ -23,6 +23,7 @@ mod hold;
 mod range;
 mod route;
 mod server;
+mod slots;
 mod stats;
 pub mod target;
 mod upstream;
@@ -61,6 +62,8 @@ pub struct Proxy {
     connector: pingora::connectors::http::Connector,
     /// Each route's upstream peer (by `Route::index`), built once.
     peers: Vec<HttpPeer>,
+    /// Requests in flight per upstream, bounded (`connections:`).
+    slots: slots::UpstreamSlots,
     timeouts: Timeouts,
     slashes: SlashMode,
 }
@@ -104,11 +107,15 @@ impl Proxy {
         );
         Ok(Self {
             peers,
+            slots: slots::UpstreamSlots::new(router.routes(), &config.connections),
             stats: stats::Stats::new(&metrics, &router),
             router,
             decider,
             metrics,
-            connector: pingora::connectors::http::Connector::new(None),
+            // Idle connections kept for reuse, across all upstreams (pingora's LRU).
+            connector: pingora::connectors::http::Connector::new(Some(
+                pingora::connectors::ConnectorOptions::new(config.connections.upstream_idle),
+            )),
             timeouts: config.timeouts.clone(),
             slashes: config.paths.encoded_slashes,
         })

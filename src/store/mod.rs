@@ -56,6 +56,19 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), Sto
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let tmp = path.with_extension("tmp");
+    // A failed write (a full disk) leaves the previous file in place and no partial temp file.
+    let written = write_file(&tmp, value);
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))
+}
+
+fn write_file<T: Serialize>(tmp: &Path, value: &T) -> Result<(), StoreError> {
     {
         // State holds biometric data (reference embeddings): owner-only.
         let mut file = {
@@ -65,17 +78,17 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), Sto
                 .create(true)
                 .truncate(true)
                 .mode(0o600)
-                .open(&tmp)
-                .map_err(io(&tmp))?
+                .open(tmp)
+                .map_err(io(tmp))?
         };
-        serde_json::to_writer_pretty(&mut file, value).map_err(|e| io(&tmp)(e.into()))?;
-        file.write_all(b"\n").map_err(io(&tmp))?;
-        file.sync_all().map_err(io(&tmp))?;
+        let mut out = std::io::BufWriter::new(&mut file);
+        serde_json::to_writer_pretty(&mut out, value).map_err(|e| io(tmp)(e.into()))?;
+        out.write_all(b"\n").map_err(io(tmp))?;
+        out.flush().map_err(io(tmp))?;
+        drop(out);
+        file.sync_all().map_err(io(tmp))?;
     }
-    std::fs::rename(&tmp, path).map_err(io(path))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))
+    Ok(())
 }
 
 #[cfg(test)]

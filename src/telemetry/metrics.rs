@@ -20,8 +20,12 @@ pub struct Metrics {
     pub errors: IntCounterVec,
     /// Entries in the known-media bank.
     pub known_media: IntGauge,
+    /// Entries in the face-decision cache (bounded: `inspect/faces.rs`).
+    pub decision_cache: IntGauge,
     /// Shadow policy rules whose condition held, by rule.
     pub policy_shadow: IntCounterVec,
+    /// Policy reloads by outcome (`ok` | `refused`): a refused one leaves the old rules in force.
+    pub policy_reloads: IntCounterVec,
     /// 1 for the policy version in force.
     pub policy_version: prometheus::IntGaugeVec,
     /// Media fetched from allow-listed URLs found in bodies, by outcome (`ok` | `failed`).
@@ -68,6 +72,11 @@ impl Metrics {
             "Media fetched from allow-listed URLs found in bodies, by outcome",
             &["outcome"],
         );
+        let policy_reloads = counter(
+            "policy_reloads_total",
+            "Policy reloads by outcome (ok, refused: the previous policy stays in force)",
+            &["outcome"],
+        );
         let policy_shadow = counter(
             "policy_shadow_matches_total",
             "Shadow policy rules whose condition held (not enforced)",
@@ -104,8 +113,17 @@ impl Metrics {
         registry
             .register(Box::new(known_media.clone()))
             .expect("unique metric");
+        let decision_cache = IntGauge::new(
+            "decision_cache_entries",
+            "Entries in the face-decision cache (bounded)",
+        )
+        .expect("static metric");
+        registry
+            .register(Box::new(decision_cache.clone()))
+            .expect("unique metric");
         Self {
             registry,
+            decision_cache,
             requests,
             bytes,
             items,
@@ -114,6 +132,7 @@ impl Metrics {
             errors,
             known_media,
             policy_shadow,
+            policy_reloads,
             policy_version,
             url_fetches,
             upstreams: super::UpstreamHealth::with_counter(upstream_failures),

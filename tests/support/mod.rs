@@ -201,6 +201,20 @@ impl Likeguard {
         )
     }
 
+    /// `start`, keeping state in `state` (which outlives this process).
+    pub fn start_with_state(config_yaml: &str, state: &std::path::Path) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config = format!(
+            "listen: {addr}\nworkers: 2\nadmin:\n  listen: {admin}\nstate_dir: {}\n{config_yaml}",
+            state.display()
+        );
+        let path = dir.path().join("likeguard.yaml");
+        std::fs::write(&path, config).unwrap();
+        Self::spawn(&["serve", "--config", path.to_str().unwrap()], addr, admin, dir)
+    }
+
     /// Start with no config file: the embedded default in front of `upstream`.
     pub fn start_embedded(upstream: &str) -> Self {
         let state_dir = tempfile::tempdir().unwrap();
@@ -273,6 +287,11 @@ impl Likeguard {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// The process id (for /proc: fds, threads, RSS).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Send SIGTERM (graceful shutdown) and wait up to `within` for the exit.

@@ -47,9 +47,8 @@ impl RawUpstream {
                             Ok(n) if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") => {
                                 let Some(d) = delay else { continue };
                                 std::thread::sleep(d);
-                                let _ = s.write_all(
-                                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
-                                );
+                                let _ =
+                                    s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
                             }
                             Ok(_) => {}
                         }
@@ -70,7 +69,14 @@ impl RawUpstream {
 fn close_wait(port: u16) -> usize {
     ["/proc/net/tcp", "/proc/net/tcp6"]
         .iter()
-        .flat_map(|f| std::fs::read_to_string(f).unwrap_or_default().lines().skip(1).map(String::from).collect::<Vec<_>>())
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap_or_default()
+                .lines()
+                .skip(1)
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
         .filter(|l| {
             let c: Vec<&str> = l.split_whitespace().collect();
             c.len() > 3
@@ -107,7 +113,9 @@ fn upstream_connections_are_bounded_and_clients_that_leave_are_released_at_once(
         up.addr
     ));
     // 8 take the slots; the rest wait 300 ms and get 503 + Retry-After.
-    let mut waiting: Vec<TcpStream> = (0..8).map(|i| raw_get(lg.addr, &format!("/w/{i}"))).collect();
+    let mut waiting: Vec<TcpStream> = (0..8)
+        .map(|i| raw_get(lg.addr, &format!("/w/{i}")))
+        .collect();
     std::thread::sleep(Duration::from_millis(300));
     let refused: Vec<String> = (0..24)
         .map(|i| raw_get(lg.addr, &format!("/r/{i}")))
@@ -117,10 +125,17 @@ fn upstream_connections_are_bounded_and_clients_that_leave_are_released_at_once(
         .collect();
     for head in &refused {
         assert!(head.starts_with("HTTP/1.1 503"), "{head}");
-        assert!(head.to_ascii_lowercase().contains("retry-after: 2"), "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("retry-after: 2"),
+            "{head}"
+        );
         assert!(head.contains("application/problem+json"), "{head}");
     }
-    assert_eq!(up.accepted.load(Ordering::SeqCst), 8, "connections beyond the bound were opened");
+    assert_eq!(
+        up.accepted.load(Ordering::SeqCst),
+        8,
+        "connections beyond the bound were opened"
+    );
 
     // The 8 clients leave: their sockets and upstream connections are released at once,
     // not when the upstream times out (30 s here).
@@ -133,10 +148,18 @@ fn upstream_connections_are_bounded_and_clients_that_leave_are_released_at_once(
     {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(close_wait(lg.addr.port()), 0, "client sockets left in CLOSE-WAIT");
-    assert_eq!(up.open.load(Ordering::SeqCst), 0, "upstream connections kept open");
+    assert_eq!(
+        close_wait(lg.addr.port()),
+        0,
+        "client sockets left in CLOSE-WAIT"
+    );
+    assert_eq!(
+        up.open.load(Ordering::SeqCst),
+        0,
+        "upstream connections kept open"
+    );
     // And the slots are free again.
-    let mut s = raw_get(lg.addr, "/again");
+    let s = raw_get(lg.addr, "/again");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(up.accepted.load(Ordering::SeqCst), 9);
     s.shutdown(std::net::Shutdown::Both).unwrap();
@@ -170,19 +193,29 @@ fn sigterm_lets_requests_in_flight_finish_refuses_new_ones_and_exits_in_time() {
     });
     for t in in_flight {
         let head = t.join().unwrap();
-        assert!(head.starts_with("HTTP/1.1 200"), "an in-flight request was cut: {head:?}");
+        assert!(
+            head.starts_with("HTTP/1.1 200"),
+            "an in-flight request was cut: {head:?}"
+        );
     }
     let (status, refused) = exited;
     assert!(refused, "a new connection was accepted after SIGTERM");
     let status = status.expect("likeguard did not exit within the grace period");
     assert!(status.success(), "{status}");
-    assert!(started.elapsed() < Duration::from_secs(7), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(7),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 async fn enrol(lg: &Likeguard, name: &str, photo: &str) -> reqwest::Response {
     let form = Form::new().text("name", name.to_string()).part(
         "photo",
-        Part::bytes(media(photo)).file_name("x.jpg").mime_str("image/jpeg").unwrap(),
+        Part::bytes(media(photo))
+            .file_name("x.jpg")
+            .mime_str("image/jpeg")
+            .unwrap(),
     );
     client()
         .post(lg.admin_url("/admin/v1/identities"))
@@ -238,16 +271,30 @@ async fn a_broken_rule_file_under_traffic_leaves_the_old_rules_in_force() {
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Written in place (not renamed), as an editor would: the watcher may see it half-written.
-    std::fs::write(&policy, "name: broken\nrules:\n  - id: x\n    when: 'this is not CEL ((('\n").unwrap();
+    std::fs::write(
+        &policy,
+        "name: broken\nrules:\n  - id: x\n    when: 'this is not CEL ((('\n",
+    )
+    .unwrap();
     let statuses = traffic.await.unwrap();
     assert!(statuses.iter().all(|s| *s == 451), "{statuses:?}");
     let m = lg.metrics().await;
-    assert!(metric(&m, "likeguard_policy_reloads_total{outcome=\"refused\"}") >= 1.0, "{m}");
+    assert!(
+        metric(&m, "likeguard_policy_reloads_total{outcome=\"refused\"}") >= 1.0,
+        "{m}"
+    );
     // Fixed: the next reload takes.
-    std::fs::write(&policy, likeguard::policy::store::DEFAULT_POLICY.replace("\n", "\n\n")).unwrap();
+    std::fs::write(
+        &policy,
+        likeguard::policy::store::DEFAULT_POLICY.replace("\n", "\n\n"),
+    )
+    .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let m = lg.metrics().await;
-    assert!(metric(&m, "likeguard_policy_reloads_total{outcome=\"ok\"}") >= 1.0, "{m}");
+    assert!(
+        metric(&m, "likeguard_policy_reloads_total{outcome=\"ok\"}") >= 1.0,
+        "{m}"
+    );
     assert_eq!(upload(&lg, 99).await, 451);
 }
 
@@ -264,14 +311,19 @@ impl SmallDisk {
             .arg(dir.path())
             .status()
             .expect("mount");
-        assert!(ok.success(), "mounting a tmpfs needs root (this test simulates a full disk)");
+        assert!(
+            ok.success(),
+            "mounting a tmpfs needs root (this test simulates a full disk)"
+        );
         Self { dir }
     }
 }
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(self.dir.path()).status();
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
@@ -312,7 +364,10 @@ async fn a_full_disk_refuses_enrolment_clearly_and_keeps_what_was_stored() {
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
         .collect();
-    assert!(leftovers.is_empty(), "partial temp files left: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "partial temp files left: {leftovers:?}"
+    );
     let lg = Likeguard::start_with_state(&config, &state);
     let list: serde_json::Value = client()
         .get(lg.admin_url("/admin/v1/identities"))
@@ -334,7 +389,14 @@ struct DurableRedis {
 impl DurableRedis {
     fn start(port: u16, dir: &std::path::Path) -> Self {
         let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
             .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
             .arg(dir)
             .stdout(std::process::Stdio::null())
@@ -407,7 +469,10 @@ async fn redis_killed_and_restarted_under_traffic_loses_no_enrolment() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let statuses = traffic.await.unwrap();
-    assert!(statuses.iter().all(|s| *s == 451), "enforcement lapsed: {statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 451),
+        "enforcement lapsed: {statuses:?}"
+    );
     // The enrolment made before the outage is still there after the resync.
     assert_eq!(upload(&lg, 100).await, 451);
     let list: serde_json::Value = client()
@@ -420,5 +485,10 @@ async fn redis_killed_and_restarted_under_traffic_loses_no_enrolment() {
         .await
         .unwrap();
     assert_eq!(list["identities"].as_array().unwrap().len(), 1);
-    assert_eq!(enrol(&lg, "Person Y", "images/faces/deepface/img20.jpg").await.status(), 201);
+    assert_eq!(
+        enrol(&lg, "Person Y", "images/faces/deepface/img20.jpg")
+            .await
+            .status(),
+        201
+    );
 }

@@ -31,10 +31,16 @@ fn proc_counts(pid: u32) -> (usize, usize, u64) {
 
 async fn enrol(lg: &Likeguard) {
     let mut form = Form::new().text("name", "Person X");
-    for p in ["images/faces/deepface/img1.jpg", "images/faces/deepface/img2.jpg"] {
+    for p in [
+        "images/faces/deepface/img1.jpg",
+        "images/faces/deepface/img2.jpg",
+    ] {
         form = form.part(
             "photo",
-            Part::bytes(media(p)).file_name("x.jpg").mime_str("image/jpeg").unwrap(),
+            Part::bytes(media(p))
+                .file_name("x.jpg")
+                .mime_str("image/jpeg")
+                .unwrap(),
         );
     }
     let r = client()
@@ -51,12 +57,19 @@ async fn enrol(lg: &Likeguard) {
 async fn every_hostile_item_gets_a_clear_answer_in_time_and_nothing_leaks() {
     let corpus = tempfile::tempdir().unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/hostile-corpus");
-    let mut gen = std::process::Command::new(script);
-    gen.arg(corpus.path()).env("LIKEGUARD_TESTDATA", support::testdata());
+    let mut corpus_gen = std::process::Command::new(script);
+    corpus_gen
+        .arg(corpus.path())
+        .env("LIKEGUARD_TESTDATA", support::testdata());
     if std::env::var_os("LIKEGUARD_HOSTILE_FULL").is_none() {
-        gen.arg("--small");
+        corpus_gen.arg("--small");
     }
-    assert!(gen.status().expect("scripts/hostile-corpus").success());
+    assert!(
+        corpus_gen
+            .status()
+            .expect("scripts/hostile-corpus")
+            .success()
+    );
     let index = std::fs::read_to_string(corpus.path().join("index.tsv")).unwrap();
 
     let up = Upstream::start().await;
@@ -80,7 +93,12 @@ async fn every_hostile_item_gets_a_clear_answer_in_time_and_nothing_leaks() {
     // Warm-up (decoder, models, worker pools), then the baseline.
     let face = media("images/faces/deepface/img1.jpg");
     for i in 0..3 {
-        let r = send(format!("/warm/{i}"), "image/jpeg".into(), String::new(), face.clone());
+        let r = send(
+            format!("/warm/{i}"),
+            "image/jpeg".into(),
+            String::new(),
+            face.clone(),
+        );
         assert_eq!(r.await.unwrap().status(), 451);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -147,7 +165,12 @@ async fn every_hostile_item_gets_a_clear_answer_in_time_and_nothing_leaks() {
         slowest.0,
         slowest.1
     );
-    assert!(failures.is_empty(), "{} items failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} items failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert!(fds <= fds0 + 4, "fds {fds0} → {fds}");
     assert!(threads <= threads0 + 4, "threads {threads0} → {threads}");
     assert!(rss < 2048, "RSS {rss} MiB");

@@ -84,7 +84,9 @@ fn parse_args() -> Args {
     };
     Args {
         proxy: get("proxy", "127.0.0.1:18203").parse().expect("--proxy"),
-        upstream: get("upstream", "127.0.0.1:18201").parse().expect("--upstream"),
+        upstream: get("upstream", "127.0.0.1:18201")
+            .parse()
+            .expect("--upstream"),
         pid: get("pid", "0").parse().expect("--pid"),
         connections: get("connections", "1000").parse().expect("--connections"),
         seconds: get("seconds", "60").parse().expect("--seconds"),
@@ -167,13 +169,28 @@ async fn run(args: Args) -> bool {
     let deadline = started + Duration::from_secs(args.seconds);
     let mut tasks = Vec::new();
     for c in 0..args.connections {
-        tasks.push(tokio::spawn(keepalive_client(args.clone(), c, deadline, shared.clone())));
+        tasks.push(tokio::spawn(keepalive_client(
+            args.clone(),
+            c,
+            deadline,
+            shared.clone(),
+        )));
     }
     for c in 0..args.slow {
-        tasks.push(tokio::spawn(slow_client(args.clone(), c, deadline, shared.clone())));
+        tasks.push(tokio::spawn(slow_client(
+            args.clone(),
+            c,
+            deadline,
+            shared.clone(),
+        )));
     }
     for c in 0..args.leavers {
-        tasks.push(tokio::spawn(leaving_client(args.clone(), c, deadline, shared.clone())));
+        tasks.push(tokio::spawn(leaving_client(
+            args.clone(),
+            c,
+            deadline,
+            shared.clone(),
+        )));
     }
     let mut peak = base.clone();
     let mut rss_after_warmup = None;
@@ -211,7 +228,18 @@ async fn run(args: Args) -> bool {
     upstream.abort();
     let after5 = settle(&args, &base, Duration::from_secs(5)).await;
     let after30 = settle(&args, &base, Duration::from_secs(30)).await;
-    report(&args, &shared, elapsed, &base, &peak, &after5, &after30, rss_after_warmup, end_rss).await
+    report(
+        &args,
+        &shared,
+        elapsed,
+        &base,
+        &peak,
+        &after5,
+        &after30,
+        rss_after_warmup,
+        end_rss,
+    )
+    .await
 }
 
 /// Wait until the proxy's counts are back at the baseline or `within` has passed.
@@ -219,7 +247,9 @@ async fn settle(args: &Args, base: &Sample, within: Duration) -> Sample {
     let until = Instant::now() + within;
     loop {
         let s = Sample::take(args);
-        if s.fds <= base.fds && s.threads <= base.threads && s.close_wait == 0 || Instant::now() >= until {
+        if s.fds <= base.fds && s.threads <= base.threads && s.close_wait == 0
+            || Instant::now() >= until
+        {
             return s;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -251,7 +281,11 @@ async fn report(
     );
     println!("| kind | status | count |\n|---|---|---|");
     for ((kind, status), n) in &t.statuses {
-        let status = if *status == 0 { "conn error".to_string() } else { status.to_string() };
+        let status = if *status == 0 {
+            "conn error".to_string()
+        } else {
+            status.to_string()
+        };
         println!("| {kind:?} | {status} | {n} |");
     }
     let unexpected: u64 = t.unexpected.values().sum();
@@ -281,7 +315,10 @@ async fn report(
         pct(1.0),
         t.pass_latency_us.len()
     );
-    println!("unexpected answers: {unexpected} (5xx: {unexpected_5xx}); cross-talk: {}", t.crosstalk);
+    println!(
+        "unexpected answers: {unexpected} (5xx: {unexpected_5xx}); cross-talk: {}",
+        t.crosstalk
+    );
     println!("proxy baseline: {base}");
     println!("proxy peak:     {peak}");
     println!("proxy after 5s: {after5}");
@@ -331,7 +368,8 @@ impl Sample {
                 if cols.len() < 4 {
                     continue;
                 }
-                let port = |c: &str| u16::from_str_radix(c.rsplit(':').next().unwrap_or(""), 16).ok();
+                let port =
+                    |c: &str| u16::from_str_radix(c.rsplit(':').next().unwrap_or(""), 16).ok();
                 let (local, remote, state) = (port(cols[1]), port(cols[2]), cols[3]);
                 // 01 = ESTABLISHED, 08 = CLOSE_WAIT
                 if state == "01" && remote == Some(args.upstream.port()) {
@@ -378,7 +416,13 @@ impl std::fmt::Display for Sample {
 
 // ---------- clients ----------
 
-async fn record(shared: &Shared, kind: Kind, status: u16, expected: &[u16], detail: Option<String>) {
+async fn record(
+    shared: &Shared,
+    kind: Kind,
+    status: u16,
+    expected: &[u16],
+    detail: Option<String>,
+) {
     shared.requests.fetch_add(1, Ordering::Relaxed);
     let mut t = shared.tally.lock().await;
     *t.statuses.entry((kind, status)).or_default() += 1;
@@ -407,7 +451,10 @@ async fn keepalive_client(args: Args, c: usize, deadline: Instant, shared: Arc<S
     let mut i = 0u64;
     let mut sender = None;
     // Spread the connections' start over the first second.
-    tokio::time::sleep(Duration::from_micros((c as u64 * 1_000_000) / args.connections.max(1) as u64)).await;
+    tokio::time::sleep(Duration::from_micros(
+        (c as u64 * 1_000_000) / args.connections.max(1) as u64,
+    ))
+    .await;
     while Instant::now() < deadline {
         if sender.is_none() {
             sender = connect(&args, &shared).await;
@@ -416,6 +463,11 @@ async fn keepalive_client(args: Args, c: usize, deadline: Instant, shared: Arc<S
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
+        }
+        // A connection the proxy closed after its last answer is replaced, not counted.
+        if sender.as_mut().expect("connected").ready().await.is_err() {
+            sender = None;
+            continue;
         }
         i += 1;
         let kind = pick(args.mix, c as u64 + i);
@@ -427,7 +479,14 @@ async fn keepalive_client(args: Args, c: usize, deadline: Instant, shared: Arc<S
         let res = match res {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
-                record(&shared, kind, 0, &[], Some(format!("conn error: {}", short(&e)))).await;
+                record(
+                    &shared,
+                    kind,
+                    0,
+                    &[],
+                    Some(format!("conn error: {}", short(&e))),
+                )
+                .await;
                 sender = None;
                 continue;
             }
@@ -446,7 +505,14 @@ async fn keepalive_client(args: Args, c: usize, deadline: Instant, shared: Arc<S
         let body = match res.into_body().collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) => {
-                record(&shared, kind, 0, &[], Some(format!("body error: {}", short(&e)))).await;
+                record(
+                    &shared,
+                    kind,
+                    0,
+                    &[],
+                    Some(format!("body error: {}", short(&e))),
+                )
+                .await;
                 sender = None;
                 continue;
             }
@@ -460,10 +526,19 @@ async fn keepalive_client(args: Args, c: usize, deadline: Instant, shared: Arc<S
             allowed.push(503);
         }
         if kind == Kind::Pass && status == 200 {
-            shared.tally.lock().await.pass_latency_us.push(took.as_micros().min(u32::MAX as u128) as u32);
+            shared
+                .tally
+                .lock()
+                .await
+                .pass_latency_us
+                .push(took.as_micros().min(u32::MAX as u128) as u32);
         }
-        let detail = (!allowed.contains(&status))
-            .then(|| format!("{status} {}", String::from_utf8_lossy(&body[..body.len().min(160)])));
+        let detail = (!allowed.contains(&status)).then(|| {
+            format!(
+                "{status} {}",
+                String::from_utf8_lossy(&body[..body.len().min(160)])
+            )
+        });
         record(&shared, kind, status, &allowed, detail).await;
         if !keep {
             sender = None;
@@ -481,7 +556,9 @@ type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 async fn connect(args: &Args, shared: &Arc<Shared>) -> Option<Sender> {
     let stream = TcpStream::connect(args.proxy).await.ok()?;
     stream.set_nodelay(true).ok()?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
     let shared = shared.clone();
     shared.open.fetch_add(1, Ordering::Relaxed);
     tokio::spawn(async move {
@@ -516,11 +593,29 @@ fn build(kind: Kind, id: &str, args: &Args, big: &Bytes) -> (Request<Full<Bytes>
     let host = args.proxy.to_string();
     let (method, path, ctype, body) = match kind {
         Kind::Pass => ("GET", format!("/pass/{id}"), None, Bytes::new()),
-        Kind::Upload => ("POST", format!("/upload/{id}"), Some("image/jpeg"), args.noface.clone()),
-        Kind::Face => ("POST", format!("/upload/{id}"), Some("image/jpeg"), args.face.clone()),
-        _ => ("POST", format!("/upload/{id}"), Some("application/octet-stream"), big.clone()),
+        Kind::Upload => (
+            "POST",
+            format!("/upload/{id}"),
+            Some("image/jpeg"),
+            args.noface.clone(),
+        ),
+        Kind::Face => (
+            "POST",
+            format!("/upload/{id}"),
+            Some("image/jpeg"),
+            args.face.clone(),
+        ),
+        _ => (
+            "POST",
+            format!("/upload/{id}"),
+            Some("application/octet-stream"),
+            big.clone(),
+        ),
     };
-    let mut b = Request::builder().method(method).uri(&path).header("host", host);
+    let mut b = Request::builder()
+        .method(method)
+        .uri(&path)
+        .header("host", host);
     if let Some(ct) = ctype {
         b = b.header("content-type", ct);
     }
@@ -574,7 +669,9 @@ async fn leaving_client(args: Args, c: usize, deadline: Instant, shared: Arc<Sha
             args.proxy
         );
         let _ = s.write_all(head.as_bytes()).await;
-        let _ = s.write_all(&args.face[..args.face.len().min(100 * 1024)]).await;
+        let _ = s
+            .write_all(&args.face[..args.face.len().min(100 * 1024)])
+            .await;
         drop(s);
         record(&shared, Kind::Leaver, 0, &[0], None).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -590,7 +687,10 @@ async fn read_status(s: &mut TcpStream) -> u16 {
             _ => return 0,
         }
     }
-    std::str::from_utf8(&buf[9..12]).ok().and_then(|v| v.parse().ok()).unwrap_or(0)
+    std::str::from_utf8(&buf[9..12])
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 // ---------- the upstream ----------
@@ -599,7 +699,11 @@ async fn serve_upstream(addr: SocketAddr, mode: UpstreamMode) {
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket.set_reuseaddr(true).expect("reuseaddr");
     socket.bind(addr).expect("upstream address in use");
-    let backlog = if mode == UpstreamMode::SlowAccept { 16 } else { 4096 };
+    let backlog = if mode == UpstreamMode::SlowAccept {
+        16
+    } else {
+        4096
+    };
     let listener: TcpListener = socket.listen(backlog).expect("listen");
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -624,7 +728,10 @@ async fn serve_upstream(addr: SocketAddr, mode: UpstreamMode) {
 }
 
 /// Answers with the path and the number of body bytes received.
-async fn echo(req: Request<Incoming>, mode: UpstreamMode) -> Result<Response<Full<Bytes>>, hyper::Error> {
+async fn echo(
+    req: Request<Incoming>,
+    mode: UpstreamMode,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let path = req.uri().path().to_string();
     let n = req.into_body().collect().await?.to_bytes().len();
     if mode == UpstreamMode::Slow {
@@ -636,7 +743,7 @@ async fn echo(req: Request<Incoming>, mode: UpstreamMode) -> Result<Response<Ful
 async fn reset_after_request(mut stream: TcpStream) {
     let mut buf = [0u8; 4096];
     let _ = stream.read(&mut buf).await;
-    let _ = stream.set_linger(Some(Duration::ZERO));
+    let _ = stream.set_zero_linger();
 }
 
 async fn malformed(mut stream: TcpStream) {

@@ -192,6 +192,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn retry_after_is_a_header_only_when_set() {
+        let p = Problem::new(ProblemKind::Overloaded, "busy").with_retry_after(3);
+        let (status, headers, body) = p.response();
+        assert_eq!(status, 503);
+        assert!(headers.contains(&("retry-after", "3".to_string())));
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["type"], "urn:likeguard:problem:overloaded");
+        assert!(v.get("retry_after").is_none());
+        let (_, headers, _) = Problem::new(ProblemKind::NotFound, "x").response();
+        assert!(headers.iter().all(|(k, _)| *k != "retry-after"));
+    }
+
+    #[test]
     fn blocked_problem_shape() {
         let p = Problem::blocked("known-media", "d-1");
         let v: serde_json::Value = serde_json::from_slice(&p.to_json()).unwrap();

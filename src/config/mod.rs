@@ -669,6 +669,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn connections_are_bounded_by_default_and_checked() {
+        let c = Config::parse("{}", "t").unwrap();
+        assert_eq!(c.connections.upstream_max, 256);
+        assert_eq!(c.connections.upstream_idle, 64);
+        assert_eq!(c.connections.retry_after_secs(), 1);
+        let e = Config::parse("connections: {upstream_max: 0}\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("connections.upstream_max"), "{e}");
+        let e = Config::parse("connections: {retry_after: 200ms}\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("connections.retry_after"), "{e}");
+    }
+
+    #[test]
     fn example_parses() {
         let c = Config::parse(EXAMPLE, "example.yaml").unwrap();
         assert!(c.routes.len() >= 2);

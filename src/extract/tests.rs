@@ -622,3 +622,33 @@ fn tricks_from_the_outside_attack() {
     );
     assert_eq!(run(&BodyClass::Sniff, eml).unwrap().items.len(), 1);
 }
+
+/// Found by the hostile corpus (issue 18): base64 whose content is text — here a multipart
+/// body whose JSON part holds the image as base64 — was left undecoded, so media nested
+/// JSON → base64 → multipart → JSON → base64 reached the upstream.
+#[test]
+fn base64_of_text_is_followed_into_what_the_text_holds() {
+    let mut layer = PNG.to_vec();
+    for depth in 1..=6 {
+        layer = if depth % 2 == 1 {
+            serde_json::to_vec(&serde_json::json!({"d": depth, "data": b64(&layer)})).unwrap()
+        } else {
+            let mut mp = format!(
+                "--b{depth}\r\nContent-Disposition: form-data; name=\"f\"\r\nContent-Type: application/json\r\n\r\n"
+            )
+            .into_bytes();
+            mp.extend_from_slice(&layer);
+            mp.extend_from_slice(format!("\r\n--b{depth}--\r\n").as_bytes());
+            mp
+        };
+        let class = if depth % 2 == 1 {
+            BodyClass::Json
+        } else {
+            BodyClass::Multipart {
+                boundary: format!("b{depth}"),
+            }
+        };
+        let found = run(&class, layer.clone()).unwrap();
+        assert_eq!(found.items.len(), 1, "depth {depth}: {:?}", places(&found));
+    }
+}

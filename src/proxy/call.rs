@@ -141,6 +141,7 @@ async fn pump(
                     })?,
                 () = client_left(client) => return Err(left()),
             }
+            stop_watching(client);
             return Ok(true);
         }
         tokio::select! {
@@ -172,13 +173,22 @@ async fn pump(
     }
 }
 
-/// Resolves when a client whose request is complete closes its connection (or sends what it
-/// may not send before the answer); pending otherwise.
+/// Resolves when a client whose request is complete closes its connection; pending otherwise.
+/// Callers call `stop_watching` once it is dropped.
 pub async fn client_left(session: &mut Session) {
+    // Pipelining on for the probe: bytes of a next request read by it are kept (pingora then
+    // closes the connection after this answer, as it does for any pipelined request) instead
+    // of failing this one.
+    session.set_pipelining_enabled(true);
     if session.read_body_or_idle(true).await.is_err() {
         return;
     }
     std::future::pending().await
+}
+
+/// Undo `client_left`'s probe setting.
+pub fn stop_watching(session: &mut Session) {
+    session.set_pipelining_enabled(false);
 }
 
 pub fn left() -> Problem {

@@ -35,6 +35,7 @@ pub(super) async fn run(
     cx: &Ctx,
 ) -> pingora::Result<()> {
     if let Err(problem) = exchange(p, session, route, cx).await {
+        call::stop_watching(session);
         p.count_error(&problem);
         let how = match problem.kind {
             Some(ProblemKind::UpstreamUnreachable) => Some(UpstreamFailure::Connect),
@@ -45,7 +46,9 @@ pub(super) async fn run(
         if let Some(how) = how {
             p.metrics.upstreams.failed(route.index, how);
         }
-        if problem.status >= 500 {
+        // Refusals for load are counted (`errors_total{kind="overloaded"}`), not logged one
+        // by one: at load they would flood the log.
+        if problem.status >= 500 && problem.kind != Some(ProblemKind::Overloaded) {
             tracing::warn!(route = %route.name, upstream = %route.upstream, status = problem.status,
                 kind = problem.slug(), detail = %problem.detail, "inspected exchange failed");
         } else {
@@ -220,10 +223,12 @@ async fn exchange(
             let sent = call::send(&p.connector, peer, head, &body, None, &p.timeouts).await?;
             Ok::<_, Problem>((slot, sent))
         };
-        tokio::select! {
+        let answered = tokio::select! {
             r = work => r?,
             () = call::client_left(session) => return Err(call::left()),
-        }
+        };
+        call::stop_watching(session);
+        answered
     };
     if !request_done {
         // The upstream answered before the client finished sending: this connection ends.

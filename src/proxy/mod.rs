@@ -30,6 +30,7 @@ mod upstream;
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -66,6 +67,24 @@ pub struct Proxy {
     slots: slots::UpstreamSlots,
     timeouts: Timeouts,
     slashes: SlashMode,
+    /// Requests being served now (graceful shutdown waits for none).
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// Counts one request in flight while it lives.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// A proxy that cannot be built from its configuration.
@@ -83,6 +102,7 @@ pub struct Ctx {
     /// The normalised path and the raw query: what the upstream receives.
     forward: Option<String>,
     client: Option<IpAddr>,
+    _in_flight: Option<InFlight>,
 }
 
 impl Proxy {
@@ -118,7 +138,13 @@ impl Proxy {
             )),
             timeouts: config.timeouts.clone(),
             slashes: config.paths.encoded_slashes,
+            in_flight: Arc::new(AtomicUsize::new(0)),
         })
+    }
+
+    /// The count of requests in flight (for draining at shutdown).
+    pub fn in_flight(&self) -> Arc<AtomicUsize> {
+        self.in_flight.clone()
     }
 
     /// Count a refusal under `errors_total` — but not a block: a block is a decision (counted in
@@ -179,6 +205,7 @@ impl ProxyHttp for Proxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        ctx._in_flight = Some(InFlight::new(&self.in_flight));
         // Slow clients: bound the wait for each body chunk on both paths.
         session.set_read_timeout(Some(self.timeouts.client_read));
         session.set_keepalive(Some(self.timeouts.client_idle.as_secs()));

@@ -58,9 +58,4 @@ impl UpstreamSlots {
             .with_retry_after(self.retry_after)),
         }
     }
-
-    /// Requests in flight to `route`'s upstream.
-    pub fn in_flight(&self, route: usize) -> usize {
-        self.max - self.by_route[route].available_permits()
-    }
 }

@@ -7,7 +7,6 @@
 //! Embeddings never appear in logs, listings or errors; only `export` returns them (Art. 20).
 
 mod index;
-pub use index::VectorIndex;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

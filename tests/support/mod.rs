@@ -212,7 +212,12 @@ impl Likeguard {
         );
         let path = dir.path().join("likeguard.yaml");
         std::fs::write(&path, config).unwrap();
-        Self::spawn(&["serve", "--config", path.to_str().unwrap()], addr, admin, dir)
+        Self::spawn(
+            &["serve", "--config", path.to_str().unwrap()],
+            addr,
+            admin,
+            dir,
+        )
     }
 
     /// Start with no config file: the embedded default in front of `upstream`.

@@ -492,3 +492,34 @@ async fn redis_killed_and_restarted_under_traffic_loses_no_enrolment() {
         201
     );
 }
+
+/// The client watch reads one byte while a request waits for its answer; a pipelined next
+/// request arriving meanwhile must still be served whole, in order (RFC 9112 §9.3.2).
+#[test]
+fn a_request_pipelined_while_the_first_waits_is_served_whole() {
+    let up = RawUpstream::start(Some(Duration::from_millis(400)));
+    let lg = Likeguard::start(&format!(
+        "routes:\n  - name: pass\n    upstream: http://{}\n    inspect: {{direction: none}}\n",
+        up.addr
+    ));
+    let mut s = TcpStream::connect(lg.addr).unwrap();
+    s.write_all(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    s.write_all(b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while got.windows(15).filter(|w| w == b"HTTP/1.1 200 OK").count() < 2
+        && Instant::now() < deadline
+    {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
+}

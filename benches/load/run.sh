@@ -8,16 +8,21 @@
 #                       MODE: slow | slow-accept | reset | malformed (default 1000 × 30 s)
 #   benches/load/run.sh smoke                          100 connections × 10 s (CI)
 #
-# Needs a release build (cargo build --release) and `likeguard models fetch`.
+# Needs `likeguard models fetch`; builds what it runs (release; LIKEGUARD_PROFILE=debug for the
+# CI smoke).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 what=${1:-load}; shift || true
 target=${CARGO_TARGET_DIR:-target}
-bin=${LIKEGUARD_BIN:-$target/release/likeguard}
+profile=${LIKEGUARD_PROFILE:-release}
 testdata=${LIKEGUARD_TESTDATA:-$(pwd)/../shared/testdata}
-[[ -x $bin ]] || { echo "build first: cargo build --release --bin likeguard" >&2; exit 1; }
-cargo build --release --locked --quiet --bench load
-load=$(ls -t "$target"/release/deps/load-* | grep -v '\.d$' | head -1)
+if [[ $profile == release ]]; then
+  cargo build --release --locked --quiet --bin likeguard --bench load
+else
+  cargo build --locked --quiet --bin likeguard --bench load
+fi
+bin=${LIKEGUARD_BIN:-$target/$profile/likeguard}
+load=$(ls -t "$target/$profile"/deps/load-* | grep -v '\.d$' | head -1)
 
 UP=18201 LG=18203 LGA=19203
 for port in $UP $LG $LGA; do
@@ -54,7 +59,7 @@ lg=${pids[-1]}
 for _ in $(seq 300); do curl -sf "http://127.0.0.1:$LGA/readyz" >/dev/null && break; sleep 0.1; done
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(. /etc/os-release; echo "$PRETTY_NAME")"
-echo "likeguard $("$bin" --version | awk '{print $2}') (release), load generator in-process upstream (hyper)"
+echo "likeguard $("$bin" --version | awk '{print $2}') ($profile), load generator in-process upstream (hyper)"
 common=(--bench --proxy "127.0.0.1:$LG" --upstream "127.0.0.1:$UP" --pid "$lg" --face "$work/face.jpg" --noface "$work/noface.jpg")
 case $what in
   load) "$load" "${common[@]}" --connections "${1:-1000}" --seconds "${2:-60}" ;;

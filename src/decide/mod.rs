@@ -103,8 +103,8 @@ enum Verdict {
 /// Why inspection could not decide.
 pub struct Failure {
     pub reason: String,
-    /// Refused for load (a full inference queue, the time budget spent waiting): a refusal
-    /// carries `Retry-After`.
+    /// Refused for load (a full inference queue): a request-side refusal carries
+    /// `Retry-After`.
     pub overloaded: bool,
 }
 
@@ -244,7 +244,9 @@ impl Decider {
             },
             FailureMode::FailClosed => {
                 let p = on_side(s.side, Problem::new(ProblemKind::InspectionFailed, reason));
-                Outcome::Refuse(if overloaded {
+                // Retry-After only on the request side: on the response side the upstream has
+                // already carried the request out.
+                Outcome::Refuse(if overloaded && s.side == Side::Request {
                     p.with_retry_after(self.retry_after)
                 } else {
                     p
@@ -288,14 +290,12 @@ impl Decider {
             .with_label_values(&[s.side.as_str()])
             .observe(started.elapsed().as_secs_f64());
         match out {
-            // Over budget is most often time spent queued behind other work: load.
-            Err(_) => Verdict::Failed(Failure {
-                reason: format!(
-                    "inspection exceeded the time budget of {:?}",
-                    s.inspect.time_budget
-                ),
-                overloaded: true,
-            }),
+            // Slow media or a long queue: not told apart, so no Retry-After (a body that is
+            // always slow to inspect must not invite retries).
+            Err(_) => Verdict::Failed(Failure::new(format!(
+                "inspection exceeded the time budget of {:?}",
+                s.inspect.time_budget
+            ))),
             Ok(Err(Judged::Inspect(e))) => Verdict::Failed(Failure {
                 overloaded: e.overloaded,
                 reason: e.to_string(),

@@ -237,12 +237,7 @@ pub(super) fn decoded_shape(text: &str) -> Shape {
         .collect();
     opening.truncate(opening.len() / 4 * 4);
     match decode_bytes(opening) {
-        // Base64 of text is followed too: a multipart body, XML or more base64 may be inside
-        // (words and tokens do not decode to text).
-        Ok(head) => match shape(&head) {
-            Shape::Nothing if super::shape::is_text(&head) => Shape::Text,
-            s => s,
-        },
+        Ok(head) => shape(&head),
         Err(_) => Shape::Nothing,
     }
 }
@@ -367,13 +362,6 @@ mod tests {
         assert_eq!(unescape("ab\\/cd\\nef\\u0041"), "ab/cdefA");
         let png = b64(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR");
         assert!(matches!(decoded_shape(&png), Shape::Media(_)));
-        // Text inside base64 (a multipart body here) is walked too; random bytes are not.
-        let mp = b64(b"--b2\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\n{\"data\": \"...\"}\r\n--b2--\r\n");
-        assert_eq!(decoded_shape(&mp), Shape::Text);
-        let noise: Vec<u8> = (0..96u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-            .collect();
-        assert_eq!(decoded_shape(&b64(&noise)), Shape::Nothing);
         // URL-safe alphabet decodes too.
         let url_safe = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([0xfb; 30]);
         assert_eq!(decode(&url_safe).unwrap(), vec![0xfb; 30]);

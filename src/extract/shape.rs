@@ -15,9 +15,6 @@ pub(super) enum Shape {
     Unreadable(&'static str),
     /// Opens like a JSON document (`{` or `[` after whitespace).
     Json,
-    /// Printable text (only said of what base64 decodes to: `b64::decoded_shape`) — a
-    /// multipart body, XML or more base64 may be inside, so it is walked too.
-    Text,
     Nothing,
 }
 
@@ -72,23 +69,6 @@ pub(super) fn shape(data: &[u8]) -> Shape {
         Some(b'{' | b'[') => Shape::Json,
         _ => Shape::Nothing,
     }
-}
-
-/// Whether `head` (the opening of something longer) is printable UTF-8 text: no control
-/// characters but tab and line breaks; a character cut at the end is fine.
-pub(super) fn is_text(head: &[u8]) -> bool {
-    let valid = match std::str::from_utf8(head) {
-        Ok(s) => s,
-        // Cut inside a character at the end (not an invalid byte).
-        Err(e) if e.error_len().is_none() => {
-            std::str::from_utf8(&head[..e.valid_up_to()]).unwrap_or_default()
-        }
-        Err(_) => return false,
-    };
-    !valid.is_empty()
-        && valid
-            .chars()
-            .all(|c| !c.is_control() || matches!(c, '\t' | '\r' | '\n'))
 }
 
 /// A pre-POSIX (v7) tar header: no `ustar` magic, but its checksum field matches the sum of

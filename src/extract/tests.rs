@@ -652,3 +652,23 @@ fn base64_of_text_is_followed_into_what_the_text_holds() {
         assert_eq!(found.items.len(), 1, "depth {depth}: {:?}", places(&found));
     }
 }
+
+/// From the review of that fix: base64 whose opening decodes to text must not hide media
+/// on a later line, and base64 whose content opens with control bytes is still looked into.
+#[test]
+fn base64_of_anything_is_looked_into_and_later_lines_still_tried() {
+    let text = "lorem ipsum dolor sit amet ".repeat(220); // ~6 KB of plain text
+    let body = format!("{}\n{}", b64(text.as_bytes()), b64(PNG));
+    let found = run(
+        &BodyClass::Json,
+        serde_json::to_vec(&serde_json::json!({"a": body})).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(found.items.len(), 1, "{:?}", places(&found));
+    // Text opening with control bytes and a Latin-1 byte, base64 media inside it.
+    let mut text = b"\0\x01\xe9 caption: ".to_vec();
+    text.extend_from_slice(b64(PNG).as_bytes());
+    let inner = serde_json::json!({"x": b64(&text)});
+    let found = run(&BodyClass::Json, serde_json::to_vec(&inner).unwrap()).unwrap();
+    assert_eq!(found.items.len(), 1, "{:?}", places(&found));
+}

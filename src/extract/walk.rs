@@ -45,6 +45,17 @@ pub(super) struct Walker<'a> {
 /// Line starts inside one joined base64 run that are tried on their own.
 const LINE_STARTS: usize = 16;
 
+/// What decoding base64 text gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decoded {
+    /// Media or a container, walked: this is what the run is.
+    Media,
+    /// Something else (text, bytes), walked in case it holds media.
+    Other,
+    /// Not decoded (not base64, or not media at a later line start).
+    Not,
+}
+
 /// Encodings inside each other at one location (base64 of a data URL of base64 ...).
 const MAX_LAYERS: usize = 8;
 
@@ -163,33 +174,59 @@ impl<'a> Walker<'a> {
                 };
                 self.layer(loc, |w| w.blob(Bytes::from(data), loc, hint))
             }
-            Some(Candidate::Base64(text)) => {
-                if self.base64(text, loc)? {
-                    Ok(())
-                } else {
-                    // Not base64 as a whole (a hash line before it, words around it): runs.
-                    self.runs(s.as_bytes(), loc)
-                }
-            }
+            Some(Candidate::Base64(text)) => match self.base64(text, loc, true)? {
+                Decoded::Media => Ok(()),
+                // Not media as a whole (a hash line before it, words around it): runs, with
+                // the whole already walked.
+                Decoded::Other => self.with_dedupe(|w| w.runs(s.as_bytes(), loc, false)),
+                Decoded::Not => self.runs(s.as_bytes(), loc, true),
+            },
             Some(Candidate::Url(url)) => self.url(url, loc),
-            None if s.len() >= b64::MIN_RUN => self.runs(s.as_bytes(), loc),
+            None if s.len() >= b64::MIN_RUN => self.runs(s.as_bytes(), loc, true),
             None => Ok(()),
         }
     }
 
-    /// Base64 text: decoded and walked when its opening bytes are something (`true`); other
-    /// base64 (tokens, hashes, ids) and words are left alone (`false`).
-    fn base64(&mut self, text: &str, loc: &Location) -> Result<bool, ExtractError> {
-        if b64::decoded_shape(text) == Shape::Nothing {
-            return Ok(false);
+    /// Base64 text, decoded and walked. Its opening bytes say whether it is media or a
+    /// container (`Media`). Anything else is decoded and walked as well when `whole` (`Other`):
+    /// text, a multipart body or more base64 may be inside, behind any prefix — when in
+    /// doubt, look. Without `whole` (later line starts of a run) only media is decoded, so a
+    /// long non-media run is not decoded once per line.
+    fn base64(&mut self, text: &str, loc: &Location, whole: bool) -> Result<Decoded, ExtractError> {
+        let media = b64::decoded_shape(text) != Shape::Nothing;
+        if !media && !whole {
+            return Ok(Decoded::Not);
         }
         self.charge(b64::decoded_len(text.len()))?;
-        let data = b64::decode(text).map_err(|e| ExtractError::Malformed {
-            format: "base64",
-            detail: format!("{loc}: {e}"),
+        let data = match b64::decode(text) {
+            Ok(d) => d,
+            Err(_) if !media => return Ok(Decoded::Not),
+            Err(e) => {
+                return Err(ExtractError::Malformed {
+                    format: "base64",
+                    detail: format!("{loc}: {e}"),
+                });
+            }
+        };
+        if media {
+            self.layer(loc, |w| w.blob(Bytes::from(data), loc, Hint::None))?;
+            return Ok(Decoded::Media);
+        }
+        self.layer(loc, |w| {
+            w.with_dedupe(|w| w.blob(Bytes::from(data), loc, Hint::None))
         })?;
-        self.layer(loc, |w| w.blob(Bytes::from(data), loc, Hint::None))?;
-        Ok(true)
+        Ok(Decoded::Other)
+    }
+
+    /// `f` with items already found not found again (a second look at the same bytes).
+    fn with_dedupe(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<(), ExtractError>,
+    ) -> Result<(), ExtractError> {
+        let before = std::mem::replace(&mut self.dedupe, true);
+        let out = f(self);
+        self.dedupe = before;
+        out
     }
 
     /// One more decoding layer (base64, a data URL) at the same location: bounded like
@@ -232,12 +269,9 @@ impl<'a> Walker<'a> {
         {
             return self.string(s, loc);
         }
-        self.runs(data, loc)?;
+        self.runs(data, loc, true)?;
         // Second looks find what the first may have found already: the same bytes once.
-        let dedupe = std::mem::replace(&mut self.dedupe, true);
-        let out = self.text_again(data, loc);
-        self.dedupe = dedupe;
-        out
+        self.with_dedupe(|w| w.text_again(data, loc))
     }
 
     fn text_again(&mut self, data: &[u8], loc: &Location) -> Result<(), ExtractError> {
@@ -246,7 +280,7 @@ impl<'a> Walker<'a> {
         }
         if let Some(plain) = text::normalize(data) {
             self.layer(loc, |w| {
-                w.runs(&plain, loc)?;
+                w.runs(&plain, loc, true)?;
                 for (offset, url) in text::spaced_data_urls(&plain) {
                     w.string(url, &loc.then(Step::Text { offset }))?;
                 }
@@ -259,7 +293,7 @@ impl<'a> Walker<'a> {
     /// Every base64 run in `data` (JSON escapes undone), each walked where it starts. A run
     /// joined across line breaks that is nothing as a whole is tried from each of its first
     /// line starts too (a hash or a header line before the base64).
-    fn runs(&mut self, data: &[u8], loc: &Location) -> Result<(), ExtractError> {
+    fn runs(&mut self, data: &[u8], loc: &Location, first_whole: bool) -> Result<(), ExtractError> {
         for run in b64::runs(data) {
             self.tick()?;
             let starts = std::iter::once(run.start).chain(
@@ -267,13 +301,16 @@ impl<'a> Walker<'a> {
                     .map(|i| run.start + i + 1)
                     .take(LINE_STARTS),
             );
-            for start in starts {
+            for (n, start) in starts.enumerate() {
                 // Runs are ASCII by construction.
                 let text = std::str::from_utf8(&data[start..run.end]).unwrap_or_default();
-                if self.base64(
+                let whole = n == 0 && first_whole;
+                let found = self.base64(
                     &b64::unescape(text),
                     &loc.then(Step::Text { offset: start }),
-                )? {
+                    whole,
+                )?;
+                if found == Decoded::Media {
                     break;
                 }
             }

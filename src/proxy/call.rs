@@ -141,7 +141,6 @@ async fn pump(
                     })?,
                 () = client_left(client) => return Err(left()),
             }
-            stop_watching(client);
             return Ok(true);
         }
         tokio::select! {
@@ -174,21 +173,17 @@ async fn pump(
 }
 
 /// Resolves when a client whose request is complete closes its connection; pending otherwise.
-/// Callers call `stop_watching` once it is dropped.
 pub async fn client_left(session: &mut Session) {
-    // Pipelining on for the probe: bytes of a next request read by it are kept (pingora then
-    // closes the connection after this answer, as it does for any pipelined request) instead
-    // of failing this one.
+    // The probe reads at most one byte. With pipelining on (pingora serves pipelined requests
+    // one after another), a byte of the client's next request is kept as that request's start
+    // instead of failing this one; `is_body_done` first sets up the body reader that keeps it
+    // (for a request without a body it is not set up yet).
     session.set_pipelining_enabled(true);
-    if session.read_body_or_idle(true).await.is_err() {
+    let done = session.is_body_done();
+    if session.read_body_or_idle(done).await.is_err() {
         return;
     }
     std::future::pending().await
-}
-
-/// Undo `client_left`'s probe setting.
-pub fn stop_watching(session: &mut Session) {
-    session.set_pipelining_enabled(false);
 }
 
 pub fn left() -> Problem {

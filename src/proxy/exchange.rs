@@ -35,7 +35,6 @@ pub(super) async fn run(
     cx: &Ctx,
 ) -> pingora::Result<()> {
     if let Err(problem) = exchange(p, session, route, cx).await {
-        call::stop_watching(session);
         p.count_error(&problem);
         let how = match problem.kind {
             Some(ProblemKind::UpstreamUnreachable) => Some(UpstreamFailure::Connect),
@@ -213,7 +212,7 @@ async fn exchange(
     // Once the client's request is complete, nothing is read from it until the answer: watch
     // it, so a client that leaves releases its slot, its upstream connection and its socket at
     // once (not when the upstream answers or times out).
-    let (_slot, Answered { up, request_done }) = if matches!(body, UpBody::Stream(_)) {
+    let (slot, Answered { up, request_done }) = if matches!(body, UpBody::Stream(_)) {
         let slot = p.slots.acquire(route.index).await?;
         let sent = call::send(&p.connector, peer, head, &body, Some(session), &p.timeouts).await?;
         (slot, sent)
@@ -223,12 +222,10 @@ async fn exchange(
             let sent = call::send(&p.connector, peer, head, &body, None, &p.timeouts).await?;
             Ok::<_, Problem>((slot, sent))
         };
-        let answered = tokio::select! {
+        tokio::select! {
             r = work => r?,
             () = call::client_left(session) => return Err(call::left()),
-        };
-        call::stop_watching(session);
-        answered
+        }
     };
     if !request_done {
         // The upstream answered before the client finished sending: this connection ends.
@@ -247,7 +244,11 @@ async fn exchange(
             .failed(route.index, UpstreamFailure::ServerError),
         _ => p.metrics.upstreams.succeeded(route.index),
     }
-    let up = respond(p, session, route, &asked, ctx.as_ref(), up).await?;
+    let free = Free {
+        slot: Some(slot),
+        peer: request_done.then_some(peer),
+    };
+    let up = respond(p, session, route, &asked, ctx.as_ref(), up, free).await?;
     if request_done && let Some(up) = up {
         p.connector
             .release_http_session(up, peer, Some(UPSTREAM_IDLE))
@@ -290,6 +291,7 @@ async fn respond(
     asked: &Ask<'_>,
     ctx: Option<&Context>,
     mut up: HttpSession,
+    mut free: Free<'_>,
 ) -> Result<Option<HttpSession>, Problem> {
     let (method, client_version) = (asked.method, asked.client_version);
     let resp = up
@@ -361,6 +363,9 @@ async fn respond(
     }
 
     let held = buf.finish();
+    // All the upstream sent is held: its connection and slot serve others while this response
+    // is inspected (inspection can queue behind others for its whole time budget).
+    let up = free.now(p, up).await;
     if status == StatusCode::PARTIAL_CONTENT {
         // Range was not asked for; a piece cannot be inspected as the whole it is part of.
         let reason = "the upstream answered 206 (a piece) where the whole was asked for";
@@ -369,7 +374,7 @@ async fn respond(
             headers.insert(k, v);
         }
         write_whole(session, status, &mut headers, held).await?;
-        return Ok(Some(up));
+        return Ok(up);
     }
     let (extra, new) = forward_or_refuse(p.decider.decide(&subject, held.clone()).await)?;
     for (k, v) in extra {
@@ -406,7 +411,30 @@ async fn respond(
         }
     }
     write_whole(session, status, &mut headers, out).await?;
-    Ok(Some(up))
+    Ok(up)
+}
+
+/// The upstream slot and connection of an exchange, given back as soon as the whole response
+/// has been read (`peer` is set when the connection may be reused).
+struct Free<'a> {
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    peer: Option<&'a pingora::upstreams::peer::HttpPeer>,
+}
+
+impl Free<'_> {
+    /// Releases both now; the session comes back only when it cannot go to the pool.
+    async fn now(&mut self, p: &Proxy, up: HttpSession) -> Option<HttpSession> {
+        self.slot = None;
+        match self.peer.take() {
+            Some(peer) => {
+                p.connector
+                    .release_http_session(up, peer, Some(UPSTREAM_IDLE))
+                    .await;
+                None
+            }
+            None => Some(up),
+        }
+    }
 }
 
 /// Answer with a whole held body: its length, the head, the body.

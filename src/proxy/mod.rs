@@ -201,11 +201,14 @@ impl ProxyHttp for Proxy {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        Ctx::default()
+        // Counted from the moment its head is read (drained at shutdown).
+        Ctx {
+            _in_flight: Some(InFlight::new(&self.in_flight)),
+            ..Ctx::default()
+        }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        ctx._in_flight = Some(InFlight::new(&self.in_flight));
         // Slow clients: bound the wait for each body chunk on both paths.
         session.set_read_timeout(Some(self.timeouts.client_read));
         session.set_keepalive(Some(self.timeouts.client_idle.as_secs()));

@@ -69,11 +69,29 @@ fn drain_on_shutdown(
                 }
             }
             let deadline = Instant::now() + grace;
-            while in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
+            let idle = || in_flight.load(Ordering::Acquire) == 0;
+            loop {
+                while !idle() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                // A last answer may still sit in a send buffer (HTTP/2 frames, TLS): a short
+                // settle, then none must have started meanwhile.
+                let settle = Duration::from_millis(300)
+                    .min(deadline.saturating_duration_since(Instant::now()));
+                std::thread::sleep(settle);
+                if idle() || Instant::now() >= deadline {
+                    break;
+                }
             }
             let left = in_flight.load(Ordering::Acquire);
-            tracing::info!(left, "shutdown: requests in flight drained; exiting");
+            if left == 0 {
+                tracing::info!("shutdown: every request in flight finished; exiting");
+            } else {
+                tracing::warn!(
+                    left,
+                    "shutdown: grace period over with requests in flight; exiting"
+                );
+            }
             // Everything likeguard keeps is already on disk (each change is written
             // atomically when made): nothing is lost by not unwinding pingora's runtimes.
             std::process::exit(0);

@@ -133,7 +133,11 @@ async fn every_hostile_item_gets_a_clear_answer_in_time_and_nothing_leaks() {
             .headers()
             .get("content-type")
             .is_some_and(|v| v == "application/problem+json");
-        let _ = res.bytes().await;
+        let body = res.bytes().await.unwrap_or_default();
+        if status == 503 {
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            eprintln!("503 {name}: {}", v["detail"].as_str().unwrap_or_default());
+        }
         let reached = !up.received_on(&path).is_empty();
         let ok = match expect {
             "block" => status == 451 && !reached,

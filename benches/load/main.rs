@@ -39,6 +39,9 @@ struct Args {
     noface: Bytes,
     mix: Mix,
     upstream_mode: UpstreamMode,
+    /// Seconds of warm-up before RSS growth is measured (the soak: until the decision cache
+    /// has filled to its bound).
+    warmup: usize,
     /// Seconds after the start at which to run `--at-cmd` (fault injection).
     at: Option<(u64, String)>,
 }
@@ -90,6 +93,7 @@ fn parse_args() -> Args {
         pid: get("pid", "0").parse().expect("--pid"),
         connections: get("connections", "1000").parse().expect("--connections"),
         seconds: get("seconds", "60").parse().expect("--seconds"),
+        warmup: get("warmup", "60").parse().expect("--warmup"),
         slow: get("slow", "20").parse().expect("--slow"),
         leavers: get("leavers", "20").parse().expect("--leavers"),
         face: read("face"),
@@ -193,16 +197,16 @@ async fn run(args: Args) -> bool {
         )));
     }
     let mut peak = base.clone();
-    let mut rss_after_warmup = None;
+    // RSS every second: the growth is the mean of the last minute over the mean of the minute
+    // after warm-up (single samples swing with the bodies in flight).
+    let mut rss: Vec<u64> = Vec::new();
     let mut fault_done = args.at.is_none();
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let s = Sample::take(&args);
         peak = peak.max(&s);
         let t = started.elapsed().as_secs();
-        if t == 60.min(args.seconds / 2) && rss_after_warmup.is_none() {
-            rss_after_warmup = Some(s.rss_kib);
-        }
+        rss.push(s.rss_kib);
         if t % 10 == 0 {
             println!(
                 "t={t:>4}s requests={} open-connections={} {s}",
@@ -219,7 +223,16 @@ async fn run(args: Args) -> bool {
             println!("t={t}s fault: {cmd} → {:?}", out.map(|o| o.status));
         }
     }
-    let end_rss = Sample::take(&args).rss_kib;
+    let window = |from: usize, to: usize| -> Option<u64> {
+        let w = rss.get(from..to.min(rss.len()))?;
+        (!w.is_empty()).then(|| w.iter().sum::<u64>() / w.len() as u64)
+    };
+    // Warm-up (`--warmup`, default a minute or a fifth of a short run); then the next minute
+    // vs the last.
+    let warm = args.warmup.min(rss.len() / 5 * 4);
+    let span = 60.min(rss.len().saturating_sub(warm) / 2);
+    let rss_after_warmup = window(warm, warm + span);
+    let end_rss = window(rss.len().saturating_sub(span), rss.len()).unwrap_or(0);
     // Clients stop at the deadline; a slow one may still be dripping for a moment.
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
@@ -326,7 +339,7 @@ async fn report(
     if let Some(w) = rss_after_warmup {
         let growth = (end_rss as f64 - w as f64) / w as f64 * 100.0;
         println!(
-            "RSS after warm-up {} MiB, at the end {} MiB: growth {growth:.1}%",
+            "RSS (mean over a minute) after warm-up {} MiB, over the last minute {} MiB: growth {growth:.1}%",
             w / 1024,
             end_rss / 1024
         );
@@ -438,6 +451,9 @@ fn expected(kind: Kind, mode: UpstreamMode) -> &'static [u16] {
     match (mode, kind) {
         (UpstreamMode::Ok, Kind::Pass | Kind::Upload | Kind::Big) => &[200],
         (UpstreamMode::Ok, Kind::Face) => &[451],
+        // Accepted late: answered, or timed out connecting.
+        (UpstreamMode::SlowAccept, Kind::Pass | Kind::Upload | Kind::Big) => &[200, 502, 503, 504],
+        (UpstreamMode::SlowAccept, Kind::Slow) => &[200, 408, 502, 503, 504],
         // A bad upstream: the proxy's clean answers (a blocked face never reaches it).
         (_, Kind::Face) => &[451],
         (_, Kind::Pass | Kind::Upload | Kind::Big) => &[502, 503, 504],
@@ -533,11 +549,13 @@ async fn keepalive_client(args: Args, c: usize, deadline: Instant, shared: Arc<S
                 .pass_latency_us
                 .push(took.as_micros().min(u32::MAX as u128) as u32);
         }
-        let detail = (!allowed.contains(&status)).then(|| {
-            format!(
+        // Problem bodies name the kind of failure; other bodies (an echo) are not grouped by.
+        let detail = (!allowed.contains(&status)).then(|| match body.starts_with(b"{") {
+            true => format!(
                 "{status} {}",
                 String::from_utf8_lossy(&body[..body.len().min(160)])
-            )
+            ),
+            false => status.to_string(),
         });
         record(&shared, kind, status, &allowed, detail).await;
         if !keep {
@@ -646,12 +664,19 @@ async fn slow_client(args: Args, c: usize, deadline: Instant, shared: Arc<Shared
                 break;
             }
         }
-        let status = if ok { read_status(&mut s).await } else { 0 };
-        let allowed = match args.upstream_mode {
-            UpstreamMode::Ok => &[200, 408][..],
-            m => expected(Kind::Slow, m),
+        let (status, retry_after) = if ok {
+            read_status(&mut s).await
+        } else {
+            (0, false)
         };
-        record(&shared, Kind::Slow, status, allowed, None).await;
+        let mut allowed = match args.upstream_mode {
+            UpstreamMode::Ok => vec![200, 408],
+            m => expected(Kind::Slow, m).to_vec(),
+        };
+        if status == 503 && retry_after {
+            allowed.push(503);
+        }
+        record(&shared, Kind::Slow, status, &allowed, None).await;
     }
 }
 
@@ -678,19 +703,19 @@ async fn leaving_client(args: Args, c: usize, deadline: Instant, shared: Arc<Sha
     }
 }
 
-async fn read_status(s: &mut TcpStream) -> u16 {
-    let mut buf = [0u8; 64];
-    let mut got = 0;
-    while got < 12 {
-        match tokio::time::timeout(Duration::from_secs(60), s.read(&mut buf[got..])).await {
-            Ok(Ok(n)) if n > 0 => got += n,
-            _ => return 0,
+/// The status of the answer, and whether it carries `Retry-After`.
+async fn read_status(s: &mut TcpStream) -> (u16, bool) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16 * 1024 {
+        match tokio::time::timeout(Duration::from_secs(60), s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => break,
         }
     }
-    std::str::from_utf8(&buf[9..12])
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    let status = head.get(9..12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    (status, head.contains("\r\nretry-after:"))
 }
 
 // ---------- the upstream ----------

@@ -7,6 +7,7 @@
 mod connections;
 mod fetch;
 mod inference;
+mod inspections;
 mod media;
 mod provenance;
 mod route;
@@ -23,6 +24,7 @@ use serde::Deserialize;
 pub use connections::ConnectionsConfig;
 pub use fetch::FetchConfig;
 pub use inference::{BatchConfig, ExecutionProvider, InferenceConfig, MODELS_DIR_ENV};
+pub use inspections::InspectionsConfig;
 pub use media::{Limits, MediaConfig, Sampling, StillImages};
 pub use provenance::ProvenanceConfig;
 pub use route::{
@@ -70,6 +72,9 @@ pub struct Config {
     /// Bounds on upstream connections (busy, queued, idle).
     #[serde(default)]
     pub connections: ConnectionsConfig,
+    /// Bodies inspected at once.
+    #[serde(default)]
+    pub inspections: InspectionsConfig,
     #[serde(default)]
     pub tag: TagConfig,
     #[serde(default)]

@@ -11,7 +11,7 @@
 mod rewrite;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -22,7 +22,7 @@ use crate::actions::provenance::Provenance;
 use crate::actions::{Problem, ProblemKind, TagHeaders, Watermarker};
 use crate::config::{Config, FailureMode, InspectConfig, UnsupportedMedia};
 use crate::extract::{self, BodyClass, ExtractError, MediaItem, Step};
-use crate::inspect::{Context, Inspection};
+use crate::inspect::{Cause, Context, Inspection};
 use crate::license::requester::Requester;
 use crate::policy::{Action, Decision};
 use crate::telemetry::Metrics;
@@ -133,6 +133,10 @@ pub struct Decider {
     fetcher: Option<Arc<dyn Fetcher>>,
     /// `Retry-After` (s) on refusals for load.
     retry_after: u64,
+    /// Bodies inspected at once (`inspections:`), and how long one waits for its turn.
+    admission: Arc<tokio::sync::Semaphore>,
+    admission_max: usize,
+    admission_wait: Duration,
 }
 
 /// A decider that cannot be built from its configuration.
@@ -168,6 +172,11 @@ impl Decider {
             provenance: None,
             fetcher: None,
             retry_after: config.connections.retry_after_secs(),
+            admission: Arc::new(tokio::sync::Semaphore::new(
+                config.inspections.concurrency(),
+            )),
+            admission_max: config.inspections.concurrency(),
+            admission_wait: config.inspections.queue,
             requester: Requester::new(&config.licensing).map_err(DecideError::Config)?,
             exposed_headers: config
                 .policy
@@ -220,6 +229,19 @@ impl Decider {
 
     /// Decide on a held body and enforce the ruling.
     pub async fn decide(&self, s: &Subject<'_>, body: Bytes) -> Outcome {
+        let turn = timeout(self.admission_wait, self.admission.acquire()).await;
+        let Ok(Ok(_turn)) = turn else {
+            return self.failed(
+                s,
+                Failure {
+                    reason: format!(
+                        "{} bodies are being inspected and none finished within {:?}",
+                        self.admission_max, self.admission_wait
+                    ),
+                    overloaded: true,
+                },
+            );
+        };
         let verdict = self.judge(s, body.clone()).await;
         self.enforce(s, &body, verdict).await
     }
@@ -296,10 +318,16 @@ impl Decider {
                 "inspection exceeded the time budget of {:?}",
                 s.inspect.time_budget
             ))),
-            Ok(Err(Judged::Inspect(e))) => Verdict::Failed(Failure {
-                overloaded: e.overloaded,
-                reason: e.to_string(),
-            }),
+            Ok(Err(Judged::Inspect(e))) => match e.cause {
+                Cause::Corrupt => {
+                    Verdict::Rejected(Problem::new(ProblemKind::Unprocessable, e.to_string()))
+                }
+                Cause::Unsupported => Verdict::Unsupported(e.to_string()),
+                Cause::Overloaded | Cause::Failed => Verdict::Failed(Failure {
+                    overloaded: e.cause == Cause::Overloaded,
+                    reason: e.to_string(),
+                }),
+            },
             Ok(Err(Judged::Fetch(e))) => Verdict::Failed(Failure::new(e)),
             Ok(Err(Judged::Extract(e))) => match e {
                 ExtractError::Malformed { .. } => {

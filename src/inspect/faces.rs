@@ -358,10 +358,10 @@ impl super::Inspector for FaceInspector {
         if self.service.registry.is_empty() || item.media.kind == MediaKind::Audio {
             return Ok(Vec::new());
         }
-        let fail = |(detail, overloaded): (String, bool)| super::InspectError {
+        let fail = |(detail, cause): (String, super::Cause)| super::InspectError {
             inspector: INSPECTOR,
             detail,
-            overloaded,
+            cause,
         };
         let service = self.service.clone();
         let cache = self.cache.clone();
@@ -374,11 +374,16 @@ impl super::Inspector for FaceInspector {
                 return Ok(hit);
             }
             let (summary, recognised) = service.recognise(data, Some(kind)).map_err(|e| {
-                let overloaded = matches!(
-                    e,
-                    FaceScanError::Inference(InferenceError::Overloaded { .. })
-                );
-                (e.to_string(), overloaded)
+                use super::Cause;
+                let cause = match &e {
+                    FaceScanError::Inference(InferenceError::Overloaded { .. }) => Cause::Overloaded,
+                    FaceScanError::Decode(DecodeError::Corrupt(_) | DecodeError::Empty) => {
+                        Cause::Corrupt
+                    }
+                    FaceScanError::Decode(DecodeError::Unsupported(_)) => Cause::Unsupported,
+                    _ => Cause::Failed,
+                };
+                (e.to_string(), cause)
             })?;
             let now = std::time::SystemTime::now();
             // A license with an end date can lapse without any change: not cached.
@@ -418,7 +423,7 @@ impl super::Inspector for FaceInspector {
                     })
                 })
                 .collect::<Result<Vec<_>, String>>()
-                .map_err(|e| (e, false))?;
+                .map_err(|e| (e, super::Cause::Failed))?;
             let findings = Arc::new(findings);
             if cacheable {
                 cache.insert(key, findings.clone());
@@ -430,7 +435,7 @@ impl super::Inspector for FaceInspector {
             Ok(findings)
         })
         .await
-        .map_err(|e| fail((format!("recognition task failed: {e}"), false)))?
+        .map_err(|e| fail((format!("recognition task failed: {e}"), super::Cause::Failed)))?
         .map_err(fail)?;
         // Same bytes may sit at another position in this body.
         Ok(found

@@ -17,9 +17,22 @@ use crate::policy::{Decision, Finding};
 pub struct InspectError {
     pub inspector: &'static str,
     pub detail: String,
-    /// The inspector refused for load (a full inference queue), not for this item: worth a
-    /// retry later (`Retry-After`).
-    pub overloaded: bool,
+    pub cause: Cause,
+}
+
+/// Why an inspector could not look at an item: it decides what the client is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The inspector failed (a bound, an internal error): the route's `on_failure`.
+    Failed,
+    /// Refused for load (a full inference queue), not for this item: `on_failure`, with
+    /// `Retry-After`.
+    Overloaded,
+    /// The media is corrupt or truncated: the sender's fault (422), whatever `on_failure`
+    /// says — a viewer may still show what a decoder could not read.
+    Corrupt,
+    /// Not a format that can be read: `on_unsupported`.
+    Unsupported,
 }
 
 /// What an inspector may know about the request besides the media item.

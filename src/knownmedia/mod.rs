@@ -344,7 +344,7 @@ impl Inspector for KnownMediaInspector {
                 .map_err(|e| InspectError {
                     inspector: RULE,
                     detail: format!("hashing task failed: {e}"),
-                    overloaded: false,
+                    cause: crate::inspect::Cause::Failed,
                 })?;
         Ok(found
             .map(|m| {

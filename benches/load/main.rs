@@ -207,7 +207,7 @@ async fn run(args: Args) -> bool {
         peak = peak.max(&s);
         let t = started.elapsed().as_secs();
         rss.push(s.rss_kib);
-        if t % 10 == 0 {
+        if t.is_multiple_of(10) {
             println!(
                 "t={t:>4}s requests={} open-connections={} {s}",
                 shared.requests.load(Ordering::Relaxed),
@@ -592,7 +592,7 @@ fn pick(mix: Mix, n: u64) -> Kind {
     match mix {
         Mix::Pass => Kind::Pass,
         Mix::Uploads => {
-            if n % 4 == 0 {
+            if n.is_multiple_of(4) {
                 Kind::Face
             } else {
                 Kind::Upload

@@ -123,7 +123,7 @@ pub struct Problem {
     pub kind: Option<ProblemKind>,
     /// Seconds for `Retry-After` (refusals for load).
     #[serde(skip)]
-    pub retry_after: Option<u64>,
+    pub retry_after: Option<u16>,
 }
 
 pub const CONTENT_TYPE: &str = "application/problem+json";
@@ -143,7 +143,7 @@ impl Problem {
     }
 
     /// Ask the client to come back in `secs` seconds (`Retry-After`, RFC 9110 §10.2.3).
-    pub fn with_retry_after(mut self, secs: u64) -> Self {
+    pub fn with_retry_after(mut self, secs: u16) -> Self {
         self.retry_after = Some(secs);
         self
     }

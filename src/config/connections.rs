@@ -52,8 +52,8 @@ impl ConnectionsConfig {
     }
 
     /// `Retry-After` in whole seconds.
-    pub fn retry_after_secs(&self) -> u64 {
-        self.retry_after.as_secs().max(1)
+    pub fn retry_after_secs(&self) -> u16 {
+        u16::try_from(self.retry_after.as_secs().max(1)).unwrap_or(u16::MAX)
     }
 }
 

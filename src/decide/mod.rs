@@ -132,7 +132,7 @@ pub struct Decider {
     /// Fetches media behind allow-listed URLs.
     fetcher: Option<Arc<dyn Fetcher>>,
     /// `Retry-After` (s) on refusals for load.
-    retry_after: u64,
+    retry_after: u16,
     /// Bodies inspected at once (`inspections:`), and how long one waits for its turn.
     admission: Arc<tokio::sync::Semaphore>,
     admission_max: usize,

@@ -19,7 +19,7 @@ pub struct UpstreamSlots {
     by_route: Vec<Arc<Semaphore>>,
     max: usize,
     wait: Duration,
-    retry_after: u64,
+    retry_after: u16,
 }
 
 impl UpstreamSlots {

@@ -9,7 +9,7 @@ static REQUESTER: LazyLock<Requester> = LazyLock::new(|| {
     // SAFETY: set once, before any other thread of this process reads the environment.
     unsafe { std::env::set_var("LIKEGUARD_FUZZ_JWT", "fuzz-secret-fuzz-secret-fuzz-secret!") };
     let c = likeguard::config::Config::parse(
-        "licensing:\n  api_keys: {k1: acme}\n  jwt: {algorithm: HS256, secret_env: LIKEGUARD_FUZZ_JWT, claim: sub, issuer: iss, audience: aud}\n",
+        "licensing:\n  api_keys: {'6ab9f1eb8f7d3388f4f9d586f66e99fd54080df2c446f0e58668b09c08a16dd0': acme}\n  jwt: {algorithm: HS256, secret_env: LIKEGUARD_FUZZ_JWT, claim: sub, issuer: iss, audience: aud}\n",
         "fuzz",
     )
     .expect("config");

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::multipart::{Form, Part};
-use support::{Likeguard, TOKEN, Upstream, client, media};
+use support::{Likeguard, RedisServer, TOKEN, Upstream, client, media, readiness};
 
 const X1: &str = "images/faces/deepface/img1.jpg";
 const X2: &str = "images/faces/deepface/img2.jpg";
@@ -381,60 +381,11 @@ async fn a_full_disk_refuses_enrolment_clearly_and_keeps_what_was_stored() {
     assert_eq!(list["identities"].as_array().unwrap().len(), enrolled);
 }
 
-/// A private redis-server keeping its data in `dir` (append-only file), killed on drop.
-struct DurableRedis {
-    child: std::process::Child,
-}
-
-impl DurableRedis {
-    fn start(port: u16, dir: &std::path::Path) -> Self {
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
-            .arg(dir)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/setup-system installs it)");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self { child }
-    }
-}
-
-impl Drop for DurableRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn readiness(lg: &Likeguard) -> String {
-    let v: serde_json::Value = client()
-        .get(lg.admin_url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["status"].as_str().unwrap_or_default().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted_under_traffic_loses_no_enrolment() {
     let port = support::free_port();
     let data = tempfile::tempdir().unwrap();
-    let redis = DurableRedis::start(port, data.path());
+    let redis = RedisServer::start(port, Some(data.path()));
     let up = Upstream::start().await;
     let lg = Arc::new(Likeguard::start(&format!(
         "store: {{kind: redis, url: 'redis://127.0.0.1:{port}'}}\nroutes:\n  - name: up\n    upstream: {}\n    inspect: {{direction: request, time_budget: 20s}}\n",
@@ -462,7 +413,7 @@ async fn redis_killed_and_restarted_under_traffic_loses_no_enrolment() {
     // Changes are refused while it is down (the client is told; nothing half-written).
     let r = enrol(&lg, "Person Y", "images/faces/deepface/img20.jpg").await;
     assert_eq!(r.status(), 503);
-    let _redis = DurableRedis::start(port, data.path());
+    let _redis = RedisServer::start(port, Some(data.path()));
     let deadline = Instant::now() + Duration::from_secs(10);
     while readiness(&lg).await != "ready" {
         assert!(Instant::now() < deadline, "never ready again");

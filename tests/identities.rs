@@ -4,7 +4,7 @@
 mod support;
 
 use reqwest::multipart::{Form, Part};
-use support::{Likeguard, TOKEN, Upstream, client, media};
+use support::{Likeguard, RedisServer, TOKEN, Upstream, client, media, readiness};
 
 const X1: &str = "images/faces/deepface/img1.jpg";
 const X2: &str = "images/faces/deepface/img2.jpg";
@@ -557,62 +557,10 @@ async fn two_instances_sharing_redis_apply_each_others_changes_within_a_second()
     let _: () = redis::cmd("DEL").arg(&left).query(&mut redis).unwrap_or(());
 }
 
-/// A private redis-server on a free port, killed on drop.
-struct PrivateRedis {
-    child: std::process::Child,
-}
-
-impl PrivateRedis {
-    fn start(port: u16) -> Self {
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/setup-system installs it)");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        Self { child }
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn readiness(lg: &Likeguard) -> String {
-    let v: serde_json::Value = client()
-        .get(lg.admin_url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["status"].as_str().unwrap().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_down_the_last_snapshot_serves_and_readiness_says_degraded() {
     let port = support::free_port();
-    let redis = PrivateRedis::start(port);
+    let redis = RedisServer::start(port, None);
     let up = Upstream::start().await;
     let lg = Likeguard::start(&format!(
         "store: {{kind: redis, url: 'redis://127.0.0.1:{port}'}}\nroutes:\n  - name: uploads\n    upstream: {}\n    inspect: {{direction: request, max_body: 8MiB, time_budget: 20s}}\n",
@@ -633,7 +581,7 @@ async fn with_redis_down_the_last_snapshot_serves_and_readiness_says_degraded() 
     assert_eq!(enrol(&lg, "Person Y", &[Y]).await.status(), 503);
 
     // Redis back (empty: it keeps nothing): instances resync to what it holds.
-    let _redis = PrivateRedis::start(port);
+    let _redis = RedisServer::start(port, None);
     wait_until(
         "ready again",
         std::time::Duration::from_secs(5),

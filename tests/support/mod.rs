@@ -420,3 +420,62 @@ pub async fn decided(r: reqwest::Response) -> (String, Bytes) {
     assert_eq!(body.len(), length);
     (decision, body)
 }
+
+/// A private redis-server on `port`, killed (SIGKILL) on drop. With `data`, it keeps an
+/// append-only file there, so a restart on the same folder has the data back.
+pub struct RedisServer {
+    child: std::process::Child,
+}
+
+impl RedisServer {
+    pub fn start(port: u16, data: Option<&std::path::Path>) -> Self {
+        let mut cmd = std::process::Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ]);
+        match data {
+            Some(dir) => {
+                cmd.args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+                    .arg(dir);
+            }
+            None => {
+                cmd.args(["--appendonly", "no"]);
+            }
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/setup-system installs it)");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `/readyz`'s `status` (`ready`, `degraded`, ...).
+pub async fn readiness(lg: &Likeguard) -> String {
+    let v: serde_json::Value = client()
+        .get(lg.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["status"].as_str().unwrap_or_default().to_string()
+}

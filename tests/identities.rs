@@ -301,14 +301,8 @@ fn frame_as_jpeg(rel: &str, at_s: u64) -> Vec<u8> {
     jpeg
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deepfake_clip_of_an_enrolled_person_is_blocked() {
-    let up = Upstream::start().await;
-    let lg = Likeguard::start(&format!(
-        "routes:\n  - name: uploads\n    upstream: {}\n    inspect: {{direction: request, max_body: 8MiB, time_budget: 30s}}\n",
-        up.url()
-    ));
-    // Enrol person 004 of FaceForensics++ from one frame of the original clip.
+/// Enrol person 004 of FaceForensics++ from one frame of the original clip.
+async fn enrol_ffpp_004(lg: &Likeguard) {
     let form = Form::new().text("name", "FF++ 004").part(
         "photo",
         Part::bytes(frame_as_jpeg(
@@ -327,6 +321,16 @@ async fn a_deepfake_clip_of_an_enrolled_person_is_blocked() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deepfake_clip_of_an_enrolled_person_is_blocked() {
+    let up = Upstream::start().await;
+    let lg = Likeguard::start(&format!(
+        "routes:\n  - name: uploads\n    upstream: {}\n    inspect: {{direction: request, max_body: 8MiB, time_budget: 30s}}\n",
+        up.url()
+    ));
+    enrol_ffpp_004(&lg).await;
 
     // The NeuralTextures re-enactment of that person, uploaded as a raw video body.
     let fake = media("deepfake/ffpp/manipulated_sequences/NeuralTextures/004_982.mp4");
@@ -350,6 +354,77 @@ async fn a_deepfake_clip_of_an_enrolled_person_is_blocked() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+}
+
+/// 40 s of grey, then the NeuralTextures clip of person 004 (12 s): an MP4 of 52 s, written
+/// with its index at the end, as cameras do.
+fn padded_clip(dir: &std::path::Path) -> Vec<u8> {
+    let out = dir.join("padded.mp4");
+    let fake =
+        support::testdata().join("deepfake/ffpp/manipulated_sequences/NeuralTextures/004_982.mp4");
+    support::clips::padded(&fake, 40, &out);
+    std::fs::read(out).unwrap()
+}
+
+/// Padding a video used to get a face past inspection: sampling stopped at
+/// `media.sampling.max_frames` (32 s at 1 fps) and the rest passed unseen, with a 200. Now the
+/// budget is spread over the whole clip; where it cannot be, the decision is `incomplete` and
+/// the route's failure mode applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_face_after_40_seconds_of_padding_is_blocked_and_a_partial_look_is_never_an_allow() {
+    let dir = tempfile::tempdir().unwrap();
+    let padded = padded_clip(dir.path());
+    let up = Upstream::start().await;
+    let lg = Likeguard::start(&format!(
+        "routes:\n  - name: uploads\n    upstream: {}\n    inspect: {{direction: request, max_body: 32MiB, time_budget: 60s}}\n",
+        up.url()
+    ));
+    enrol_ffpp_004(&lg).await;
+    let post = |lg: &Likeguard, path: &str| {
+        client()
+            .post(lg.url(path))
+            .header("content-type", "video/mp4")
+            .body(padded.clone())
+            .send()
+    };
+    let r = post(&lg, "/upload").await.unwrap();
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    assert_eq!(status, 451, "{text}");
+    assert!(up.received_on("/upload").is_empty());
+    drop(lg);
+
+    // Every frame (fps 0) on a budget of 25: the clip cannot be covered. Fail-closed answers
+    // 503 `inspection-incomplete`; fail-open passes it tagged `incomplete`.
+    let lg = Likeguard::start(&format!(
+        "media: {{sampling: {{fps: 0, max_frames: 25}}}}\nroutes:\n  - name: closed\n    match: {{path_prefix: /closed}}\n    upstream: {up}\n    inspect: {{direction: request, max_body: 32MiB, time_budget: 60s, on_failure: fail_closed}}\n  - name: open\n    match: {{path_prefix: /open}}\n    upstream: {up}\n    inspect: {{direction: request, max_body: 32MiB, time_budget: 60s, on_failure: fail_open}}\n",
+        up = up.url()
+    ));
+    enrol_ffpp_004(&lg).await;
+    let r = post(&lg, "/closed").await.unwrap();
+    assert_eq!(r.status(), 503);
+    let p: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        p["type"], "urn:likeguard:problem:inspection-incomplete",
+        "{p}"
+    );
+    let detail = p["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("media.sampling.max_frames") && detail.contains("of 52"),
+        "{detail}"
+    );
+    assert!(up.received_on("/closed").is_empty());
+    let r = post(&lg, "/open").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let got = up.received_on("/open");
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0]
+            .headers
+            .get("likeguard-decision")
+            .map(|v| v.to_str().unwrap()),
+        Some("incomplete")
+    );
 }
 
 const SHADOW_POLICY: &str = "name: trial\nrules:\n  - id: strict-unlicensed\n    when: match.protection == 'strict' && !license.active\n    action: block\n  - id: would-tag-everyone\n    when: match.similarity > 0.0\n    action: tag\n    shadow: true\n";

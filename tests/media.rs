@@ -355,14 +355,26 @@ fn sampling_fps_keyframes_max_frames_and_early_stop() {
         c.sampling.keyframes_only = true;
     });
     assert_eq!(pts(&d), vec![0, 333, 666, 1000, 1333, 1666]);
-    // max_frames stops early, not an error.
+    // The frame budget is spread over the stated duration: 4 frames cover all 2 s.
+    assert_eq!(
+        pts(&decoder(|c| {
+            c.sampling.fps = 5.0;
+            c.sampling.max_frames = 4;
+        })),
+        vec![0, 666, 1333]
+    );
+    // Every frame (fps 0) cannot be spread: past the budget the decode says it is incomplete.
     let (s, frames, _) = decoder(|c| {
         c.sampling.fps = 0.0;
         c.sampling.max_frames = 3;
     })
     .decode_all(clip.clone())
     .unwrap();
-    assert_eq!((frames.len(), s.stopped_early), (3, true));
+    assert_eq!((frames.len(), s.stopped_early), (3, false));
+    let incomplete = s.incomplete.expect("reported incomplete");
+    assert_eq!(incomplete.limit, "media.sampling.max_frames");
+    assert_eq!(incomplete.covered.as_millis(), 100);
+    assert_eq!(incomplete.duration.map(|d| d.as_millis()), Some(2000));
     // The caller decides after two frames.
     let d = decoder(|c| c.sampling.fps = 0.0);
     let mut seen = 0;
@@ -408,6 +420,60 @@ fn chunks_streamed_in_give_the_same_result_as_a_whole_body() {
     assert_eq!(streamed.frames_sampled, whole.frames_sampled);
     assert_eq!(streamed.frames_decoded, whole.frames_decoded);
     assert_eq!(frames, whole.frames_sampled);
+}
+
+/// Phones and cameras write a key frame every second: the key frames alone cover the medium
+/// at 1 fps, so after the first group the frames between them are never decoded.
+#[test]
+fn with_a_key_frame_every_second_only_key_frames_are_decoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = read(&make(
+        dir.path(),
+        "gop1s.mp4",
+        &format!(
+            "{} ! x264enc key-int-max=30 ! mp4mux",
+            video_src(300, 320, 240)
+        ),
+    ));
+    let (s, frames, _) = decoder(|_| {}).decode_all(clip).unwrap();
+    let secs: Vec<u64> = frames
+        .iter()
+        .map(|f| f.pts.unwrap().as_millis() as u64)
+        .collect();
+    assert_eq!(secs, (0..10).map(|i| i * 1000).collect::<Vec<_>>());
+    assert!(s.incomplete.is_none());
+    // The first group in full (the second key frame tells the interval), then key frames.
+    assert!(
+        s.frames_decoded <= 31 + 9,
+        "{} frames decoded",
+        s.frames_decoded
+    );
+}
+
+/// Cameras and phones write the index (`moov`) after the media data; in a body larger than
+/// qtdemux's 10 MB push-mode look-ahead it used to be "corrupt". Held bodies are read with
+/// random access, so the index is found wherever it is and the whole duration is known.
+#[test]
+fn a_40_mb_mp4_with_its_index_at_the_end_decodes_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = read(&make(
+        dir.path(),
+        "moov-at-end.mp4",
+        "videotestsrc num-buffers=300 pattern=snow ! video/x-raw,format=I420,width=640,height=360,framerate=30/1 \
+         ! x264enc speed-preset=ultrafast bitrate=40000 key-int-max=60 ! mp4mux faststart=false",
+    ));
+    assert!(clip.len() > 38_000_000, "{} bytes", clip.len());
+    let moov = clip.windows(4).rposition(|w| w == b"moov").unwrap();
+    let mdat = clip.windows(4).position(|w| w == b"mdat").unwrap();
+    assert!(
+        moov > mdat && moov > 10_000_000,
+        "moov at {moov}, mdat at {mdat}"
+    );
+    let (s, frames, _) = decoder(|_| {}).decode_all(clip).unwrap();
+    assert_eq!(s.frames_decoded, 300);
+    assert_eq!(frames.len(), 10, "one a second over 10 s");
+    assert!(s.incomplete.is_none());
+    assert_eq!(s.duration.map(|d| d.as_secs()), Some(10));
 }
 
 fn limit_of(r: Result<impl std::fmt::Debug, DecodeError>) -> Limit {

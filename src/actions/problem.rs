@@ -14,6 +14,8 @@ pub enum ProblemKind {
     ClientTimeout,
     ClientError,
     InspectionFailed,
+    /// Only part of the media could be inspected (the frame budget) on a fail-closed route.
+    InspectionIncomplete,
     UpstreamUnreachable,
     UpstreamTimeout,
     UpstreamError,
@@ -44,6 +46,7 @@ impl ProblemKind {
             Self::ClientTimeout => "client-timeout",
             Self::ClientError => "client-error",
             Self::InspectionFailed => "inspection-failed",
+            Self::InspectionIncomplete => "inspection-incomplete",
             Self::UpstreamUnreachable => "upstream-unreachable",
             Self::UpstreamTimeout => "upstream-timeout",
             Self::UpstreamError => "upstream-error",
@@ -70,6 +73,7 @@ impl ProblemKind {
             Self::ClientTimeout => "Client too slow",
             Self::ClientError => "Client connection error",
             Self::InspectionFailed => "Inspection failed",
+            Self::InspectionIncomplete => "Inspection incomplete",
             Self::UpstreamUnreachable => "Upstream unreachable",
             Self::UpstreamTimeout => "Upstream timed out",
             Self::UpstreamError => "Upstream error",
@@ -98,7 +102,10 @@ impl ProblemKind {
             Self::Unprocessable => 422,
             Self::UnsupportedMedia => 415,
             Self::ClientTimeout => 408,
-            Self::InspectionFailed | Self::Unavailable | Self::Overloaded => 503,
+            Self::InspectionFailed
+            | Self::InspectionIncomplete
+            | Self::Unavailable
+            | Self::Overloaded => 503,
             Self::UpstreamUnreachable | Self::UpstreamError => 502,
             Self::UpstreamTimeout => 504,
             Self::Unauthorized => 401,

@@ -53,6 +53,15 @@ impl TagHeaders {
     pub fn for_failure(&self) -> (HeaderName, HeaderValue) {
         (self.decision.clone(), HeaderValue::from_static("error"))
     }
+
+    /// Marks traffic that passed on a fail-open route although only part of its media was
+    /// inspected (the frame budget ran out before the end).
+    pub fn for_incomplete(&self) -> (HeaderName, HeaderValue) {
+        (
+            self.decision.clone(),
+            HeaderValue::from_static("incomplete"),
+        )
+    }
 }
 
 fn value(s: &str) -> HeaderValue {

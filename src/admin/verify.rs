@@ -86,6 +86,14 @@ pub async fn verify(State(s): State<AdminState>, req: Request) -> Response {
                     })
             })
             .transpose()?;
+        // Never "authorized" on a medium not seen to its end.
+        if let Some(incomplete) = &summary.incomplete
+            && ruled
+                .as_ref()
+                .is_none_or(|(_, _, r)| r.action != Action::Block)
+        {
+            return Err(incomplete.to_string());
+        }
         Ok::<_, String>((faces, ruled))
     })
     .await;

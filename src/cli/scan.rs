@@ -31,6 +31,9 @@ struct Report<'a> {
     frames: u64,
     frames_decoded: u64,
     audio_samples: u64,
+    /// Sampling stopped before the end of the medium (what inspection would call incomplete).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    incomplete: Option<String>,
     /// Faces per sampled frame, in source pixels (absent with `--no-faces`).
     #[serde(skip_serializing_if = "Option::is_none")]
     faces: Option<Vec<FaceReport>>,
@@ -179,6 +182,7 @@ fn report<'a>(
         frames: s.frames_sampled,
         frames_decoded: s.frames_decoded,
         audio_samples: s.audio_samples,
+        incomplete: s.incomplete.as_ref().map(ToString::to_string),
         faces: faces.map(|v| {
             v.into_iter()
                 .map(|(frame, face)| FaceReport { frame, face })

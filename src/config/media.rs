@@ -59,7 +59,8 @@ pub struct Sampling {
     /// Frames per second of media time (0 = every frame).
     #[serde(default = "d_fps")]
     pub fps: f64,
-    /// Stop after this many sampled frames (not an error).
+    /// Frame budget: spread over the stated duration; a medium it cannot cover is reported
+    /// incomplete (see docs/media.md "The whole medium, every time").
     #[serde(default = "d_max_frames")]
     pub max_frames: u32,
     /// Only frames the codec marks as key frames.

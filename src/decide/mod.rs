@@ -103,16 +103,37 @@ enum Verdict {
 /// Why inspection could not decide.
 pub struct Failure {
     pub reason: String,
+    pub kind: FailureKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// A bound or an internal error.
+    Failed,
     /// Refused for load (a full inference queue): a request-side refusal carries
     /// `Retry-After`.
-    pub overloaded: bool,
+    Overloaded,
+    /// Only part of the medium was inspected (the frame budget): fail-open tags say
+    /// `incomplete`, fail-closed answers `inspection-incomplete`.
+    Incomplete,
+}
+
+impl FailureKind {
+    /// The `errors_total{kind}` label.
+    fn label(self) -> &'static str {
+        match self {
+            Self::Failed => "inspection-failed",
+            Self::Overloaded => "overloaded",
+            Self::Incomplete => "inspection-incomplete",
+        }
+    }
 }
 
 impl Failure {
     pub fn new(reason: impl Into<String>) -> Self {
         Self {
             reason: reason.into(),
-            overloaded: false,
+            kind: FailureKind::Failed,
         }
     }
 }
@@ -238,7 +259,7 @@ impl Decider {
                         "{} bodies are being inspected and none finished within {:?}",
                         self.admission_max, self.admission_wait
                     ),
-                    overloaded: true,
+                    kind: FailureKind::Overloaded,
                 },
             );
         };
@@ -248,31 +269,36 @@ impl Decider {
 
     /// Inspection could not happen or could not decide: honour the route's failure mode.
     pub fn failed(&self, s: &Subject<'_>, failure: Failure) -> Outcome {
-        let Failure { reason, overloaded } = failure;
-        self.metrics
-            .errors
-            .with_label_values(&[if overloaded {
-                "overloaded"
-            } else {
-                "inspection-failed"
-            }])
-            .inc();
-        tracing::warn!(route = %s.route, side = s.side.as_str(), reason = %reason, overloaded,
+        let Failure { reason, kind } = failure;
+        self.metrics.errors.with_label_values(&[kind.label()]).inc();
+        tracing::warn!(route = %s.route, side = s.side.as_str(), reason = %reason, kind = kind.label(),
             mode = ?s.inspect.on_failure, "inspection failed");
+        let incomplete = kind == FailureKind::Incomplete;
         match s.inspect.on_failure {
             FailureMode::FailOpen => Outcome::Forward {
-                headers: vec![self.tags.for_failure()],
+                headers: vec![if incomplete {
+                    self.tags.for_incomplete()
+                } else {
+                    self.tags.for_failure()
+                }],
                 body: None,
             },
             FailureMode::FailClosed => {
-                let p = on_side(s.side, Problem::new(ProblemKind::InspectionFailed, reason));
+                let problem = if incomplete {
+                    ProblemKind::InspectionIncomplete
+                } else {
+                    ProblemKind::InspectionFailed
+                };
+                let p = on_side(s.side, Problem::new(problem, reason));
                 // Retry-After only on the request side: on the response side the upstream has
                 // already carried the request out.
-                Outcome::Refuse(if overloaded && s.side == Side::Request {
-                    p.with_retry_after(self.retry_after)
-                } else {
-                    p
-                })
+                Outcome::Refuse(
+                    if kind == FailureKind::Overloaded && s.side == Side::Request {
+                        p.with_retry_after(self.retry_after)
+                    } else {
+                        p
+                    },
+                )
             }
         }
     }
@@ -323,8 +349,12 @@ impl Decider {
                     Verdict::Rejected(Problem::new(ProblemKind::Unprocessable, e.to_string()))
                 }
                 Cause::Unsupported => Verdict::Unsupported(e.to_string()),
-                Cause::Overloaded | Cause::Failed => Verdict::Failed(Failure {
-                    overloaded: e.cause == Cause::Overloaded,
+                Cause::Overloaded | Cause::Failed | Cause::Incomplete => Verdict::Failed(Failure {
+                    kind: match e.cause {
+                        Cause::Overloaded => FailureKind::Overloaded,
+                        Cause::Incomplete => FailureKind::Incomplete,
+                        _ => FailureKind::Failed,
+                    },
                     reason: e.to_string(),
                 }),
             },

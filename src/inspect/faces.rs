@@ -424,6 +424,13 @@ impl super::Inspector for FaceInspector {
                 })
                 .collect::<Result<Vec<_>, String>>()
                 .map_err(|e| (e, super::Cause::Failed))?;
+            // Part of the medium went unseen: a block found in the part seen stands (nothing
+            // outranks it); anything less is no finding at all.
+            if let Some(incomplete) = &summary.incomplete
+                && !findings.iter().any(|f| f.action == Action::Block)
+            {
+                return Err((incomplete.to_string(), super::Cause::Incomplete));
+            }
             let findings = Arc::new(findings);
             if cacheable {
                 cache.insert(key, findings.clone());

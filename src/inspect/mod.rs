@@ -33,6 +33,9 @@ pub enum Cause {
     Corrupt,
     /// Not a format that can be read: `on_unsupported`.
     Unsupported,
+    /// A bound (the frame budget) stopped the inspection before the end of the medium and
+    /// nothing in the part seen was blocked: `on_failure`, and the decision says so.
+    Incomplete,
 }
 
 /// What an inspector may know about the request besides the media item.

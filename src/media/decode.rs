@@ -11,9 +11,11 @@ use gstreamer::prelude::*;
 use gstreamer_app::AppSrcCallbacks;
 
 use super::run::{FirstFailure, Teardown};
-use super::sample::Sampler;
+use super::sample::{Sampler, Take};
 use super::sniff::{MediaKind, sniff};
-use super::{Audio, DecodeError, Frame, Input, Limit, Output, Summary, Templates, still};
+use super::{
+    Audio, DecodeError, Frame, Incomplete, Input, Limit, Output, Summary, Templates, still,
+};
 use crate::config::{MediaConfig, StillImages};
 
 /// Bytes pushed into appsrc per buffer (zero-copy slices of the input).
@@ -32,11 +34,23 @@ struct Shared {
     /// Timestamps of the key frames entering the video decoder (parsers and demuxers mark
     /// them reliably; decoded frames do not always carry the flag).
     keyframes: Mutex<std::collections::HashSet<u64>>,
+    /// Whether frames other than key frames are decoded at all (see `Gop`).
+    gop: Mutex<Gop>,
     /// Source pixel aspect ratio.
     par: Mutex<Option<(i32, i32)>>,
     /// Decides which decoded video frames go on to scaling and conversion.
     sampler: Mutex<Sampler>,
     decoded: AtomicU64,
+    /// A frame was due after the sampling budget was spent (see `Sampler`), or frames were
+    /// dropped undecoded where they were due (`gop_gap`).
+    over_budget: AtomicBool,
+    gop_gap: AtomicBool,
+    /// decodebin exposed a stream.
+    exposed: AtomicBool,
+    /// Sink pads of the demuxers plugged (see `demuxer_gave_up`).
+    demuxers: Mutex<Vec<gst::Pad>>,
+    /// The medium's duration as the demuxer states it, asked once at the first frame.
+    stated: Mutex<Option<Duration>>,
     codec: Mutex<Option<String>>,
     dims: Mutex<Option<(u32, u32)>>,
 }
@@ -240,6 +254,7 @@ fn attempt(
     if kind == MediaKind::Video {
         watch_keyframes(&built.pipeline, &shared);
     }
+    watch_demuxers(&built.pipeline, &shared);
     feed_appsrc(&built.src, feed, &shared);
 
     if built.pipeline.set_state(gst::State::Playing).is_err() {
@@ -254,7 +269,6 @@ fn attempt(
         .bus()
         .ok_or_else(|| DecodeError::Internal("pipeline has no bus".into()))?;
 
-    let sampling = &cfg.sampling;
     let mut frame = Frame {
         index: 0,
         pts: None,
@@ -288,8 +302,27 @@ fn attempt(
             }
         }
         let Some(sample) = built.sink.try_pull_sample(TICK) else {
+            // Every frame sampled within the budget has been handed on; the rest is unseen
+            // (dropped undecoded or unsampled, whether or not the stream has ended since).
+            if shared.over_budget.load(Ordering::Acquire) {
+                let smp = shared.sampler.lock().unwrap_or_else(|p| p.into_inner());
+                let stated = *shared.stated.lock().unwrap_or_else(|p| p.into_inner());
+                let at = smp.over_budget_at().unwrap_or_default();
+                summary.incomplete = Some(if shared.gop_gap.load(Ordering::Acquire) {
+                    Incomplete::gop_gap(at, stated)
+                } else {
+                    Incomplete::budget(at, stated)
+                });
+                break;
+            }
             if built.sink.is_eos() {
                 break;
+            }
+            if demuxer_gave_up(&shared) {
+                return Err(DecodeError::Corrupt(
+                    "the container holds no stream that can be played".into(),
+                )
+                .into());
             }
             continue;
         };
@@ -344,12 +377,7 @@ fn attempt(
                 _ => summary.frames_sampled,
             };
             summary.frames_sampled += 1;
-            let flow = on_output(Output::Frame(&frame));
-            if summary.frames_sampled >= u64::from(sampling.max_frames) {
-                ControlFlow::Break(())
-            } else {
-                flow
-            }
+            on_output(Output::Frame(&frame))
         };
         if flow.is_break() {
             summary.stopped_early = true;
@@ -381,7 +409,11 @@ fn attempt(
             ))
             .into());
     }
-    if !summary.stopped_early && summary.frames_sampled == 0 && summary.audio_samples == 0 {
+    if !summary.stopped_early
+        && summary.incomplete.is_none()
+        && summary.frames_sampled == 0
+        && summary.audio_samples == 0
+    {
         return Err(DecodeError::Corrupt(format!(
             "no {} could be decoded",
             if kind == MediaKind::Audio {
@@ -416,6 +448,7 @@ fn watch_decoder(decode: &gst::Element, cfg: &MediaConfig, shared: &Arc<Shared>)
     let limits = cfg.limits.clone();
     let s = shared.clone();
     decode.connect_pad_added(move |_, pad| {
+        s.exposed.store(true, Ordering::Release);
         let limits = limits.clone();
         let s = s.clone();
         pad.add_probe(
@@ -447,18 +480,26 @@ fn watch_decoder(decode: &gst::Element, cfg: &MediaConfig, shared: &Arc<Shared>)
                                 )));
                                 return gst::PadProbeReturn::Ok;
                             }
+                            if n == 1 && !plan(pad, &limits, &s) {
+                                return gst::PadProbeReturn::Drop;
+                            }
                             let raw = match &info.data {
                                 Some(gst::PadProbeData::Buffer(b)) => b.pts().map(|t| t.nseconds()),
                                 _ => None,
                             };
                             let keyframe = raw
                                 .is_some_and(|r| s.keyframes.lock().is_ok_and(|k| k.contains(&r)));
-                            let keep = s
+                            let take = s
                                 .sampler
                                 .lock()
-                                .map_or(true, |mut smp| smp.take(raw, keyframe));
-                            if !keep {
-                                return gst::PadProbeReturn::Drop;
+                                .map_or(Take::Keep, |mut smp| smp.take(raw, keyframe));
+                            match take {
+                                Take::Keep => {}
+                                Take::Skip => return gst::PadProbeReturn::Drop,
+                                Take::OverBudget => {
+                                    s.over_budget.store(true, Ordering::Release);
+                                    return gst::PadProbeReturn::Drop;
+                                }
                             }
                         }
                     }
@@ -470,7 +511,116 @@ fn watch_decoder(decode: &gst::Element, cfg: &MediaConfig, shared: &Arc<Shared>)
     });
 }
 
-/// Record which frames are key frames, at the video decoder's input.
+/// At the first decoded frame: ask the demuxer how long the medium is (known up front when
+/// the body is held), refuse one past `max_duration` before decoding it, and spread the frame
+/// budget over the rest. Returns false when the decode must stop.
+fn plan(pad: &gst::Pad, limits: &crate::config::Limits, s: &Shared) -> bool {
+    let Some(d) = pad.query_duration::<gst::ClockTime>() else {
+        return true;
+    };
+    let d = Duration::from_nanos(d.nseconds());
+    if d > limits.max_duration {
+        s.failure.fail(Limit::MaxDuration.exceeded(format!(
+            "media lasts {:.1} s, longer than {:?}",
+            d.as_secs_f64(),
+            limits.max_duration
+        )));
+        return false;
+    }
+    *s.stated.lock().unwrap_or_else(|p| p.into_inner()) = Some(d);
+    s.sampler
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .spread(d);
+    true
+}
+
+/// Decode only what sampling needs: when key frames come at least once per sampling period
+/// (phones and cameras write one a second), the key frames alone cover the medium at the
+/// sampling rate, and the frames between them are dropped before the decoder — the bulk of
+/// the decoding cost. Streams with longer groups of pictures are decoded in full: every frame
+/// between two key frames depends on the one before it.
+#[derive(Default)]
+struct Gop {
+    last_key: Option<u64>,
+    /// Delta frames are being dropped before the decoder.
+    keys_only: bool,
+}
+
+/// How far past the sampling period two key frames may be before key frames alone stop
+/// covering it (timestamp jitter of one frame at 24 fps and above).
+const GOP_SLACK: Duration = Duration::from_millis(42);
+
+impl Gop {
+    /// A buffer at `pts` (ns) enters the video decoder: whether it is decoded. `period` is
+    /// the sampling period in force (None: every frame is wanted).
+    fn admit(
+        &mut self,
+        pts: Option<u64>,
+        keyframe: bool,
+        period: Option<Duration>,
+        s: &Shared,
+    ) -> bool {
+        let Some(period) = period else { return true };
+        if !keyframe {
+            return !self.keys_only;
+        }
+        let Some(pts) = pts else { return true };
+        if let Some(last) = self.last_key.replace(pts) {
+            let gap = Duration::from_nanos(pts.saturating_sub(last));
+            if gap <= period + GOP_SLACK {
+                self.keys_only = true;
+            } else if self.keys_only {
+                // The frames of this longer group were dropped: the stretch between these key
+                // frames was not sampled at the configured rate.
+                s.gop_gap.store(true, Ordering::Release);
+                s.over_budget.store(true, Ordering::Release);
+                let mut smp = s.sampler.lock().unwrap_or_else(|p| p.into_inner());
+                let at = smp.media_time(last);
+                smp.refuse_at(at);
+            }
+        }
+        true
+    }
+}
+
+/// Remember the demuxers decodebin plugs (see `demuxer_gave_up`).
+fn watch_demuxers(pipeline: &gst::Pipeline, shared: &Arc<Shared>) {
+    let s = shared.clone();
+    pipeline.connect_deep_element_added(move |_, _, element| {
+        let is_demuxer = element
+            .factory()
+            .is_some_and(|f| f.klass().contains("Demux"));
+        if let Some(pad) = is_demuxer.then(|| element.static_pad("sink")).flatten() {
+            s.demuxers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(pad);
+        }
+    });
+}
+
+/// A demuxer reading with random access runs its own loop; when that loop fails before it
+/// finds any stream (a truncated or damaged index), GStreamer 1.22's decodebin swallows the
+/// error it posts — it filters errors of elements it is still setting up — and the pipeline
+/// would wait for data that never comes. A paused demuxer loop with nothing exposed is that.
+fn demuxer_gave_up(s: &Shared) -> bool {
+    !s.exposed.load(Ordering::Acquire)
+        && s.demuxers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|pad| {
+                // A loop paused after the demuxer found streams is an end of stream.
+                pad.task_state() == gst::TaskState::Paused
+                    && pad
+                        .parent_element()
+                        .is_some_and(|demuxer| demuxer.src_pads().is_empty())
+            })
+}
+
+/// Record which frames are key frames, at the video decoder's input, and drop the frames
+/// sampling does not need (`Gop`).
 fn watch_keyframes(pipeline: &gst::Pipeline, shared: &Arc<Shared>) {
     let s = shared.clone();
     pipeline.connect_deep_element_added(move |_, _, element| {
@@ -486,14 +636,31 @@ fn watch_keyframes(pipeline: &gst::Pipeline, shared: &Arc<Shared>) {
         };
         let s = s.clone();
         pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            if let Some(gst::PadProbeData::Buffer(b)) = &info.data
-                && !b.flags().contains(gst::BufferFlags::DELTA_UNIT)
-                && let Some(pts) = b.pts()
+            let Some(gst::PadProbeData::Buffer(b)) = &info.data else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let keyframe = !b.flags().contains(gst::BufferFlags::DELTA_UNIT);
+            let pts = b.pts().map(|t| t.nseconds());
+            if keyframe
+                && let Some(pts) = pts
                 && let Ok(mut k) = s.keyframes.lock()
             {
-                k.insert(pts.nseconds());
+                k.insert(pts);
             }
-            gst::PadProbeReturn::Ok
+            let period = s.sampler.lock().unwrap_or_else(|p| p.into_inner()).period();
+            let decode = s
+                .gop
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .admit(pts, keyframe, period, &s);
+            if decode {
+                gst::PadProbeReturn::Ok
+            } else {
+                // Consumed here (gstreamer-rs frees the buffer): on a sink pad GStreamer
+                // 1.22 answers `Drop` by unreffing the buffer the binding already took
+                // ("gst_mini_object_unref: assertion 'mini_object != NULL' failed").
+                gst::PadProbeReturn::Handled
+            }
         });
     });
 }
@@ -541,18 +708,44 @@ fn admit(caps: &gst::CapsRef, limits: &crate::config::Limits, s: &Shared) -> boo
 }
 
 /// Feed appsrc from GStreamer's own streaming thread when it asks for data.
+///
+/// A body held in memory is offered with random access (seekable, pull mode), as a file
+/// would be: demuxers read the index wherever it is (MP4/MOV with `moov` at the end, of any
+/// size) and know the duration before the first frame. Chunks arriving over time are a stream.
 fn feed_appsrc(src: &gstreamer_app::AppSrc, feed: Feed, shared: &Arc<Shared>) {
     src.set_format(gst::Format::Bytes);
     src.set_max_bytes(4 * CHUNK as u64);
-    let feed = Mutex::new(feed);
+    // Push mode (a demuxer that cannot pull) reads blocks of this size.
+    src.set_property("blocksize", CHUNK as u32);
+    if let Feed::Bytes { data, .. } = &feed {
+        src.set_stream_type(gstreamer_app::AppStreamType::RandomAccess);
+        src.set_size(i64::try_from(data.len()).unwrap_or(i64::MAX));
+    }
+    let feed = Arc::new(Mutex::new(feed));
+    let seek_feed = feed.clone();
     let s = shared.clone();
     src.set_callbacks(
         AppSrcCallbacks::builder()
-            .need_data(move |src, _| {
+            .seek_data(move |_, to| {
+                let mut feed = seek_feed.lock().unwrap_or_else(|p| p.into_inner());
+                match &mut *feed {
+                    Feed::Bytes { data, offset } => match usize::try_from(to) {
+                        Ok(to) if to <= data.len() => {
+                            *offset = to;
+                            true
+                        }
+                        _ => false,
+                    },
+                    Feed::Chunks { .. } => false,
+                }
+            })
+            .need_data(move |src, length| {
                 let mut feed = feed.lock().unwrap_or_else(|p| p.into_inner());
                 let next = match &mut *feed {
+                    // In pull mode `length` is what the reader asked for; 0 in push mode.
                     Feed::Bytes { data, offset } => (*offset < data.len()).then(|| {
-                        let end = (*offset + CHUNK).min(data.len());
+                        let want = if length > 0 { length as usize } else { CHUNK };
+                        let end = offset.saturating_add(want).min(data.len());
                         let chunk = data.slice(*offset..end);
                         *offset = end;
                         chunk

@@ -82,8 +82,61 @@ pub struct Summary {
     pub frames_decoded: u64,
     pub frames_sampled: u64,
     pub audio_samples: u64,
-    /// The caller (or `sampling.max_frames`) stopped the decode before the end.
+    /// The caller stopped the decode before the end (it had what it needed).
     pub stopped_early: bool,
+    /// A bound stopped sampling before the end of the medium: what was seen is not all of it,
+    /// and the caller must not treat "nothing found" as a finding.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<Incomplete>,
+}
+
+/// Why a decode did not cover the whole medium.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Incomplete {
+    /// The configuration key that stopped it (e.g. `media.sampling.max_frames`).
+    pub limit: &'static str,
+    /// Media time up to which frames were sampled.
+    #[serde(with = "humantime_serde")]
+    pub covered: Duration,
+    #[serde(skip_serializing_if = "Option::is_none", with = "humantime_serde")]
+    pub duration: Option<Duration>,
+}
+
+impl Incomplete {
+    /// The frame budget ran out at media time `at`.
+    pub fn budget(at: Duration, duration: Option<Duration>) -> Self {
+        Self {
+            limit: "media.sampling.max_frames",
+            covered: at,
+            duration,
+        }
+    }
+}
+
+impl Incomplete {
+    /// Key frames were decoded alone (they came once per sampling period) until two came
+    /// further apart, at media time `at`: the frames between were never decoded.
+    pub fn gop_gap(at: Duration, duration: Option<Duration>) -> Self {
+        Self {
+            limit: "media.sampling.fps (key frames further apart than the sampling period)",
+            covered: at,
+            duration,
+        }
+    }
+}
+
+impl std::fmt::Display for Incomplete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "inspection incomplete: media sampled up to {:.1} s",
+            self.covered.as_secs_f64()
+        )?;
+        if let Some(d) = self.duration {
+            write!(f, " of {:.1} s", d.as_secs_f64())?;
+        }
+        write!(f, " ({})", self.limit)
+    }
 }
 
 /// The limit a decode ran into.

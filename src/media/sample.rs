@@ -6,13 +6,29 @@ use std::time::Duration;
 /// Frame sampling, applied right after the decoder so skipped frames cost no scaling or
 /// conversion: the first frame always, then the first frame at or after each period boundary
 /// (media time from the first frame), optionally key frames only.
+///
+/// The budget (`max_frames`) covers the whole medium: when the duration is known before the
+/// first frame (`spread`), the period widens so the budget reaches the end; a frame that is
+/// due once the budget is spent makes the decode incomplete, never a silent stop.
 #[derive(Default)]
 pub(crate) struct Sampler {
     period: Option<Duration>,
     keyframes_only: bool,
+    budget: u64,
     first_pts: Option<u64>,
     next_t: Duration,
     taken: u64,
+    /// Media time of the first due frame refused for the budget.
+    over_budget_at: Option<Duration>,
+}
+
+/// What the sampler makes of one decoded frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Take {
+    Keep,
+    Skip,
+    /// Due, but the frame budget is spent: the medium is not covered to its end.
+    OverBudget,
 }
 
 impl Sampler {
@@ -20,8 +36,27 @@ impl Sampler {
         Self {
             period: (sampling.fps > 0.0).then(|| Duration::from_secs_f64(1.0 / sampling.fps)),
             keyframes_only: sampling.keyframes_only,
+            budget: u64::from(sampling.max_frames.max(1)),
             ..Self::default()
         }
+    }
+
+    /// The medium lasts `duration`: widen the period when the budget would not reach its end
+    /// at the configured rate. With `fps: 0` (every frame) nothing is widened: the budget
+    /// bounds the frames, and a longer medium is incomplete.
+    pub(crate) fn spread(&mut self, duration: Duration) {
+        let Some(period) = self.period else { return };
+        // Frames at 0, p, 2p, … strictly before the end: budget - 1 intervals cover it.
+        let intervals = u32::try_from(self.budget.saturating_sub(1).max(1)).unwrap_or(u32::MAX);
+        let needed = duration / intervals;
+        if needed > period {
+            self.period = Some(needed);
+        }
+    }
+
+    /// The sampling period in force (after `spread`).
+    pub(crate) fn period(&self) -> Option<Duration> {
+        self.period
     }
 
     /// Media time of a raw timestamp (the first one seen is 0).
@@ -30,17 +65,35 @@ impl Sampler {
     }
 
     /// Whether the frame at `raw_ns` is sampled (updates the schedule when it is).
-    pub(crate) fn take(&mut self, raw_ns: Option<u64>, keyframe: bool) -> bool {
+    pub(crate) fn take(&mut self, raw_ns: Option<u64>, keyframe: bool) -> Take {
         let t = raw_ns.map(|r| self.media_time(r));
         let due = self.period.is_none() || t.is_none_or(|t| t >= self.next_t);
-        let keep = self.taken == 0 || (due && (keyframe || !self.keyframes_only));
-        if keep {
-            self.taken += 1;
-            if let (Some(p), Some(t)) = (self.period, t) {
-                self.next_t = next_boundary(t, p);
-            }
+        let wanted = self.taken == 0 || (due && (keyframe || !self.keyframes_only));
+        if !wanted {
+            return Take::Skip;
         }
-        keep
+        if self.taken >= self.budget {
+            self.over_budget_at.get_or_insert(t.unwrap_or_default());
+            return Take::OverBudget;
+        }
+        self.taken += 1;
+        if let (Some(p), Some(t)) = (self.period, t) {
+            self.next_t = next_boundary(t, p);
+        }
+        Take::Keep
+    }
+
+    /// Frames from media time `at` on were not sampled at the configured rate (they were not
+    /// decoded): the medium is incomplete from there.
+    pub(crate) fn refuse_at(&mut self, at: Duration) {
+        self.over_budget_at = Some(self.over_budget_at.map_or(at, |t| t.min(at)));
+        // Nothing more is sampled: the decode ends as soon as what was kept is handed on.
+        self.budget = self.taken;
+    }
+
+    /// Media time of the first frame refused for the budget, if any was.
+    pub(crate) fn over_budget_at(&self) -> Option<Duration> {
+        self.over_budget_at
     }
 }
 
@@ -48,4 +101,80 @@ impl Sampler {
 fn next_boundary(t: Duration, period: Duration) -> Duration {
     let p = period.as_nanos().max(1);
     Duration::from_nanos(((t.as_nanos() / p + 1) * p) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Sampling;
+
+    fn sampler(fps: f64, max_frames: u32) -> Sampler {
+        Sampler::new(&Sampling {
+            fps,
+            max_frames,
+            keyframes_only: false,
+        })
+    }
+
+    /// Frames at 25 fps for `secs`: which are kept, and whether any was refused.
+    fn run(s: &mut Sampler, secs: u64) -> (Vec<Duration>, bool) {
+        let mut kept = Vec::new();
+        let mut over = false;
+        for i in 0..secs * 25 {
+            let ns = i * 40_000_000;
+            match s.take(Some(ns), i % 25 == 0) {
+                Take::Keep => kept.push(Duration::from_nanos(ns)),
+                Take::OverBudget => over = true,
+                Take::Skip => {}
+            }
+        }
+        (kept, over)
+    }
+
+    #[test]
+    fn a_known_duration_spreads_the_budget_to_the_end() {
+        let mut s = sampler(1.0, 32);
+        s.spread(Duration::from_secs(50));
+        let (kept, over) = run(&mut s, 50);
+        assert!(!over, "the budget covers 50 s");
+        assert!(kept.len() <= 32 && kept.len() >= 31, "{}", kept.len());
+        let last = *kept.last().unwrap();
+        assert!(last >= Duration::from_secs(48), "last sample at {last:?}");
+        // No gap wider than the spread period (plus one frame).
+        for w in kept.windows(2) {
+            assert!(
+                w[1] - w[0] <= Duration::from_millis(1_660),
+                "{:?}",
+                w[1] - w[0]
+            );
+        }
+    }
+
+    #[test]
+    fn a_short_medium_keeps_the_configured_rate() {
+        let mut s = sampler(1.0, 32);
+        s.spread(Duration::from_secs(10));
+        assert_eq!(s.period(), Some(Duration::from_secs(1)));
+        let (kept, over) = run(&mut s, 10);
+        assert_eq!(kept.len(), 10);
+        assert!(!over);
+    }
+
+    #[test]
+    fn an_unknown_duration_past_the_budget_is_reported() {
+        let mut s = sampler(1.0, 32);
+        let (kept, over) = run(&mut s, 50);
+        assert_eq!(kept.len(), 32);
+        assert!(over);
+        assert_eq!(s.over_budget_at(), Some(Duration::from_secs(32)));
+    }
+
+    #[test]
+    fn every_frame_mode_is_bounded_not_spread() {
+        let mut s = sampler(0.0, 10);
+        s.spread(Duration::from_secs(50));
+        let (kept, over) = run(&mut s, 1);
+        assert_eq!(kept.len(), 10);
+        assert!(over);
+    }
 }

@@ -98,7 +98,7 @@ pub(super) fn fit(img: image::DynamicImage, side: u32) -> image::DynamicImage {
 }
 
 /// Animated GIF: every frame, timed by its delay, sampled like video.
-/// Fills the counts, size, duration and early stop of `summary`.
+/// Fills the counts, size, duration, early stop and incompleteness of `summary`.
 pub fn decode_gif(
     data: &[u8],
     cfg: &MediaConfig,
@@ -135,8 +135,15 @@ pub fn decode_gif(
         }
         let pts = t;
         t += Duration::from(frame.delay());
-        if !sampler.take(Some(pts.as_nanos() as u64), true) {
-            continue;
+        match sampler.take(Some(pts.as_nanos() as u64), true) {
+            super::sample::Take::Keep => {}
+            super::sample::Take::Skip => continue,
+            // The frame count is not known before decoding: a GIF longer than the budget
+            // is reported incomplete, not cut short silently.
+            super::sample::Take::OverBudget => {
+                summary.incomplete = Some(super::Incomplete::budget(pts, None));
+                break;
+            }
         }
         let rgb = fit(
             image::DynamicImage::ImageRgba8(frame.into_buffer()),
@@ -153,8 +160,7 @@ pub fn decode_gif(
             rgb: rgb.into_raw(),
         };
         sampled += 1;
-        let stop = on_frame(&out).is_break() || sampled >= u64::from(cfg.sampling.max_frames);
-        if stop {
+        if on_frame(&out).is_break() {
             summary.stopped_early = true;
             break;
         }

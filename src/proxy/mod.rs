@@ -149,12 +149,16 @@ impl Proxy {
 
     /// Count a refusal under `errors_total` — but not a block: a block is a decision (counted in
     /// `decisions_total`), and an error-rate alert must not fire on the policy working; nor a
-    /// failed inspection, which the decider counted already (as `inspection-failed` or
-    /// `overloaded`, whatever the failure mode).
+    /// failed inspection, which the decider counted already (as `inspection-failed`,
+    /// `inspection-incomplete` or `overloaded`, whatever the failure mode).
     fn count_error(&self, p: &Problem) {
         if matches!(
             p.kind,
-            Some(ProblemKind::Blocked | ProblemKind::InspectionFailed)
+            Some(
+                ProblemKind::Blocked
+                    | ProblemKind::InspectionFailed
+                    | ProblemKind::InspectionIncomplete
+            )
         ) {
             return;
         }

@@ -2,6 +2,8 @@
 //! `likeguard` binary started on free ports, and the real media in `../shared/testdata`.
 #![allow(dead_code)]
 
+pub mod clips;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;

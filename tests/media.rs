@@ -423,9 +423,10 @@ fn chunks_streamed_in_give_the_same_result_as_a_whole_body() {
 }
 
 /// Phones and cameras write a key frame every second: the key frames alone cover the medium
-/// at 1 fps, so after the first group the frames between them are never decoded.
+/// at 1 fps, so with `skip_delta_frames` the frames between them are never decoded after the
+/// first group (off by default: it trusts the stream's key-frame flags).
 #[test]
-fn with_a_key_frame_every_second_only_key_frames_are_decoded() {
+fn with_a_key_frame_every_second_only_key_frames_are_decoded_when_asked() {
     let dir = tempfile::tempdir().unwrap();
     let clip = read(&make(
         dir.path(),
@@ -435,7 +436,11 @@ fn with_a_key_frame_every_second_only_key_frames_are_decoded() {
             video_src(300, 320, 240)
         ),
     ));
-    let (s, frames, _) = decoder(|_| {}).decode_all(clip).unwrap();
+    let (all, _, _) = decoder(|_| {}).decode_all(clip.clone()).unwrap();
+    assert_eq!(all.frames_decoded, 300, "every frame by default");
+    let (s, frames, _) = decoder(|c| c.sampling.skip_delta_frames = true)
+        .decode_all(clip)
+        .unwrap();
     let secs: Vec<u64> = frames
         .iter()
         .map(|f| f.pts.unwrap().as_millis() as u64)

@@ -66,6 +66,12 @@ pub struct Sampling {
     /// Only frames the codec marks as key frames.
     #[serde(default)]
     pub keyframes_only: bool,
+    /// Decode only key frames while they come at least once per sampling period (the bulk of
+    /// the decoding cost saved on phone and camera video). It trusts the stream's key-frame
+    /// flags, which a crafted file can set on frames that are not: for media from sources you
+    /// trust (your own generation service's responses), not for uploads. docs/media.md.
+    #[serde(default)]
+    pub skip_delta_frames: bool,
 }
 
 impl Default for Sampling {
@@ -74,6 +80,7 @@ impl Default for Sampling {
             fps: d_fps(),
             max_frames: d_max_frames(),
             keyframes_only: false,
+            skip_delta_frames: false,
         }
     }
 }

@@ -244,6 +244,10 @@ fn attempt(
     let built = templates.get(kind).build().map_err(DecodeError::Internal)?;
     let shared = Arc::new(Shared {
         sampler: Mutex::new(Sampler::new(&cfg.sampling)),
+        gop: Mutex::new(Gop {
+            enabled: cfg.sampling.skip_delta_frames,
+            ..Gop::default()
+        }),
         ..Shared::default()
     });
     let _teardown = Teardown {
@@ -305,14 +309,6 @@ fn attempt(
             // Every frame sampled within the budget has been handed on; the rest is unseen
             // (dropped undecoded or unsampled, whether or not the stream has ended since).
             if shared.over_budget.load(Ordering::Acquire) {
-                let smp = shared.sampler.lock().unwrap_or_else(|p| p.into_inner());
-                let stated = *shared.stated.lock().unwrap_or_else(|p| p.into_inner());
-                let at = smp.over_budget_at().unwrap_or_default();
-                summary.incomplete = Some(if shared.gop_gap.load(Ordering::Acquire) {
-                    Incomplete::gop_gap(at, stated)
-                } else {
-                    Incomplete::budget(at, stated)
-                });
                 break;
             }
             if built.sink.is_eos() {
@@ -382,6 +378,22 @@ fn attempt(
         if flow.is_break() {
             summary.stopped_early = true;
             break;
+        }
+    }
+    // Whatever ended the loop (the stream may have ended while a bound was being hit): a
+    // medium not covered to its end says so.
+    if !summary.stopped_early && kind == MediaKind::Video {
+        let stated = *shared.stated.lock().unwrap_or_else(|p| p.into_inner());
+        let mut smp = shared.sampler.lock().unwrap_or_else(|p| p.into_inner());
+        let gap = shared.gop_gap.load(Ordering::Acquire);
+        if shared.over_budget.load(Ordering::Acquire) || gap || smp.check_span() {
+            if let Some((covered, limit)) = smp.refusal() {
+                summary.incomplete = Some(Incomplete {
+                    limit,
+                    covered,
+                    duration: stated,
+                });
+            }
         }
     }
     if let Some(e) = shared.failure.take() {
@@ -535,13 +547,15 @@ fn plan(pad: &gst::Pad, limits: &crate::config::Limits, s: &Shared) -> bool {
     true
 }
 
-/// Decode only what sampling needs: when key frames come at least once per sampling period
-/// (phones and cameras write one a second), the key frames alone cover the medium at the
-/// sampling rate, and the frames between them are dropped before the decoder — the bulk of
-/// the decoding cost. Streams with longer groups of pictures are decoded in full: every frame
-/// between two key frames depends on the one before it.
+/// Decode only what sampling needs (`media.sampling.skip_delta_frames`, off by default): when
+/// key frames come at least once per sampling period (phones and cameras write one a second),
+/// the key frames alone cover the medium at the sampling rate, and the frames between them are
+/// dropped before the decoder — the bulk of the decoding cost. Streams with longer groups of
+/// pictures are decoded in full: every frame between two key frames depends on the one before
+/// it. Any stretch longer than the period that goes undecoded makes the decode incomplete.
 #[derive(Default)]
 struct Gop {
+    enabled: bool,
     last_key: Option<u64>,
     /// Delta frames are being dropped before the decoder.
     keys_only: bool,
@@ -561,24 +575,34 @@ impl Gop {
         period: Option<Duration>,
         s: &Shared,
     ) -> bool {
-        let Some(period) = period else { return true };
+        let Some(period) = period.filter(|_| self.enabled) else {
+            return true;
+        };
+        let window = (period + GOP_SLACK).as_nanos() as u64;
         if !keyframe {
-            return !self.keys_only;
-        }
-        let Some(pts) = pts else { return true };
-        if let Some(last) = self.last_key.replace(pts) {
-            let gap = Duration::from_nanos(pts.saturating_sub(last));
-            if gap <= period + GOP_SLACK {
-                self.keys_only = true;
-            } else if self.keys_only {
-                // The frames of this longer group were dropped: the stretch between these key
-                // frames was not sampled at the configured rate.
+            if !self.keys_only {
+                return true;
+            }
+            // A delta frame dropped further than one period from the last key frame (a group
+            // that turned long, a tail without key frames, timestamps that jump): that
+            // stretch is not sampled.
+            if let (Some(pts), Some(last)) = (pts, self.last_key)
+                && (pts < last || pts - last > window)
+            {
                 s.gop_gap.store(true, Ordering::Release);
-                s.over_budget.store(true, Ordering::Release);
                 let mut smp = s.sampler.lock().unwrap_or_else(|p| p.into_inner());
                 let at = smp.media_time(last);
-                smp.refuse_at(at);
+                smp.refuse_at(at, "media.sampling.skip_delta_frames (key frames further apart than the sampling period)");
             }
+            return false;
+        }
+        let Some(pts) = pts else { return true };
+        if let Some(last) = self.last_key.replace(pts)
+            && !self.keys_only
+            && pts >= last
+            && pts - last <= window
+        {
+            self.keys_only = true;
         }
         true
     }

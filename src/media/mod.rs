@@ -113,18 +113,6 @@ impl Incomplete {
     }
 }
 
-impl Incomplete {
-    /// Key frames were decoded alone (they came once per sampling period) until two came
-    /// further apart, at media time `at`: the frames between were never decoded.
-    pub fn gop_gap(at: Duration, duration: Option<Duration>) -> Self {
-        Self {
-            limit: "media.sampling.fps (key frames further apart than the sampling period)",
-            covered: at,
-            duration,
-        }
-    }
-}
-
 impl std::fmt::Display for Incomplete {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(

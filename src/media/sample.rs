@@ -13,13 +13,19 @@ use std::time::Duration;
 #[derive(Default)]
 pub(crate) struct Sampler {
     period: Option<Duration>,
+    /// The period from `fps` alone (before `spread`).
+    fps_period: Option<Duration>,
     keyframes_only: bool,
     budget: u64,
     first_pts: Option<u64>,
     next_t: Duration,
     taken: u64,
-    /// Media time of the first due frame refused for the budget.
-    over_budget_at: Option<Duration>,
+    /// Frames skipped in a row (timestamps that do not advance show up here).
+    skipped_run: u64,
+    /// Media time of the last frame seen.
+    last_t: Option<Duration>,
+    /// Where sampling stopped covering the medium, and the bound that made it stop.
+    refusal: Option<(Duration, &'static str)>,
 }
 
 /// What the sampler makes of one decoded frame.
@@ -27,14 +33,21 @@ pub(crate) struct Sampler {
 pub(crate) enum Take {
     Keep,
     Skip,
-    /// Due, but the frame budget is spent: the medium is not covered to its end.
+    /// Due, but the frame budget is spent (or timestamps stopped advancing): the medium is
+    /// not covered to its end.
     OverBudget,
 }
 
+/// The fastest real frame rate: more frames than this per sampling period, all skipped,
+/// means timestamps that do not advance.
+const MAX_FPS: f64 = 240.0;
+
 impl Sampler {
     pub(crate) fn new(sampling: &crate::config::Sampling) -> Self {
+        let period = (sampling.fps > 0.0).then(|| Duration::from_secs_f64(1.0 / sampling.fps));
         Self {
-            period: (sampling.fps > 0.0).then(|| Duration::from_secs_f64(1.0 / sampling.fps)),
+            period,
+            fps_period: period,
             keyframes_only: sampling.keyframes_only,
             budget: u64::from(sampling.max_frames.max(1)),
             ..Self::default()
@@ -46,12 +59,14 @@ impl Sampler {
     /// bounds the frames, and a longer medium is incomplete.
     pub(crate) fn spread(&mut self, duration: Duration) {
         let Some(period) = self.period else { return };
-        // Frames at 0, p, 2p, … strictly before the end: budget - 1 intervals cover it.
+        self.period = Some(period.max(self.needed(duration)));
+    }
+
+    /// The period that spreads the budget over `span`: frames at 0, p, 2p, … strictly before
+    /// the end, so budget − 1 intervals cover it.
+    fn needed(&self, span: Duration) -> Duration {
         let intervals = u32::try_from(self.budget.saturating_sub(1).max(1)).unwrap_or(u32::MAX);
-        let needed = duration / intervals;
-        if needed > period {
-            self.period = Some(needed);
-        }
+        span / intervals
     }
 
     /// The sampling period in force (after `spread`).
@@ -67,13 +82,28 @@ impl Sampler {
     /// Whether the frame at `raw_ns` is sampled (updates the schedule when it is).
     pub(crate) fn take(&mut self, raw_ns: Option<u64>, keyframe: bool) -> Take {
         let t = raw_ns.map(|r| self.media_time(r));
+        if let Some(t) = t {
+            self.last_t = Some(self.last_t.map_or(t, |l| l.max(t)));
+        }
         let due = self.period.is_none() || t.is_none_or(|t| t >= self.next_t);
         let wanted = self.taken == 0 || (due && (keyframe || !self.keyframes_only));
         if !wanted {
+            self.skipped_run += 1;
+            if let Some(p) = self.period
+                && !self.keyframes_only
+                && self.skipped_run as f64 > p.as_secs_f64() * MAX_FPS + 10.0
+            {
+                self.refuse_at(
+                    self.last_t.unwrap_or_default(),
+                    "frame timestamps that do not advance",
+                );
+                return Take::OverBudget;
+            }
             return Take::Skip;
         }
+        self.skipped_run = 0;
         if self.taken >= self.budget {
-            self.over_budget_at.get_or_insert(t.unwrap_or_default());
+            self.refuse_at(t.unwrap_or_default(), "media.sampling.max_frames");
             return Take::OverBudget;
         }
         self.taken += 1;
@@ -83,17 +113,35 @@ impl Sampler {
         Take::Keep
     }
 
-    /// Frames from media time `at` on were not sampled at the configured rate (they were not
-    /// decoded): the medium is incomplete from there.
-    pub(crate) fn refuse_at(&mut self, at: Duration) {
-        self.over_budget_at = Some(self.over_budget_at.map_or(at, |t| t.min(at)));
-        // Nothing more is sampled: the decode ends as soon as what was kept is handed on.
-        self.budget = self.taken;
+    /// Sampling stopped covering the medium at media time `at` because of `limit` (the
+    /// earliest such point is kept).
+    pub(crate) fn refuse_at(&mut self, at: Duration, limit: &'static str) {
+        if self.refusal.is_none_or(|(t, _)| at < t) {
+            self.refusal = Some((at, limit));
+        }
     }
 
-    /// Media time of the first frame refused for the budget, if any was.
-    pub(crate) fn over_budget_at(&self) -> Option<Duration> {
-        self.over_budget_at
+    /// Where sampling stopped covering the medium, and why.
+    pub(crate) fn refusal(&self) -> Option<(Duration, &'static str)> {
+        self.refusal
+    }
+
+    /// After the last frame: a stated duration far longer than the frames (a container that
+    /// claims more than it holds) spread the budget thinner than the real span needed. Records
+    /// the refusal and returns true when it did (more than 1.5× the period the span needed;
+    /// a sound track longer than the picture stays well inside that).
+    pub(crate) fn check_span(&mut self) -> bool {
+        let (Some(period), Some(fps_period), Some(last)) =
+            (self.period, self.fps_period, self.last_t)
+        else {
+            return false;
+        };
+        let wanted = fps_period.max(self.needed(last));
+        if period.as_secs_f64() > wanted.as_secs_f64() * 1.5 {
+            self.refuse_at(last, "a stated duration longer than the media");
+            return true;
+        }
+        false
     }
 }
 
@@ -105,6 +153,38 @@ fn next_boundary(t: Duration, period: Duration) -> Duration {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_stated_duration_far_past_the_frames_is_caught() {
+        let mut s = sampler(1.0, 32);
+        s.spread(Duration::from_secs(590));
+        let (kept, over) = run(&mut s, 20);
+        assert!(!over);
+        assert!(kept.len() <= 2, "{}", kept.len());
+        assert!(s.check_span());
+        // A sound track 2 s longer than the picture is not that.
+        let mut s = sampler(1.0, 32);
+        s.spread(Duration::from_secs(52));
+        let _ = run(&mut s, 50);
+        assert!(!s.check_span());
+    }
+
+    #[test]
+    fn timestamps_that_stop_advancing_are_caught() {
+        let mut s = sampler(1.0, 32);
+        let mut last = Take::Keep;
+        for _ in 0..1000 {
+            last = s.take(Some(5_000_000), false);
+            if last == Take::OverBudget {
+                break;
+            }
+        }
+        assert_eq!(last, Take::OverBudget);
+        assert_eq!(
+            s.refusal().unwrap().1,
+            "frame timestamps that do not advance"
+        );
+    }
+
     use super::*;
     use crate::config::Sampling;
 
@@ -113,6 +193,7 @@ mod tests {
             fps,
             max_frames,
             keyframes_only: false,
+            skip_delta_frames: false,
         })
     }
 
@@ -166,7 +247,10 @@ mod tests {
         let (kept, over) = run(&mut s, 50);
         assert_eq!(kept.len(), 32);
         assert!(over);
-        assert_eq!(s.over_budget_at(), Some(Duration::from_secs(32)));
+        assert_eq!(
+            s.refusal(),
+            Some((Duration::from_secs(32), "media.sampling.max_frames"))
+        );
     }
 
     #[test]

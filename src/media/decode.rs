@@ -386,14 +386,14 @@ fn attempt(
         let stated = *shared.stated.lock().unwrap_or_else(|p| p.into_inner());
         let mut smp = shared.sampler.lock().unwrap_or_else(|p| p.into_inner());
         let gap = shared.gop_gap.load(Ordering::Acquire);
-        if shared.over_budget.load(Ordering::Acquire) || gap || smp.check_span() {
-            if let Some((covered, limit)) = smp.refusal() {
-                summary.incomplete = Some(Incomplete {
-                    limit,
-                    covered,
-                    duration: stated,
-                });
-            }
+        if (shared.over_budget.load(Ordering::Acquire) || gap || smp.check_span())
+            && let Some((covered, limit)) = smp.refusal()
+        {
+            summary.incomplete = Some(Incomplete {
+                limit,
+                covered,
+                duration: stated,
+            });
         }
     }
     if let Some(e) = shared.failure.take() {

@@ -9,9 +9,12 @@
 # fetch`, nginx (scripts/setup-system).
 #
 #   benches/video/run.sh [runs-per-clip]      (default 5)
+#   SKIP_DELTA=true benches/video/run.sh     with media.sampling.skip_delta_frames (trusted
+#                                             sources only: docs/media.md)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 runs=${1:-5}
+skip_delta=${SKIP_DELTA:-false}
 profile=${LIKEGUARD_PROFILE:-release}
 bin=${LIKEGUARD_BIN:-${CARGO_TARGET_DIR:-target}/$profile/likeguard}
 testdata=${LIKEGUARD_TESTDATA:-$(pwd)/../shared/testdata}
@@ -49,6 +52,7 @@ cat > "$work/lg.yaml" <<CONF
 listen: 127.0.0.1:$LG
 admin: {listen: 127.0.0.1:$LGA}
 state_dir: $work/state
+media: {sampling: {skip_delta_frames: $skip_delta}}
 routes:
   - name: upload
     upstream: http://127.0.0.1:$UP
@@ -74,7 +78,7 @@ gst_time() { # median wall seconds of a gst-launch decode
 }
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(. /etc/os-release; echo "$PRETTY_NAME")"
-echo "likeguard $("$bin" --version | awk '{print $2}') ($profile), default sampling (1 fps, 32 frames), median of $runs runs"
+echo "likeguard $("$bin" --version | awk '{print $2}') ($profile build), sampling 1 fps / 32 frames, skip_delta_frames: $skip_delta, median of $runs runs"
 echo
 echo "| clip | bytes | duration | decided in (p50) | × real time | gst-launch every frame | gst-launch key frames only | answer |"
 echo "|---|---|---|---|---|---|---|---|"

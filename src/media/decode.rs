@@ -70,6 +70,8 @@ enum Feed {
 enum Failure {
     /// The container holds no stream of the kind the pipeline decodes (e.g. audio-only MP4).
     NoStream,
+    /// It holds a video stream no installed decoder reads: never retried as sound alone.
+    UndecodableVideo,
     Error(DecodeError),
 }
 
@@ -89,12 +91,14 @@ pub(super) fn run(
     let started = Instant::now();
     let deadline = started + cfg.limits.max_wall;
     // The first bytes tell the format; nothing is decoded from an empty input.
+    let animated;
     let (feed, head) = match input {
         Input::Bytes(data) => {
             if data.is_empty() {
                 return Err(DecodeError::Empty);
             }
             let head = data.slice(..data.len().min(4096));
+            animated = super::sniff::is_animated_still(&data);
             (Feed::Bytes { data, offset: 0 }, head)
         }
         Input::Chunks(rx) => {
@@ -105,6 +109,7 @@ pub(super) fn run(
                 return Err(DecodeError::Empty);
             }
             let head = first.clone();
+            animated = super::sniff::is_animated_still(&first);
             (
                 Feed::Chunks {
                     rx,
@@ -129,6 +134,13 @@ pub(super) fn run(
         return Err(DecodeError::Unsupported(
             "AVI is not supported (GStreamer 1.22 cannot demultiplex it reliably from a stream)"
                 .into(),
+        ));
+    }
+    if kind == MediaKind::Image && animated {
+        // Neither decoder here reads past the first frame of these: refuse rather than pass
+        // the other frames unseen.
+        return Err(DecodeError::Unsupported(
+            "animated PNG/WebP: only the first frame could be inspected".into(),
         ));
     }
     let in_process = sniffed.is_some_and(|m| match cfg.still_images {
@@ -169,6 +181,9 @@ pub(super) fn run(
         Ok(()) => Ok(summary),
         Err(Failure::Error(e)) => Err(e),
         // MP4, Matroska and Ogg may hold sound only: decode it as audio.
+        Err(Failure::UndecodableVideo) => Err(DecodeError::Unsupported(
+            "the container's video stream has no decoder here".into(),
+        )),
         Err(Failure::NoStream) if kind == MediaKind::Video => match replay {
             Some(data) => {
                 let mut audio = Summary {
@@ -188,12 +203,23 @@ pub(super) fn run(
                 ) {
                     Ok(()) => Ok(audio),
                     Err(Failure::Error(e)) => Err(e),
-                    Err(Failure::NoStream) => Err(no_stream(kind)),
+                    Err(Failure::NoStream | Failure::UndecodableVideo) => Err(no_stream(kind)),
                 }
             }
             None => Err(no_stream(kind)),
         },
         Err(Failure::NoStream) => Err(no_stream(kind)),
+    }
+}
+
+/// Nothing decodable was exposed: a video stream seen in the container (its size is known)
+/// that no decoder reads must not be passed over as if the file held only sound.
+fn no_stream_in(kind: MediaKind, s: &Shared) -> Failure {
+    let saw_video = s.dims.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+    if kind == MediaKind::Video && saw_video {
+        Failure::UndecodableVideo
+    } else {
+        Failure::NoStream
     }
 }
 
@@ -286,7 +312,7 @@ fn attempt(
             return Err(e.into());
         }
         if shared.no_stream.load(Ordering::Acquire) {
-            return Err(Failure::NoStream);
+            return Err(no_stream_in(kind, &shared));
         }
         if Instant::now() > deadline {
             return Err(Limit::MaxWall
@@ -296,7 +322,7 @@ fn attempt(
         while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
             if let gst::MessageView::Error(err) = msg.view() {
                 if shared.no_stream.load(Ordering::Acquire) {
-                    return Err(Failure::NoStream);
+                    return Err(no_stream_in(kind, &shared));
                 }
                 return Err(shared
                     .failure
@@ -586,12 +612,14 @@ impl Gop {
             // A delta frame dropped further than one period from the last key frame (a group
             // that turned long, a tail without key frames, timestamps that jump): that
             // stretch is not sampled.
+            // Leading frames of an open group (before their key frame in display order, by
+            // less than a period) are expected.
             if let (Some(pts), Some(last)) = (pts, self.last_key)
-                && (pts < last || pts - last > window)
+                && (pts.saturating_add(window) < last || pts.saturating_sub(last) > window)
             {
                 s.gop_gap.store(true, Ordering::Release);
                 let mut smp = s.sampler.lock().unwrap_or_else(|p| p.into_inner());
-                let at = smp.media_time(last);
+                let at = smp.media_time_of(last);
                 smp.refuse_at(at, "media.sampling.skip_delta_frames (key frames further apart than the sampling period)");
             }
             return false;

@@ -27,7 +27,7 @@ pub use pipeline::{Template, Templates};
 pub use reencode::{Chroma, FrameEditor, LumaFrame, Reencoded, Reencoder};
 
 use crate::config::MediaConfig;
-pub use sniff::{MediaKind, MediaType, sniff};
+pub use sniff::{MediaKind, MediaType, is_animated_still, sniff};
 /// The in-process still decoders (also fuzzed on their own: fuzz/).
 pub use still::{decode as decode_still, decode_gif};
 

@@ -20,8 +20,9 @@ pub(crate) struct Sampler {
     first_pts: Option<u64>,
     next_t: Duration,
     taken: u64,
-    /// Frames skipped in a row (timestamps that do not advance show up here).
+    /// Frames skipped in a row (timestamps that do not advance show up here), and in all.
     skipped_run: u64,
+    skipped_total: u64,
     /// Media time of the last frame seen.
     last_t: Option<Duration>,
     /// Where sampling stopped covering the medium, and the bound that made it stop.
@@ -74,6 +75,12 @@ impl Sampler {
         self.period
     }
 
+    /// Media time of a raw timestamp without fixing the origin (before the first decoded
+    /// frame the origin is unknown: 0 is assumed).
+    pub(crate) fn media_time_of(&self, raw_ns: u64) -> Duration {
+        Duration::from_nanos(raw_ns.saturating_sub(self.first_pts.unwrap_or(0)))
+    }
+
     /// Media time of a raw timestamp (the first one seen is 0).
     pub(crate) fn media_time(&mut self, raw_ns: u64) -> Duration {
         Duration::from_nanos(raw_ns.saturating_sub(*self.first_pts.get_or_insert(raw_ns)))
@@ -82,6 +89,14 @@ impl Sampler {
     /// Whether the frame at `raw_ns` is sampled (updates the schedule when it is).
     pub(crate) fn take(&mut self, raw_ns: Option<u64>, keyframe: bool) -> Take {
         let t = raw_ns.map(|r| self.media_time(r));
+        if let (Some(t), Some(p), Some(last)) = (t, self.period, self.last_t)
+            && t + p < last
+        {
+            // Frames leave the decoder in display order: a jump back by more than a period
+            // would leave the stretch it repeats unsampled.
+            self.refuse_at(t, "frame timestamps that jump back");
+            return Take::OverBudget;
+        }
         if let Some(t) = t {
             self.last_t = Some(self.last_t.map_or(t, |l| l.max(t)));
         }
@@ -89,6 +104,7 @@ impl Sampler {
         let wanted = self.taken == 0 || (due && (keyframe || !self.keyframes_only));
         if !wanted {
             self.skipped_run += 1;
+            self.skipped_total += 1;
             if let Some(p) = self.period
                 && !self.keyframes_only
                 && self.skipped_run as f64 > p.as_secs_f64() * MAX_FPS + 10.0
@@ -136,6 +152,11 @@ impl Sampler {
         else {
             return false;
         };
+        // Every decoded frame sampled: nothing was thinned (one picture over a long sound
+        // track, a short clip).
+        if self.skipped_total == 0 {
+            return false;
+        }
         let wanted = fps_period.max(self.needed(last));
         if period.as_secs_f64() > wanted.as_secs_f64() * 1.5 {
             self.refuse_at(last, "a stated duration longer than the media");

@@ -48,6 +48,31 @@ pub fn sniff(data: &[u8]) -> Option<MediaType> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn animated_png_and_webp_are_told_apart_from_stills() {
+        let chunk = |kind: &[u8], body: &[u8]| {
+            let mut c = (body.len() as u32).to_be_bytes().to_vec();
+            c.extend_from_slice(kind);
+            c.extend_from_slice(body);
+            c.extend_from_slice(&[0; 4]);
+            c
+        };
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        png.extend(chunk(b"IHDR", &[0; 13]));
+        png.extend(chunk(b"tEXt", &[b'x'; 6000]));
+        let mut apng = png.clone();
+        apng.extend(chunk(b"acTL", &[0; 8]));
+        apng.extend(chunk(b"IDAT", &[0; 4]));
+        png.extend(chunk(b"IDAT", &[0; 4]));
+        assert!(super::is_animated_still(&apng));
+        assert!(!super::is_animated_still(&png));
+        let mut webp = b"RIFF\0\0\0\0WEBPVP8X\x0a\0\0\0".to_vec();
+        webp.extend_from_slice(&[0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert!(super::is_animated_still(&webp));
+        webp[20] = 0x10;
+        assert!(!super::is_animated_still(&webp));
+    }
+
     use super::*;
 
     #[test]
@@ -62,4 +87,33 @@ mod tests {
         assert!(sniff(b"%PDF-1.7").is_none());
         assert!(sniff(b"").is_none());
     }
+}
+
+/// Whether a PNG or WebP holds an animation (APNG `acTL` before the image data; WebP `VP8X`
+/// with its animation flag). Only the first frame of those is decoded, so the caller must not
+/// treat what it saw as the whole image.
+pub fn is_animated_still(data: &[u8]) -> bool {
+    if data.starts_with(b"\x89PNG\r\n\x1a\n") {
+        // Walk the chunks (length, type, data, CRC) up to the first IDAT.
+        let mut at = 8usize;
+        while let Some(head) = data.get(at..at + 8) {
+            let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+            match &head[4..8] {
+                b"acTL" => return true,
+                b"IDAT" | b"IEND" => return false,
+                _ => {}
+            }
+            at = match at.checked_add(12).and_then(|a| a.checked_add(len)) {
+                Some(next) => next,
+                None => return false,
+            };
+        }
+        return false;
+    }
+    // RIFF <size> WEBP VP8X <size> <flags: bit 1 = animation>
+    data.len() > 20
+        && &data[..4] == b"RIFF"
+        && &data[8..12] == b"WEBP"
+        && &data[12..16] == b"VP8X"
+        && data[20] & 0x02 != 0
 }

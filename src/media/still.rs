@@ -134,14 +134,28 @@ pub fn decode_gif(
                 .exceeded(format!("media runs past {:?}", cfg.limits.max_duration)));
         }
         let pts = t;
-        t += Duration::from(frame.delay());
+        // Browsers show frames with a delay under 20 ms for 100 ms: so must sampling time
+        // them, or a run of zero-delay frames would all sit at one instant, unsampled.
+        let delay = Duration::from(frame.delay());
+        t += if delay < Duration::from_millis(20) {
+            Duration::from_millis(100)
+        } else {
+            delay
+        };
         match sampler.take(Some(pts.as_nanos() as u64), true) {
             super::sample::Take::Keep => {}
             super::sample::Take::Skip => continue,
             // The frame count is not known before decoding: a GIF longer than the budget
             // is reported incomplete, not cut short silently.
             super::sample::Take::OverBudget => {
-                summary.incomplete = Some(super::Incomplete::budget(pts, None));
+                summary.incomplete = Some(match sampler.refusal() {
+                    Some((covered, limit)) => super::Incomplete {
+                        limit,
+                        covered,
+                        duration: None,
+                    },
+                    None => super::Incomplete::budget(pts, None),
+                });
                 break;
             }
         }

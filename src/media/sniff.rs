@@ -46,6 +46,35 @@ pub fn sniff(data: &[u8]) -> Option<MediaType> {
     })
 }
 
+/// Whether a PNG or WebP holds an animation (APNG `acTL` before the image data; WebP `VP8X`
+/// with its animation flag). Only the first frame of those is decoded, so the caller must not
+/// treat what it saw as the whole image.
+pub fn is_animated_still(data: &[u8]) -> bool {
+    if data.starts_with(b"\x89PNG\r\n\x1a\n") {
+        // Walk the chunks (length, type, data, CRC) up to the first IDAT.
+        let mut at = 8usize;
+        while let Some(head) = data.get(at..at + 8) {
+            let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+            match &head[4..8] {
+                b"acTL" => return true,
+                b"IDAT" | b"IEND" => return false,
+                _ => {}
+            }
+            at = match at.checked_add(12).and_then(|a| a.checked_add(len)) {
+                Some(next) => next,
+                None => return false,
+            };
+        }
+        return false;
+    }
+    // RIFF <size> WEBP VP8X <size> <flags: bit 1 = animation>
+    data.len() > 20
+        && &data[..4] == b"RIFF"
+        && &data[8..12] == b"WEBP"
+        && &data[12..16] == b"VP8X"
+        && data[20] & 0x02 != 0
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -87,33 +116,4 @@ mod tests {
         assert!(sniff(b"%PDF-1.7").is_none());
         assert!(sniff(b"").is_none());
     }
-}
-
-/// Whether a PNG or WebP holds an animation (APNG `acTL` before the image data; WebP `VP8X`
-/// with its animation flag). Only the first frame of those is decoded, so the caller must not
-/// treat what it saw as the whole image.
-pub fn is_animated_still(data: &[u8]) -> bool {
-    if data.starts_with(b"\x89PNG\r\n\x1a\n") {
-        // Walk the chunks (length, type, data, CRC) up to the first IDAT.
-        let mut at = 8usize;
-        while let Some(head) = data.get(at..at + 8) {
-            let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
-            match &head[4..8] {
-                b"acTL" => return true,
-                b"IDAT" | b"IEND" => return false,
-                _ => {}
-            }
-            at = match at.checked_add(12).and_then(|a| a.checked_add(len)) {
-                Some(next) => next,
-                None => return false,
-            };
-        }
-        return false;
-    }
-    // RIFF <size> WEBP VP8X <size> <flags: bit 1 = animation>
-    data.len() > 20
-        && &data[..4] == b"RIFF"
-        && &data[8..12] == b"WEBP"
-        && &data[12..16] == b"VP8X"
-        && data[20] & 0x02 != 0
 }

@@ -200,7 +200,16 @@ async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
 
-async fn readyz(State(s): State<AdminState>) -> Response {
+/// What `/readyz` reports, also exported as gauges when `/metrics` is scraped.
+struct Readiness {
+    serving: bool,
+    /// `None`: embedded store; `Some(false)`: Redis unreachable.
+    shared: Option<bool>,
+    upstreams: Vec<crate::telemetry::UpstreamState>,
+    status: &'static str,
+}
+
+fn readiness(s: &AdminState) -> Readiness {
     let serving = s.ready.load(Ordering::Acquire);
     let shared = s.faces.as_ref().and_then(|f| f.registry.shared_healthy());
     let upstreams = s.metrics.upstreams.states();
@@ -211,6 +220,21 @@ async fn readyz(State(s): State<AdminState>) -> Response {
         (true, Some(false), _) | (true, _, true) => "degraded",
         (true, _, false) => "ready",
     };
+    Readiness {
+        serving,
+        shared,
+        upstreams,
+        status,
+    }
+}
+
+async fn readyz(State(s): State<AdminState>) -> Response {
+    let Readiness {
+        serving,
+        shared,
+        upstreams,
+        status,
+    } = readiness(&s);
     let body = serde_json::json!({
         "status": status,
         "store": match shared { None => "embedded", Some(true) => "redis", Some(false) => "redis unreachable" },
@@ -231,6 +255,9 @@ async fn readyz(State(s): State<AdminState>) -> Response {
 }
 
 async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
+    let r = readiness(&s);
+    s.metrics.degraded.set(i64::from(r.status == "degraded"));
+    s.metrics.store_up.set(i64::from(r.shared != Some(false)));
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         s.metrics.render(),

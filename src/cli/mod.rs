@@ -3,6 +3,7 @@
 mod eval;
 mod models;
 mod policy;
+mod probe;
 mod registry;
 mod scan;
 mod serve;
@@ -92,6 +93,20 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Ask this instance's admin listener whether it is alive (`/healthz`) or ready
+    /// (`/readyz`): exit status 0 when it answers 2xx. The container HEALTHCHECK.
+    Probe {
+        /// Probe `/readyz` instead of `/healthz`.
+        #[arg(long)]
+        ready: bool,
+        /// Admin address to probe (default: the config's `admin.listen`).
+        #[arg(long, env = "LIKEGUARD_ADMIN_LISTEN")]
+        admin: Option<SocketAddr>,
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        #[arg(long, short, env = "LIKEGUARD_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -100,14 +115,14 @@ struct ServeArgs {
     #[arg(long, short, env = "LIKEGUARD_CONFIG")]
     config: Option<PathBuf>,
     /// Proxy listen address (overrides the file).
-    #[arg(long)]
+    #[arg(long, env = "LIKEGUARD_LISTEN")]
     listen: Option<SocketAddr>,
     /// Upstream origin, e.g. http://127.0.0.1:3000: replaces every route's upstream, or makes
     /// the single catch-all route when there is no file.
-    #[arg(long, value_parser = parse_upstream)]
+    #[arg(long, env = "LIKEGUARD_UPSTREAM", value_parser = parse_upstream)]
     upstream: Option<Upstream>,
     /// Admin listen address (overrides the file).
-    #[arg(long)]
+    #[arg(long, env = "LIKEGUARD_ADMIN_LISTEN")]
     admin_listen: Option<SocketAddr>,
 }
 
@@ -315,6 +330,19 @@ pub fn run() -> anyhow::Result<()> {
                 if c.routes.len() == 1 { "" } else { "s" }
             );
             Ok(())
+        }
+        Command::Probe {
+            ready,
+            admin,
+            timeout,
+            config,
+        } => {
+            let admin = match admin {
+                Some(a) => a,
+                None => load_or_default(config.as_deref())?.admin.listen,
+            };
+            let path = if ready { "/readyz" } else { "/healthz" };
+            probe::probe(probe::target(admin), path, timeout)
         }
     }
 }

@@ -38,7 +38,7 @@ pub(super) fn open_registry(
         StoreConfig::Redis { url, prefix } => {
             let store = Arc::new(
                 RedisStore::connect(url, prefix)
-                    .with_context(|| format!("connecting to redis at {url}"))?,
+                    .with_context(|| format!("connecting to redis at {}", redacted(url)))?,
             );
             let registry = Arc::new(Registry::shared(store.clone(), &config.search)?);
             let licenses = Arc::new(Licenses::shared(store.clone())?);
@@ -193,4 +193,31 @@ pub fn settle_watermark_key(config: &mut Config) -> anyhow::Result<()> {
         None => {}
     }
     Ok(())
+}
+
+/// A URL fit for logs and errors: any password replaced by `***`.
+fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "(unparseable URL)".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redis_passwords_stay_out_of_messages() {
+        assert_eq!(
+            super::redacted("redis://:s3cret@redis.internal:6379/0"),
+            "redis://:***@redis.internal:6379/0"
+        );
+        assert_eq!(
+            super::redacted("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+    }
 }

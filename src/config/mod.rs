@@ -43,6 +43,8 @@ pub const EXAMPLE: &str = include_str!("example.yaml");
 
 /// Environment variable that supplies the admin bearer token (overrides the file).
 pub const ADMIN_TOKEN_ENV: &str = "LIKEGUARD_ADMIN_TOKEN";
+/// The Redis URL of `store: {kind: redis}` (it may hold a password: keep it in a secret).
+pub const REDIS_URL_ENV: &str = "LIKEGUARD_REDIS_URL";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -129,7 +131,9 @@ pub enum StoreConfig {
     #[default]
     Embedded,
     Redis {
-        /// e.g. `redis://127.0.0.1:6379/0`
+        /// e.g. `redis://127.0.0.1:6379/0`. `LIKEGUARD_REDIS_URL` overrides it, so a URL with
+        /// a password can come from a secret rather than the file.
+        #[serde(default)]
         url: String,
         /// Key prefix, so several deployments can share one Redis.
         #[serde(default = "default_store_prefix")]
@@ -514,6 +518,11 @@ impl Config {
                 });
             }
         };
+        if let (StoreConfig::Redis { url, .. }, Some(from_env)) =
+            (&mut config.store, std::env::var(REDIS_URL_ENV).ok())
+        {
+            *url = from_env;
+        }
         config
             .validate()
             .map_err(|(field, reason)| ConfigError::Invalid {
@@ -562,6 +571,19 @@ impl Config {
 
     /// Checks that need more than one field at a time.
     fn validate(&self) -> Result<(), (String, String)> {
+        if let StoreConfig::Redis { url, .. } = &self.store {
+            match url::Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "redis" | "rediss" | "unix" | "redis+unix") => {}
+                _ => {
+                    return Err((
+                        "store.url".into(),
+                        format!(
+                            "needs a redis:// or rediss:// URL (here or in {REDIS_URL_ENV})"
+                        ),
+                    ));
+                }
+            }
+        }
         if self.listen == self.admin.listen {
             return Err((
                 "admin.listen".into(),

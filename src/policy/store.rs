@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -62,21 +63,25 @@ impl PolicyStore {
         }
     }
 
-    /// Watches the file's modification time and reloads on change, until the store is dropped.
+    /// Watches the file and reloads on change, until the store is dropped. The path is
+    /// followed through symlinks each time, and a change of the file it leads to (device,
+    /// inode) counts as well as a change of its time or size: a Kubernetes ConfigMap volume
+    /// updates by swapping a `..data` symlink to a new folder, which a watch on the first
+    /// file's inode or on the link itself would never see.
     pub fn watch(self: &Arc<Self>, every: Duration, metrics: Arc<Metrics>) {
         let Some(path) = self.path.clone() else {
             return;
         };
         let weak = Arc::downgrade(self);
-        let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        let mut seen: Option<SystemTime> = mtime(&path);
+        let version = |p: &Path| std::fs::metadata(p).ok().map(|m| Identity::of(&m));
+        let mut seen: Option<Identity> = version(&path);
         let spawned = std::thread::Builder::new()
             .name("policy-watch".into())
             .spawn(move || {
                 loop {
                     std::thread::sleep(every);
                     let Some(store) = weak.upgrade() else { return };
-                    let now = mtime(&path);
+                    let now = version(&path);
                     if now != seen {
                         seen = now;
                         let _ = store.reload(&metrics);
@@ -85,6 +90,26 @@ impl PolicyStore {
             });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the policy file watcher");
+        }
+    }
+}
+
+/// What identifies one version of the policy file.
+#[derive(PartialEq, Eq)]
+struct Identity {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+impl Identity {
+    fn of(m: &std::fs::Metadata) -> Self {
+        Self {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            modified: m.modified().ok(),
         }
     }
 }

@@ -32,6 +32,11 @@ pub struct Metrics {
     pub url_fetches: IntCounterVec,
     /// Upstream failures per route (and `upstream_failures_total`), for `/readyz`.
     pub upstreams: super::UpstreamHealth,
+    /// 1 while `/readyz` says `degraded` (Redis unreachable or an upstream failing); set when
+    /// scraped.
+    pub degraded: IntGauge,
+    /// 0 while the shared store (Redis) is unreachable, else 1; set when scraped.
+    pub store_up: IntGauge,
 }
 
 impl Metrics {
@@ -121,8 +126,37 @@ impl Metrics {
         registry
             .register(Box::new(decision_cache.clone()))
             .expect("unique metric");
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("static metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let degraded = gauge(
+            "degraded",
+            "1 while /readyz says degraded (shared store unreachable or an upstream failing)",
+        );
+        let store_up = gauge(
+            "store_up",
+            "0 while the shared store (Redis) is unreachable, else 1",
+        );
+        store_up.set(1);
+        let build_info = prometheus::IntGaugeVec::new(
+            Opts::new("build_info", "1, labelled with the running version"),
+            &["version"],
+        )
+        .expect("static metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        registry
+            .register(Box::new(build_info))
+            .expect("unique metric");
         Self {
             registry,
+            degraded,
+            store_up,
             decision_cache,
             requests,
             bytes,

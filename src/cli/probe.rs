@@ -57,7 +57,10 @@ mod tests {
             target("0.0.0.0:9090".parse().unwrap()),
             "127.0.0.1:9090".parse().unwrap()
         );
-        assert_eq!(target("[::]:9090".parse().unwrap()), "[::1]:9090".parse().unwrap());
+        assert_eq!(
+            target("[::]:9090".parse().unwrap()),
+            "[::1]:9090".parse().unwrap()
+        );
         assert_eq!(
             target("10.0.0.7:9090".parse().unwrap()),
             "10.0.0.7:9090".parse().unwrap()

@@ -577,9 +577,7 @@ impl Config {
                 _ => {
                     return Err((
                         "store.url".into(),
-                        format!(
-                            "needs a redis:// or rediss:// URL (here or in {REDIS_URL_ENV})"
-                        ),
+                        format!("needs a redis:// or rediss:// URL (here or in {REDIS_URL_ENV})"),
                     ));
                 }
             }

@@ -1,9 +1,9 @@
 //! The policy in force: loaded at start, replaced atomically on reload (file change or admin
 //! call). A file that fails to load never replaces the one in force.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;

@@ -234,26 +234,7 @@ async fn dashboard_and_alerts_name_only_exported_metrics() {
         "named in deploy/monitoring but not exported: {missing:?}\n{scraped}"
     );
     // The scrape itself lints clean with Prometheus' checker.
-    let mut check = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian's prometheus package; scripts/setup-system installs it)");
-    use std::io::Write;
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(scraped.as_bytes())
-        .unwrap();
-    let out = check.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::promtool_check_metrics(&scraped);
 }
 
 #[test]

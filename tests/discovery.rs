@@ -245,26 +245,7 @@ async fn the_enrolled_person_is_found_in_every_request_shape() {
         "{m}"
     );
     // The exposition passes Prometheus' own linter after real traffic.
-    let mut promtool = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian's prometheus package; scripts/setup-system installs it)");
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(m.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::promtool_check_metrics(&m);
 
     // Someone else in the same shapes passes untouched.
     let body = json(serde_json::json!({"prompt": "a portrait", "init_image": b64(&y)}));

@@ -113,19 +113,6 @@ impl Metrics {
         registry
             .register(Box::new(inspection_seconds.clone()))
             .expect("unique metric");
-        let known_media = IntGauge::new("known_media_entries", "Entries in the known-media bank")
-            .expect("static metric");
-        registry
-            .register(Box::new(known_media.clone()))
-            .expect("unique metric");
-        let decision_cache = IntGauge::new(
-            "decision_cache_entries",
-            "Entries in the face-decision cache (bounded)",
-        )
-        .expect("static metric");
-        registry
-            .register(Box::new(decision_cache.clone()))
-            .expect("unique metric");
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("static metric");
             registry
@@ -133,6 +120,11 @@ impl Metrics {
                 .expect("unique metric");
             g
         };
+        let known_media = gauge("known_media_entries", "Entries in the known-media bank");
+        let decision_cache = gauge(
+            "decision_cache_entries",
+            "Entries in the face-decision cache (bounded)",
+        );
         let degraded = gauge(
             "degraded",
             "1 while /readyz says degraded (shared store unreachable or an upstream failing)",

@@ -481,3 +481,28 @@ pub async fn readiness(lg: &Likeguard) -> String {
         .unwrap();
     v["status"].as_str().unwrap_or_default().to_string()
 }
+
+/// Prometheus' own linter (`promtool check metrics`) over a `/metrics` exposition.
+pub fn promtool_check_metrics(exposition: &str) {
+    use std::io::Write;
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package; scripts/setup-system installs it)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

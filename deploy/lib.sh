@@ -15,7 +15,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_ready() {
   local deadline=$((SECONDS + $2))
   while ((SECONDS < deadline)); do
-    curl -fsS "$1/readyz" 2>/dev/null | grep -q '"status":"ready"' && return 0
+    curl -fsS --max-time 2 "$1/readyz" 2>/dev/null | grep -q '"status":"ready"' && return 0
     sleep 0.2
   done
   return 1
@@ -23,13 +23,13 @@ wait_ready() {
 
 # enrol ADMIN_URL TOKEN PHOTO: a strict identity from one photo; prints the HTTP status.
 enrol() {
-  curl -sS -o /dev/null -w '%{http_code}' -H "authorization: Bearer $2" \
+  curl -sS --max-time 30 -o /dev/null -w '%{http_code}' -H "authorization: Bearer $2" \
     -F name="Deploy Check" -F protection=strict -F consent_by="the person" \
     -F consent_method="signed form" -F "photo=@$3;type=image/jpeg" "$1/admin/v1/identities"
 }
 
 # upload URL PHOTO: a multipart upload like a generation request; prints the HTTP status.
 upload() {
-  curl -sS -o /dev/null -w '%{http_code}' -F prompt="make it a painting" \
+  curl -sS --max-time 30 -o /dev/null -w '%{http_code}' -F prompt="make it a painting" \
     -F "image=@$2;type=image/jpeg" "$1/upload"
 }

@@ -43,7 +43,7 @@ fn every_shipped_config_and_policy_loads() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let policy = deploy("k8s/components/policy/policy.yaml");
+    let policy = deploy("k8s/policy/policy.yaml");
     let out = likeguard(&["policy", "check", policy.to_str().unwrap()]);
     assert!(
         out.status.success(),

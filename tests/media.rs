@@ -398,15 +398,8 @@ fn chunks_streamed_in_give_the_same_result_as_a_whole_body() {
     let clip = read(&testdata().join("video/faces/face_recognition/short_hamilton_clip.mp4"));
     let d = decoder(|_| {});
     let (whole, _, _) = d.decode_all(clip.clone()).unwrap();
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(2);
-    let producer = {
-        let clip = clip.clone();
-        std::thread::spawn(move || {
-            for i in (0..clip.len()).step_by(4096) {
-                tx.send(clip.slice(i..(i + 4096).min(clip.len()))).unwrap();
-            }
-        })
-    };
+    let (tx, rx) = likeguard::media::feed::channel(8192);
+    let producer = produce(clip.clone(), tx);
     let mut frames = 0;
     let streamed = d
         .decode(Input::Chunks(rx), None, &mut |o| {
@@ -416,10 +409,68 @@ fn chunks_streamed_in_give_the_same_result_as_a_whole_body() {
             ControlFlow::Continue(())
         })
         .unwrap();
-    producer.join().unwrap();
+    assert_eq!(producer.join().unwrap(), Ok(clip.len()));
     assert_eq!(streamed.frames_sampled, whole.frames_sampled);
     assert_eq!(streamed.frames_decoded, whole.frames_decoded);
     assert_eq!(frames, whole.frames_sampled);
+}
+
+/// Sends `clip` in 4 KiB chunks as a proxy would (async, waiting for room); how many bytes went
+/// in before the decode stopped reading, if it did.
+fn produce(
+    clip: Bytes,
+    tx: likeguard::media::feed::ChunkSender,
+) -> std::thread::JoinHandle<Result<usize, usize>> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for i in (0..clip.len()).step_by(4096) {
+                if tx
+                    .send(clip.slice(i..(i + 4096).min(clip.len())))
+                    .await
+                    .is_err()
+                {
+                    return Err(i);
+                }
+            }
+            Ok(clip.len())
+        })
+    })
+}
+
+/// A decode that decides early (the caller breaks off at the first frame) stops reading, and
+/// the producer — the proxy streaming an upload — is told at once instead of waiting forever.
+#[test]
+fn a_decode_stopped_early_releases_the_producer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mkv = dir.path().join("clip.mkv");
+    support::clips::streamable(
+        &testdata().join("video/faces/face_recognition/short_hamilton_clip.mp4"),
+        &mkv,
+    );
+    let clip = read(&mkv);
+    let d = decoder(|_| {});
+    let (tx, rx) = likeguard::media::feed::channel(8192);
+    let producer = produce(clip.clone(), tx);
+    let summary = d
+        .decode(Input::Chunks(rx), None, &mut |o| match o {
+            Output::Frame(_) => ControlFlow::Break(()),
+            Output::Audio(_) => ControlFlow::Continue(()),
+        })
+        .unwrap();
+    assert_eq!(summary.frames_sampled, 1);
+    let start = std::time::Instant::now();
+    let sent = producer.join().unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "the producer waited {:?} on a decode that had stopped",
+        start.elapsed()
+    );
+    let stopped_at = sent.expect_err("the decode read the whole clip although it had stopped");
+    assert!(stopped_at < clip.len(), "{stopped_at}");
 }
 
 /// Phones and cameras write a key frame every second: the key frames alone cover the medium

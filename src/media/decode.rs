@@ -61,7 +61,7 @@ enum Feed {
         offset: usize,
     },
     Chunks {
-        rx: std::sync::mpsc::Receiver<Bytes>,
+        rx: super::feed::ChunkReceiver,
         first: Option<Bytes>,
     },
 }
@@ -92,6 +92,7 @@ pub(super) fn run(
     let deadline = started + cfg.limits.max_wall;
     // The first bytes tell the format; nothing is decoded from an empty input.
     let animated;
+    let mut _closer = None;
     let (feed, head) = match input {
         Input::Bytes(data) => {
             if data.is_empty() {
@@ -102,6 +103,8 @@ pub(super) fn run(
             (Feed::Bytes { data, offset: 0 }, head)
         }
         Input::Chunks(rx) => {
+            // However the decode ends, the producer stops waiting on it.
+            _closer = Some(rx.closer());
             let first = rx
                 .recv_timeout(cfg.limits.max_wall)
                 .map_err(|_| DecodeError::Empty)?;

@@ -7,6 +7,7 @@
 //! async runtime. See docs/media.md.
 
 mod decode;
+pub mod feed;
 mod heif;
 mod pipeline;
 mod reencode;
@@ -35,9 +36,10 @@ pub use still::{decode as decode_still, decode_gif};
 pub enum Input {
     /// A body already held in memory; fed in 64 KiB slices without copying.
     Bytes(Bytes),
-    /// Chunks as they arrive (bounded channel = back-pressure to the producer). The decode
-    /// ends when the sender is dropped.
-    Chunks(std::sync::mpsc::Receiver<Bytes>),
+    /// Chunks as they arrive, through a channel bounded in bytes (`feed::channel`): the
+    /// producer is slowed to the decode's pace, or told it is behind. The input ends when the
+    /// sender is dropped; a decode that stops early closes the channel.
+    Chunks(feed::ChunkReceiver),
 }
 
 /// One sampled video frame (or image), packed RGB, `width * 3` bytes per row.

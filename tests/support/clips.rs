@@ -79,3 +79,26 @@ pub fn padded(clip: &Path, pad_secs: u64, out: &Path) {
     }
     enc.set_state(gst::State::Null).unwrap();
 }
+
+/// `clip` (H.264 in MP4) remuxed into Matroska, whose header comes first: a stream a decode can
+/// start on from its first bytes, as an upload streams in.
+pub fn streamable(clip: &Path, out: &Path) {
+    gst::init().unwrap();
+    let p = gst::parse::launch(&format!(
+        "filesrc location={} ! qtdemux ! h264parse ! matroskamux ! filesink location={}",
+        clip.display(),
+        out.display()
+    ))
+    .unwrap();
+    p.set_state(gst::State::Playing).unwrap();
+    let bus = p.bus().unwrap();
+    let done = bus.timed_pop_filtered(
+        gst::ClockTime::from_seconds(60),
+        &[gst::MessageType::Eos, gst::MessageType::Error],
+    );
+    p.set_state(gst::State::Null).unwrap();
+    let ended = done
+        .as_ref()
+        .is_some_and(|m| matches!(m.view(), gst::MessageView::Eos(_)));
+    assert!(ended, "remuxing {} failed: {done:?}", clip.display());
+}

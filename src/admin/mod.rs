@@ -258,6 +258,14 @@ async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
     let r = readiness(&s);
     s.metrics.degraded.set(i64::from(r.status == "degraded"));
     s.metrics.store_up.set(i64::from(r.shared != Some(false)));
+    if let Some(faces) = &s.faces {
+        for (model, depth) in faces.engine.queue_depths() {
+            s.metrics
+                .inference_queue
+                .with_label_values(&[model])
+                .set(i64::try_from(depth).unwrap_or(i64::MAX));
+        }
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         s.metrics.render(),

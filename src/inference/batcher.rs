@@ -7,6 +7,7 @@
 //! Input buffers come from a small pool and go back to it after the run: no per-item
 //! allocation on the hot path once warm.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -42,6 +43,8 @@ struct Job<O> {
 pub struct Batcher<O> {
     name: Arc<str>,
     tx: SyncSender<Job<O>>,
+    /// Items submitted and not yet taken into a batch (exported as a gauge).
+    waiting: Arc<AtomicUsize>,
     pool: Arc<Pool>,
     item_len: usize,
 }
@@ -63,9 +66,11 @@ impl<O: Send + 'static> Batcher<O> {
         let max_batch = config.max_batch.min(model.max_batch()).max(1);
         let (tx, rx) = sync_channel(config.queue);
         let pool = Arc::new(Pool::new(item_len, config.queue + max_batch));
+        let waiting = Arc::new(AtomicUsize::new(0));
         let worker = Worker {
             model,
             rx,
+            waiting: waiting.clone(),
             pool: pool.clone(),
             max_batch,
             max_wait: config.max_wait,
@@ -83,6 +88,7 @@ impl<O: Send + 'static> Batcher<O> {
         Ok(Self {
             name: name.into(),
             tx,
+            waiting,
             pool,
             item_len,
         })
@@ -97,11 +103,26 @@ impl<O: Send + 'static> Batcher<O> {
         self.item_len
     }
 
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Items queued for the worker right now (at most the configured `queue`).
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
     /// Queues one item. Refused at once (never blocks) when the queue is full.
     pub fn submit(&self, input: Vec<f32>) -> Result<Pending<O>, InferenceError> {
         debug_assert_eq!(input.len(), self.item_len);
         let (reply, rx) = oneshot::channel();
-        match self.tx.try_send(Job { input, reply }) {
+        // Counted before the send, so the worker's decrement can never come first.
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let sent = self.tx.try_send(Job { input, reply });
+        if sent.is_err() {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+        }
+        match sent {
             Ok(()) => Ok(Pending {
                 rx,
                 model: self.name.clone(),
@@ -147,6 +168,7 @@ impl<O> Pending<O> {
 struct Worker<M: Model> {
     model: M,
     rx: Receiver<Job<M::Output>>,
+    waiting: Arc<AtomicUsize>,
     pool: Arc<Pool>,
     max_batch: usize,
     max_wait: std::time::Duration,
@@ -163,6 +185,7 @@ impl<M: Model> Worker<M> {
         while let Ok(first) = self.rx.recv() {
             jobs.push(first);
             self.gather(&mut jobs, expected);
+            self.waiting.fetch_sub(jobs.len(), Ordering::Relaxed);
             expected = jobs.len();
             self.batch.clear();
             for job in &jobs {
@@ -250,5 +273,67 @@ impl Pool {
         {
             free.push(buf);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// A model whose first run waits for a signal, so items pile up behind it.
+    struct Gated(Option<mpsc::Receiver<()>>);
+
+    impl Model for Gated {
+        type Output = f32;
+        fn item_len(&self) -> usize {
+            1
+        }
+        fn max_batch(&self) -> usize {
+            1
+        }
+        fn run(
+            &mut self,
+            input: &[f32],
+            _: usize,
+            out: &mut Vec<f32>,
+        ) -> Result<(), InferenceError> {
+            if let Some(gate) = self.0.take() {
+                let _ = gate.recv();
+            }
+            out.push(input[0]);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_queue_depth_counts_items_waiting_and_refuses_past_the_bound() {
+        let (open, gate) = mpsc::channel();
+        let config = BatchConfig {
+            max_batch: 1,
+            max_wait: Duration::ZERO,
+            queue: 3,
+        };
+        let b = Batcher::spawn("gated", Gated(Some(gate)), &config).unwrap();
+        let first = b.submit(vec![1.0]).unwrap();
+        // The worker takes the first item and blocks in the model.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while b.waiting() != 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let queued: Vec<_> = (0..3).map(|i| b.submit(vec![i as f32]).unwrap()).collect();
+        assert_eq!(b.waiting(), 3);
+        assert!(matches!(
+            b.submit(vec![9.0]),
+            Err(InferenceError::Overloaded { .. })
+        ));
+        assert_eq!(b.waiting(), 3, "a refused item is not counted");
+        open.send(()).unwrap();
+        assert_eq!(first.wait_blocking().unwrap(), 1.0);
+        for p in queued {
+            p.wait_blocking().unwrap();
+        }
+        assert_eq!(b.waiting(), 0);
     }
 }

@@ -181,6 +181,19 @@ pub struct FaceEngine {
 }
 
 impl FaceEngine {
+    /// Items waiting for each model's worker, by model name (`likeguard_inference_queue_depth`).
+    pub fn queue_depths(&self) -> Vec<(&str, usize)> {
+        self.detectors
+            .iter()
+            .map(|d| &d.batcher)
+            .map(|b| (b.name(), b.waiting()))
+            .chain(std::iter::once((
+                self.embedder.name(),
+                self.embedder.waiting(),
+            )))
+            .collect()
+    }
+
     /// Verifies and loads every configured model. Errors name the file and the fix.
     pub fn load(config: &InferenceConfig) -> Result<Self, InferenceError> {
         let manifest = Manifest::load(&config.models_dir)?;

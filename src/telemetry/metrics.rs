@@ -37,6 +37,8 @@ pub struct Metrics {
     pub degraded: IntGauge,
     /// 0 while the shared store (Redis) is unreachable, else 1; set when scraped.
     pub store_up: IntGauge,
+    /// Items waiting for each model's inference worker, by model; set when scraped.
+    pub inference_queue: prometheus::IntGaugeVec,
 }
 
 impl Metrics {
@@ -134,6 +136,17 @@ impl Metrics {
             "0 while the shared store (Redis) is unreachable, else 1",
         );
         store_up.set(1);
+        let inference_queue = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "inference_queue_depth",
+                "Items waiting for a model's inference worker (bounded by inference.batch.queue)",
+            ),
+            &["model"],
+        )
+        .expect("static metric");
+        registry
+            .register(Box::new(inference_queue.clone()))
+            .expect("unique metric");
         let build_info = prometheus::IntGaugeVec::new(
             Opts::new("build_info", "1, labelled with the running version"),
             &["version"],
@@ -149,6 +162,7 @@ impl Metrics {
             registry,
             degraded,
             store_up,
+            inference_queue,
             decision_cache,
             requests,
             bytes,

@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use likeguard::config::{InferenceConfig, MediaConfig};
 use likeguard::inference::{Embedding, FaceEngine, Image, InferenceError};
-use likeguard::inspect::faces::{FoundFace, faces_in_media, main_face};
+use likeguard::inspect::faces::{FoundFace, faces_in_media, faces_in_media_until, main_face};
 use likeguard::media::Decoder;
 use likeguard::media::sniff;
 
@@ -283,4 +283,38 @@ fn asking_for_a_gpu_provider_this_build_lacks_is_a_clear_error() {
     };
     let err = FaceEngine::load(&config).err().expect("cuda accepted");
     assert!(err.to_string().contains("cuda"), "{err}");
+}
+
+/// A video whose faces are handed on frame by frame can be stopped at the first one (what the
+/// proxy does at the first block): the decode ends there, the boxes are already in the source's
+/// pixels, and stopping early is not an incomplete inspection.
+#[test]
+fn a_video_can_be_stopped_at_its_first_face() {
+    let data = Bytes::from(support::media(
+        "video/faces/face_recognition/short_hamilton_clip.mp4",
+    ));
+    let (whole, all) = faces_in_media(decoder(), engine(), data.clone(), None, false).unwrap();
+    assert!(whole.frames_sampled > 2 && !all.is_empty());
+    let mut seen = Vec::new();
+    let (summary, found) =
+        faces_in_media_until(decoder(), engine(), data, None, false, &mut |f, faces| {
+            seen.push((f.index, f.source));
+            if faces.is_empty() {
+                std::ops::ControlFlow::Continue(())
+            } else {
+                std::ops::ControlFlow::Break(())
+            }
+        })
+        .unwrap();
+    assert!(summary.stopped_early);
+    assert!(summary.incomplete.is_none());
+    assert!(summary.frames_sampled < whole.frames_sampled, "{summary:?}");
+    assert_eq!(seen.len() as u64, summary.frames_sampled);
+    // The same first faces, at the same source-pixel boxes, as the whole decode found.
+    assert_eq!(
+        found.len(),
+        all.iter().filter(|f| f.frame == found[0].frame).count()
+    );
+    assert_eq!(found[0].face.bbox, all[0].face.bbox);
+    assert_eq!(seen[0].1, (whole.width.unwrap(), whole.height.unwrap()));
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::inference::{Embedding, Face, FaceEngine, Image, InferenceError};
 use crate::license::{License, Licenses};
 use crate::media::MediaKind;
-use crate::media::{DecodeError, Decoder, Input, Output, Summary};
+use crate::media::{DecodeError, Decoder, Frame, Input, Output, Summary};
 use crate::policy::rules::{Input as PolicyInput, LicenseInfo, MatchInfo, MediaInfo, RequestInfo};
 use crate::policy::store::PolicyStore;
 use crate::policy::{Action, Finding};
@@ -43,9 +43,24 @@ pub fn faces_in_media(
     kind: Option<MediaKind>,
     embed: bool,
 ) -> Result<(Summary, Vec<FoundFace>), FaceScanError> {
+    faces_in_media_until(decoder, engine, data, kind, embed, &mut |_, _| {
+        ControlFlow::Continue(())
+    })
+}
+
+/// `faces_in_media`, handing each sampled frame's faces (boxes in the source's pixels) to
+/// `on_frame` as they are found; `Break` stops the decode there (the summary says
+/// `stopped_early`).
+pub fn faces_in_media_until(
+    decoder: &Decoder,
+    engine: &FaceEngine,
+    data: Bytes,
+    kind: Option<MediaKind>,
+    embed: bool,
+    on_frame: &mut dyn FnMut(&Frame, &[FoundFace]) -> ControlFlow<()>,
+) -> Result<(Summary, Vec<FoundFace>), FaceScanError> {
     let mut found = Vec::new();
     let mut failure = None;
-    let mut frames = Vec::new();
     let summary = decoder.decode(Input::Bytes(data), kind, &mut |out: Output<'_>| {
         let Output::Frame(frame) = out else {
             return ControlFlow::Continue(());
@@ -65,15 +80,20 @@ pub fn faces_in_media(
         });
         match result {
             Ok((faces, embeddings)) => {
-                frames.push((frame.index, frame.width));
+                // Frames are scaled to `media.max_side`; report boxes in the source's pixels.
+                let scale = match frame.width {
+                    0 => 1.0,
+                    w => frame.source.0 as f32 / w as f32,
+                };
+                let first = found.len();
                 for (face, embedding) in faces.into_iter().zip(embeddings) {
                     found.push(FoundFace {
                         frame: frame.index,
-                        face,
+                        face: face.scaled(scale),
                         embedding,
                     });
                 }
-                ControlFlow::Continue(())
+                on_frame(frame, &found[first..])
             }
             Err(e) => {
                 failure = Some(e);
@@ -83,16 +103,6 @@ pub fn faces_in_media(
     })?;
     if let Some(e) = failure {
         return Err(e.into());
-    }
-    // Frames are scaled to `media.max_side`; report boxes in the source's pixels.
-    if let Some(source_w) = summary.width {
-        for f in &mut found {
-            if let Some((_, frame_w)) = frames.iter().find(|(i, _)| *i == f.frame)
-                && *frame_w > 0
-            {
-                f.face = f.face.scaled(source_w as f32 / *frame_w as f32);
-            }
-        }
     }
     Ok((summary, found))
 }
@@ -174,6 +184,9 @@ pub struct FaceService {
     pub metrics: Arc<Metrics>,
 }
 
+/// Called with each recognised face and the source's (width, height) as its frame is decoded.
+pub type OnMatch<'a> = dyn FnMut(&Recognised, (u32, u32)) -> ControlFlow<()> + 'a;
+
 /// A recognised face in a media item.
 pub struct Recognised {
     pub face: FoundFace,
@@ -203,15 +216,48 @@ impl FaceService {
         data: Bytes,
         kind: Option<MediaKind>,
     ) -> Result<(Summary, Vec<Recognised>), FaceScanError> {
-        let (summary, found) = faces_in_media(&self.decoder, &self.engine, data, kind, true)?;
+        self.recognise_until(data, kind, &mut |_, _| ControlFlow::Continue(()))
+    }
+
+    /// `recognise`, handing each recognised face to `on_match` as its frame is decoded, with
+    /// the source's size (the policy's `media.width/height`); `Break` stops the decode there.
+    /// Blocking.
+    pub fn recognise_until(
+        &self,
+        data: Bytes,
+        kind: Option<MediaKind>,
+        on_match: &mut OnMatch<'_>,
+    ) -> Result<(Summary, Vec<Recognised>), FaceScanError> {
         let threshold = self.engine.threshold();
-        let recognised = found
-            .into_iter()
-            .filter_map(|face| {
-                let identity = self.registry.search(face.embedding.as_ref()?, threshold)?;
-                Some(Recognised { face, identity })
-            })
-            .collect();
+        let mut recognised = Vec::new();
+        let (summary, _) = faces_in_media_until(
+            &self.decoder,
+            &self.engine,
+            data,
+            kind,
+            true,
+            &mut |frame, faces| {
+                for face in faces {
+                    let Some(identity) = face
+                        .embedding
+                        .as_ref()
+                        .and_then(|e| self.registry.search(e, threshold))
+                    else {
+                        continue;
+                    };
+                    let r = Recognised {
+                        face: face.clone(),
+                        identity,
+                    };
+                    let flow = on_match(&r, frame.source);
+                    recognised.push(r);
+                    if flow.is_break() {
+                        return ControlFlow::Break(());
+                    }
+                }
+                ControlFlow::Continue(())
+            },
+        )?;
         Ok((summary, recognised))
     }
 
@@ -373,7 +419,37 @@ impl super::Inspector for FaceInspector {
             if let Some(hit) = cache.get(&key) {
                 return Ok(hit);
             }
-            let (summary, recognised) = service.recognise(data, Some(kind)).map_err(|e| {
+            let now = std::time::SystemTime::now();
+            // Each face is ruled on as its frame is decoded; the first block ends the decode
+            // (nothing outranks it, so the rest of the medium cannot change the decision).
+            let mut rulings = Vec::new();
+            let mut rule_failure = None;
+            let decoded = service.recognise_until(data, Some(kind), &mut |r, (width, height)| {
+                let seen = Summary {
+                    width: Some(width),
+                    height: Some(height),
+                    ..Summary::default()
+                };
+                match service.rule_on(r, &seen, kind, &ctx, now) {
+                    Ok(ruling) => {
+                        let block = ruling.action == Action::Block;
+                        rulings.push(ruling);
+                        if block {
+                            ControlFlow::Break(())
+                        } else {
+                            ControlFlow::Continue(())
+                        }
+                    }
+                    Err(e) => {
+                        rule_failure = Some(e);
+                        ControlFlow::Break(())
+                    }
+                }
+            });
+            if let Some(e) = rule_failure {
+                return Err((e, super::Cause::Failed));
+            }
+            let (summary, recognised) = decoded.map_err(|e| {
                 use super::Cause;
                 let cause = match &e {
                     FaceScanError::Inference(InferenceError::Overloaded { .. }) => Cause::Overloaded,
@@ -385,13 +461,12 @@ impl super::Inspector for FaceInspector {
                 };
                 (e.to_string(), cause)
             })?;
-            let now = std::time::SystemTime::now();
             // A license with an end date can lapse without any change: not cached.
             let mut cacheable = true;
             let findings = recognised
                 .iter()
-                .map(|r| {
-                    let ruling = service.rule_on(r, &summary, kind, &ctx, now)?;
+                .zip(rulings)
+                .map(|(r, ruling)| {
                     cacheable &= ruling
                         .license
                         .as_ref()
@@ -402,7 +477,7 @@ impl super::Inspector for FaceInspector {
                         .as_ref()
                         .map(|id| format!(", license {id}"))
                         .unwrap_or_default();
-                    Ok(Finding {
+                    Finding {
                         item: index,
                         inspector: INSPECTOR,
                         action: ruling.action,
@@ -420,10 +495,9 @@ impl super::Inspector for FaceInspector {
                             r.face.frame,
                             ruling.policy_version
                         ),
-                    })
+                    }
                 })
-                .collect::<Result<Vec<_>, String>>()
-                .map_err(|e| (e, super::Cause::Failed))?;
+                .collect::<Vec<_>>();
             // Part of the medium went unseen: a block found in the part seen stands (nothing
             // outranks it); anything less is no finding at all.
             if let Some(incomplete) = &summary.incomplete

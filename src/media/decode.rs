@@ -307,6 +307,7 @@ fn attempt(
         pts: None,
         width: 0,
         height: 0,
+        source: (0, 0),
         keyframe: false,
         rgb: Vec::new(),
     };
@@ -392,6 +393,12 @@ fn attempt(
             copy_rgb(buffer, &info, &mut frame.rgb)?;
             frame.width = info.width();
             frame.height = info.height();
+            frame.source = shared
+                .dims
+                .lock()
+                .ok()
+                .and_then(|d| *d)
+                .unwrap_or((frame.width, frame.height));
             frame.pts = pts;
             frame.keyframe = keyframe;
             let fps = info.fps();

@@ -50,6 +50,9 @@ pub struct Frame {
     pub pts: Option<Duration>,
     pub width: u32,
     pub height: u32,
+    /// The source's size before scaling to `media.max_side` (what the policy sees as
+    /// `media.width/height`, and what face boxes are reported in).
+    pub source: (u32, u32),
     pub keyframe: bool,
     pub rgb: Vec<u8>,
 }

@@ -62,6 +62,7 @@ pub fn decode(data: &[u8], cfg: &MediaConfig) -> Result<(Frame, (u32, u32)), Dec
 
 /// A decoded still as the one frame of its item, fitted to `max_side`.
 pub(super) fn still_frame(img: image::DynamicImage, max_side: u32) -> Frame {
+    let source = (img.width(), img.height());
     let rgb = fit(img, max_side).into_rgb8();
     let (width, height) = rgb.dimensions();
     Frame {
@@ -69,6 +70,7 @@ pub(super) fn still_frame(img: image::DynamicImage, max_side: u32) -> Frame {
         pts: Some(std::time::Duration::ZERO),
         width,
         height,
+        source,
         keyframe: true,
         rgb: rgb.into_raw(),
     }
@@ -159,17 +161,16 @@ pub fn decode_gif(
                 break;
             }
         }
-        let rgb = fit(
-            image::DynamicImage::ImageRgba8(frame.into_buffer()),
-            cfg.max_side,
-        )
-        .into_rgb8();
+        let full = image::DynamicImage::ImageRgba8(frame.into_buffer());
+        let source = (full.width(), full.height());
+        let rgb = fit(full, cfg.max_side).into_rgb8();
         let (fw, fh) = rgb.dimensions();
         let out = Frame {
             index: decoded - 1,
             pts: Some(pts),
             width: fw,
             height: fh,
+            source,
             keyframe: true,
             rgb: rgb.into_raw(),
         };

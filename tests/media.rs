@@ -441,6 +441,79 @@ fn produce(
     })
 }
 
+/// Sends `clip` in 64 KiB chunks, sleeping `pause(i)` before chunk `i`: an upload arriving
+/// over time.
+fn produce_paced(
+    clip: Bytes,
+    tx: likeguard::media::feed::ChunkSender,
+    pause: impl Fn(usize) -> Duration + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for (i, at) in (0..clip.len()).step_by(65536).enumerate() {
+                tokio::time::sleep(pause(i)).await;
+                let end = (at + 65536).min(clip.len());
+                if tx.send(clip.slice(at..end)).await.is_err() {
+                    return;
+                }
+            }
+        })
+    })
+}
+
+/// `max_wall` bounds the decode's own time: an input still arriving after `max_wall` is
+/// fine as long as it keeps arriving; one that stalls for longer than `max_wall` fails.
+#[test]
+fn max_wall_counts_from_the_last_input_for_streamed_media() {
+    let dir = tempfile::tempdir().unwrap();
+    let mkv = dir.path().join("clip.mkv");
+    support::clips::streamable(
+        &testdata().join("video/faces/face_recognition/short_hamilton_clip.mp4"),
+        &mkv,
+    );
+    let clip = read(&mkv);
+    let chunks = clip.len().div_ceil(65536);
+    let d = decoder(|c| c.limits.max_wall = Duration::from_millis(800));
+    // ~10 chunks over ~2 s: longer than max_wall in all, never a gap as long.
+    let (tx, rx) = likeguard::media::feed::channel(1 << 20);
+    let step = Duration::from_millis(2000 / chunks as u64);
+    let producer = produce_paced(clip.clone(), tx, move |_| step);
+    let start = std::time::Instant::now();
+    let summary = d
+        .decode(Input::Chunks(rx), None, &mut |_| ControlFlow::Continue(()))
+        .expect("a steady upload longer than max_wall decodes");
+    producer.join().unwrap();
+    assert!(start.elapsed() > Duration::from_millis(1500));
+    assert!(summary.frames_sampled > 0);
+    // A stall of 2 s in the middle: the limit, naming it.
+    let (tx, rx) = likeguard::media::feed::channel(1 << 20);
+    let producer = produce_paced(clip, tx, move |i| {
+        if i == chunks / 2 {
+            Duration::from_secs(2)
+        } else {
+            Duration::ZERO
+        }
+    });
+    let err = d
+        .decode(Input::Chunks(rx), None, &mut |_| ControlFlow::Continue(()))
+        .expect_err("a stalled input must hit max_wall");
+    producer.join().unwrap();
+    assert!(
+        matches!(
+            err,
+            DecodeError::Limit {
+                limit: Limit::MaxWall,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
 /// A decode that decides early (the caller breaks off at the first frame) stops reading, and
 /// the producer — the proxy streaming an upload — is told at once instead of waiting forever.
 #[test]

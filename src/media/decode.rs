@@ -53,6 +53,10 @@ struct Shared {
     stated: Mutex<Option<Duration>>,
     codec: Mutex<Option<String>>,
     dims: Mutex<Option<(u32, u32)>>,
+    /// Chunked inputs: when the last chunk (or the end) arrived. `max_wall` bounds the decode's
+    /// own time, so it counts from here while input is still arriving: an upload streamed for
+    /// minutes is not a slow decode, and an input that stalls longer than `max_wall` is one.
+    input_at: Mutex<Option<Instant>>,
 }
 
 enum Feed {
@@ -152,7 +156,7 @@ pub(super) fn run(
         StillImages::Auto | StillImages::Gstreamer => still::only_here(m.format),
     });
     if kind == MediaKind::Image && in_process {
-        let data = feed.collect(deadline)?;
+        let data = feed.collect(cfg.limits.max_wall)?;
         summary.codec = sniffed.map(|m| m.mime.to_string());
         if sniffed.is_some_and(|m| m.format == "gif") {
             still::decode_gif(&data, cfg, &mut summary, &mut |f| {
@@ -235,7 +239,8 @@ fn no_stream(kind: MediaKind) -> DecodeError {
 
 impl Feed {
     /// The whole input as one buffer (still images).
-    fn collect(self, deadline: Instant) -> Result<Bytes, DecodeError> {
+    /// Chunked input may take as long as it keeps arriving; a gap longer than `wait` fails.
+    fn collect(self, wait: Duration) -> Result<Bytes, DecodeError> {
         match self {
             Feed::Bytes { data, .. } => Ok(data),
             Feed::Chunks { rx, first } => {
@@ -244,8 +249,7 @@ impl Feed {
                     all.extend_from_slice(&f);
                 }
                 loop {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    match rx.recv_timeout(left) {
+                    match rx.recv_timeout(wait) {
                         Ok(c) => all.extend_from_slice(&c),
                         Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                             return Ok(all.freeze());
@@ -318,6 +322,8 @@ fn attempt(
         if shared.no_stream.load(Ordering::Acquire) {
             return Err(no_stream_in(kind, &shared));
         }
+        let input_at = *shared.input_at.lock().unwrap_or_else(|p| p.into_inner());
+        let deadline = input_at.map_or(deadline, |t| deadline.max(t + cfg.limits.max_wall));
         if Instant::now() > deadline {
             return Err(Limit::MaxWall
                 .exceeded(format!("decode took longer than {:?}", cfg.limits.max_wall))
@@ -817,7 +823,12 @@ fn feed_appsrc(src: &gstreamer_app::AppSrc, feed: Feed, shared: &Arc<Shared>) {
                             if s.failure.stopped() {
                                 break None;
                             }
-                            match rx.recv_timeout(Duration::from_millis(50)) {
+                            let got = rx.recv_timeout(Duration::from_millis(50));
+                            if !matches!(got, Err(std::sync::mpsc::RecvTimeoutError::Timeout)) {
+                                *s.input_at.lock().unwrap_or_else(|p| p.into_inner()) =
+                                    Some(Instant::now());
+                            }
+                            match got {
                                 Ok(c) if c.is_empty() => continue,
                                 Ok(c) => break Some(c),
                                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,

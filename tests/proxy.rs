@@ -618,3 +618,56 @@ async fn admin_api_needs_the_token_and_manages_the_bank() {
     assert_eq!(del(id.clone()).await.unwrap().status(), 204);
     problem(del(id).await.unwrap(), 404).await;
 }
+
+/// The test upstream tells an upload that was broken off from a whole one (what the `tee`
+/// mode's abort must look like from the upstream's side): a Content-Length body short of its
+/// length, and a chunked body without its last chunk, are kept and marked incomplete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_upstream_tells_an_aborted_upload_from_a_whole_one() {
+    use tokio::io::AsyncWriteExt;
+    let up = Upstream::start().await;
+    let send = |head: &'static str, body: &'static [u8]| {
+        let addr = up.addr;
+        async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(head.as_bytes()).await.unwrap();
+            s.write_all(body).await.unwrap();
+            s.flush().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            drop(s);
+        }
+    };
+    send(
+        "POST /whole HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\n",
+        b"hello",
+    )
+    .await;
+    send(
+        "POST /short HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n",
+        b"only this",
+    )
+    .await;
+    send(
+        "POST /chunked HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n",
+        b"4\r\nsome\r\n",
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while up.received().len() < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let by = |p: &str| {
+        up.received_on(p)
+            .pop()
+            .unwrap_or_else(|| panic!("{p} not recorded"))
+    };
+    let whole = by("/whole");
+    assert!(whole.complete);
+    assert_eq!(&whole.body[..], b"hello");
+    let short = by("/short");
+    assert!(!short.complete);
+    assert_eq!(&short.body[..], b"only this");
+    let chunked = by("/chunked");
+    assert!(!chunked.complete);
+    assert_eq!(&chunked.body[..], b"some");
+}

@@ -42,7 +42,11 @@ pub struct Received {
     pub method: Method,
     pub path: String,
     pub headers: HeaderMap,
+    /// What arrived of the body, also when the sender broke off.
     pub body: Bytes,
+    /// The body ended as its framing says (Content-Length reached, or the last chunk); false
+    /// when the connection broke first — an aborted upload.
+    pub complete: bool,
 }
 
 /// What the upstream answers on a path (default: 200 "ok").
@@ -117,16 +121,29 @@ impl Upstream {
 }
 
 async fn record(State(s): State<UpState>, req: Request) -> Response {
-    let (parts, body) = req.into_parts();
-    let body = axum::body::to_bytes(body, usize::MAX)
-        .await
-        .unwrap_or_default();
+    use http_body_util::BodyExt;
+    let (parts, mut stream) = req.into_parts();
+    // Frame by frame, so a body cut short is kept (and marked) rather than lost.
+    let mut got = bytes::BytesMut::new();
+    let complete = loop {
+        match stream.frame().await {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    got.extend_from_slice(data);
+                }
+            }
+            Some(Err(_)) => break false,
+            None => break true,
+        }
+    };
+    let body = got.freeze();
     let path = parts.uri.path().to_string();
     s.received.lock().unwrap().push(Received {
         method: parts.method.clone(),
         path: path.clone(),
         headers: parts.headers.clone(),
         body: body.clone(),
+        complete,
     });
     let canned = s.canned.lock().unwrap().get(&path).cloned();
     match canned {

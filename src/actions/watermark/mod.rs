@@ -243,8 +243,14 @@ impl Watermarker for MediaWatermarker {
     }
 }
 
-/// Decodes with orientation applied; returns the ICC profile too. Bounded by the decoder's
-/// default limits (no decompression bombs).
+/// Largest decoded image marked or read (bytes of pixels): image's own default allocation
+/// limit, which `DynamicImage::from_decoder` does not apply by itself.
+const MAX_DECODED_BYTES: u64 = 512 * 1024 * 1024;
+
+/// Decodes with orientation applied; returns the ICC profile too. The declared size is
+/// checked before any pixel buffer exists: a tiny file declaring 400,000 × 400,000 pixels
+/// must be an error, not a terabyte allocation that aborts the process (found by fuzzing:
+/// fuzz/regressions/watermark_detect).
 fn decode(
     data: &[u8],
     format: ImageFormat,
@@ -253,6 +259,14 @@ fn decode(
     let mut reader = image::ImageReader::with_format(Cursor::new(data), format);
     reader.limits(image::Limits::default());
     let mut decoder = reader.into_decoder().map_err(bad)?;
+    let (w, h) = decoder.dimensions();
+    // Orientation may add a rotated copy: twice the buffer in the worst case.
+    if decoder.total_bytes().saturating_mul(2) > MAX_DECODED_BYTES {
+        return Err(WatermarkError::Unsupported(format!(
+            "this image: {w}×{h} pixels is too large to mark or read (more than {} MiB decoded)",
+            MAX_DECODED_BYTES / 2 / (1024 * 1024)
+        )));
+    }
     let icc = decoder.icc_profile().ok().flatten();
     let orientation = decoder.orientation().ok();
     let mut img = DynamicImage::from_decoder(decoder).map_err(bad)?;
@@ -307,6 +321,21 @@ fn jpeg_quality(data: &[u8]) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A 69-byte PNG declaring 400,000 × 400,000 pixels of 16-bit RGBA (1.28 TB decoded):
+    /// refused before any allocation. It used to abort the process (`memory allocation of …
+    /// failed`); fuzzing found it (the fuzz build skips PNG CRCs, this copy has valid ones).
+    #[test]
+    fn an_image_declaring_huge_dimensions_is_refused_not_allocated() {
+        let data = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fuzz/regressions/watermark_detect/huge-dimensions-valid-crc.png"
+        ))
+        .unwrap();
+        let w = ImageWatermarker::new(&WatermarkConfig::default());
+        let err = w.detect_file(&data).unwrap_err().to_string();
+        assert!(err.contains("too large"), "{err}");
+    }
 
     #[test]
     fn jpeg_quality_is_read_back_from_the_tables() {

@@ -399,7 +399,7 @@ fn chunks_streamed_in_give_the_same_result_as_a_whole_body() {
     let d = decoder(|_| {});
     let (whole, _, _) = d.decode_all(clip.clone()).unwrap();
     let (tx, rx) = likeguard::media::feed::channel(8192);
-    let producer = produce(clip.clone(), tx);
+    let producer = produce(clip.clone(), tx, 4096, |_| Duration::ZERO);
     let mut frames = 0;
     let streamed = d
         .decode(Input::Chunks(rx), None, &mut |o| {
@@ -415,11 +415,14 @@ fn chunks_streamed_in_give_the_same_result_as_a_whole_body() {
     assert_eq!(frames, whole.frames_sampled);
 }
 
-/// Sends `clip` in 4 KiB chunks as a proxy would (async, waiting for room); how many bytes went
-/// in before the decode stopped reading, if it did.
+/// Sends `clip` in `chunk`-byte pieces as a proxy would (async, waiting for room), sleeping
+/// `pause(i)` before piece `i`; how many bytes went in before the decode stopped reading, if it
+/// did.
 fn produce(
     clip: Bytes,
     tx: likeguard::media::feed::ChunkSender,
+    chunk: usize,
+    pause: impl Fn(usize) -> Duration + Send + 'static,
 ) -> std::thread::JoinHandle<Result<usize, usize>> {
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -427,13 +430,11 @@ fn produce(
             .build()
             .unwrap();
         rt.block_on(async {
-            for i in (0..clip.len()).step_by(4096) {
-                if tx
-                    .send(clip.slice(i..(i + 4096).min(clip.len())))
-                    .await
-                    .is_err()
-                {
-                    return Err(i);
+            for (i, at) in (0..clip.len()).step_by(chunk).enumerate() {
+                tokio::time::sleep(pause(i)).await;
+                let end = (at + chunk).min(clip.len());
+                if tx.send(clip.slice(at..end)).await.is_err() {
+                    return Err(at);
                 }
             }
             Ok(clip.len())
@@ -441,34 +442,9 @@ fn produce(
     })
 }
 
-/// Sends `clip` in 64 KiB chunks, sleeping `pause(i)` before chunk `i`: an upload arriving
-/// over time.
-fn produce_paced(
-    clip: Bytes,
-    tx: likeguard::media::feed::ChunkSender,
-    pause: impl Fn(usize) -> Duration + Send + 'static,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            for (i, at) in (0..clip.len()).step_by(65536).enumerate() {
-                tokio::time::sleep(pause(i)).await;
-                let end = (at + 65536).min(clip.len());
-                if tx.send(clip.slice(at..end)).await.is_err() {
-                    return;
-                }
-            }
-        })
-    })
-}
-
-/// `max_wall` bounds the decode's own time: an input still arriving after `max_wall` is
-/// fine as long as it keeps arriving; one that stalls for longer than `max_wall` fails.
-#[test]
-fn max_wall_counts_from_the_last_input_for_streamed_media() {
+/// The face clip remuxed into Matroska (header first), so a decode can start on its first
+/// bytes as an upload streams in. The folder holds the file for as long as it is kept.
+fn streamable_clip() -> (tempfile::TempDir, Bytes) {
     let dir = tempfile::tempdir().unwrap();
     let mkv = dir.path().join("clip.mkv");
     support::clips::streamable(
@@ -476,22 +452,30 @@ fn max_wall_counts_from_the_last_input_for_streamed_media() {
         &mkv,
     );
     let clip = read(&mkv);
+    (dir, clip)
+}
+
+/// `max_wall` bounds the decode's own time: an input still arriving after `max_wall` is
+/// fine as long as it keeps arriving; one that stalls for longer than `max_wall` fails.
+#[test]
+fn max_wall_counts_from_the_last_input_for_streamed_media() {
+    let (_dir, clip) = streamable_clip();
     let chunks = clip.len().div_ceil(65536);
     let d = decoder(|c| c.limits.max_wall = Duration::from_millis(800));
     // ~10 chunks over ~2 s: longer than max_wall in all, never a gap as long.
     let (tx, rx) = likeguard::media::feed::channel(1 << 20);
     let step = Duration::from_millis(2000 / chunks as u64);
-    let producer = produce_paced(clip.clone(), tx, move |_| step);
+    let producer = produce(clip.clone(), tx, 65536, move |_| step);
     let start = std::time::Instant::now();
     let summary = d
         .decode(Input::Chunks(rx), None, &mut |_| ControlFlow::Continue(()))
         .expect("a steady upload longer than max_wall decodes");
-    producer.join().unwrap();
+    assert_eq!(producer.join().unwrap(), Ok(clip.len()));
     assert!(start.elapsed() > Duration::from_millis(1500));
     assert!(summary.frames_sampled > 0);
     // A stall of 2 s in the middle: the limit, naming it.
     let (tx, rx) = likeguard::media::feed::channel(1 << 20);
-    let producer = produce_paced(clip, tx, move |i| {
+    let producer = produce(clip, tx, 65536, move |i| {
         if i == chunks / 2 {
             Duration::from_secs(2)
         } else {
@@ -501,7 +485,8 @@ fn max_wall_counts_from_the_last_input_for_streamed_media() {
     let err = d
         .decode(Input::Chunks(rx), None, &mut |_| ControlFlow::Continue(()))
         .expect_err("a stalled input must hit max_wall");
-    producer.join().unwrap();
+    // The decode gave up during the stall: the rest may or may not have gone in.
+    let _ = producer.join().unwrap();
     assert!(
         matches!(
             err,
@@ -518,16 +503,10 @@ fn max_wall_counts_from_the_last_input_for_streamed_media() {
 /// the producer — the proxy streaming an upload — is told at once instead of waiting forever.
 #[test]
 fn a_decode_stopped_early_releases_the_producer() {
-    let dir = tempfile::tempdir().unwrap();
-    let mkv = dir.path().join("clip.mkv");
-    support::clips::streamable(
-        &testdata().join("video/faces/face_recognition/short_hamilton_clip.mp4"),
-        &mkv,
-    );
-    let clip = read(&mkv);
+    let (_dir, clip) = streamable_clip();
     let d = decoder(|_| {});
     let (tx, rx) = likeguard::media::feed::channel(8192);
-    let producer = produce(clip.clone(), tx);
+    let producer = produce(clip.clone(), tx, 4096, |_| Duration::ZERO);
     let summary = d
         .decode(Input::Chunks(rx), None, &mut |o| match o {
             Output::Frame(_) => ControlFlow::Break(()),

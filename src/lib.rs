@@ -9,6 +9,7 @@
 
 pub mod actions;
 pub mod admin;
+pub mod audit;
 pub mod capture;
 pub mod cli;
 pub mod config;

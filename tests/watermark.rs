@@ -391,6 +391,7 @@ fn decision(visible: bool) -> likeguard::policy::Decision {
         visible,
         license: None,
         policy_version: None,
+        identity: None,
     }])
 }
 
@@ -401,12 +402,12 @@ fn a_rule_asking_for_it_gets_the_visible_stamp_as_well() {
     use likeguard::config::{MediaConfig, VisibleConfig};
 
     let photo = media(PHOTOS[0]);
-    let item = likeguard::extract::MediaItem {
-        index: 0,
-        location: likeguard::extract::Location::body(),
-        media: likeguard::media::sniff(&photo).unwrap(),
-        data: photo.clone().into(),
-    };
+    let item = likeguard::extract::MediaItem::new(
+        0,
+        likeguard::extract::Location::body(),
+        likeguard::media::sniff(&photo).unwrap(),
+        photo.clone().into(),
+    );
     let visible: VisibleConfig =
         serde_yaml_ng::from_str("{text: AI-generated, position: bottom_right, opacity: 0.8}")
             .unwrap();

@@ -166,41 +166,114 @@ pub async fn show(State(s): State<AdminState>, Path(id): Path<String>) -> Respon
     }
 }
 
-/// Art. 20: everything held about the identity, reference embeddings included.
+/// Most decision records an identity export carries inline; past it, `decisions_truncated` is
+/// true and `/admin/v1/decisions/export?identity=` streams them all.
+const EXPORT_DECISIONS: usize = 100_000;
+
+/// Art. 20: everything held about the identity, reference embeddings and the decision records
+/// naming it included.
 pub async fn export(State(s): State<AdminState>, Path(id): Path<String>) -> Response {
-    match service(&s).map(|f| f.registry.get(&id)) {
-        Ok(Some(i)) => axum::Json(&*i).into_response(),
-        Ok(None) => problem(Problem::new(ProblemKind::NotFound, "no such identity")),
-        Err(r) => *r,
+    let identity = match service(&s).map(|f| f.registry.get(&id)) {
+        Ok(Some(i)) => i,
+        Ok(None) => return problem(Problem::new(ProblemKind::NotFound, "no such identity")),
+        Err(r) => return *r,
+    };
+    let mut out = match serde_json::to_value(&*identity) {
+        Ok(v) => v,
+        Err(e) => return problem(Problem::new(ProblemKind::Internal, e.to_string())),
+    };
+    if let Some(log) = s.log.clone() {
+        let decisions = tokio::task::spawn_blocking(move || {
+            let mut q = crate::audit::Query {
+                identity: Some(id),
+                limit: crate::audit::MAX_LIMIT,
+                ..Default::default()
+            };
+            let mut all = Vec::new();
+            loop {
+                let page = log.db().list(&q)?;
+                all.extend(page.decisions);
+                match page.next_cursor {
+                    Some(c) if all.len() < EXPORT_DECISIONS => q.cursor = Some(c),
+                    Some(_) => return Ok((all, true)),
+                    None => return Ok((all, false)),
+                }
+            }
+        })
+        .await;
+        match decisions {
+            Ok(Ok((records, truncated))) => {
+                out["decisions"] = serde_json::json!(records);
+                out["decisions_truncated"] = serde_json::json!(truncated);
+            }
+            Ok(Err::<_, crate::audit::AuditError>(e)) => {
+                tracing::error!(error = %e, "decision log read failed");
+                return problem(Problem::new(
+                    ProblemKind::Internal,
+                    "the decision log could not be read",
+                ));
+            }
+            Err(e) => return problem(Problem::new(ProblemKind::Internal, e.to_string())),
+        }
     }
+    axum::Json(out).into_response()
 }
 
-/// Art. 17: erase the identity and every embedding.
+/// Art. 17: erase the identity, every embedding, its licenses and the decision records that
+/// name it. Records go last so none made while the identity still existed survives; if that
+/// step fails the answer says so and repeating the `DELETE` finishes it (an identity already
+/// gone still has its records erased).
 pub async fn erase(State(s): State<AdminState>, Path(id): Path<String>) -> Response {
     let service = match service(&s) {
         Ok(f) => f,
         Err(r) => return *r,
     };
     let (registry, licenses) = (service.registry.clone(), service.licenses.clone());
+    let log = s.log.clone();
     let id2 = id.clone();
     let erased = tokio::task::spawn_blocking(move || {
         // Licenses first, so a failure part-way never leaves licenses of an erased identity.
-        let licenses = licenses.remove_identity(&id2).map_err(|e| e.to_string())?;
-        registry
+        let licenses = licenses
+            .remove_identity(&id2)
+            .map_err(|e| Unfinished::Store(e.to_string()))?;
+        let found = registry
             .remove(&id2)
-            .map(|found| found.then_some(licenses))
-            .map_err(|e| e.to_string())
+            .map_err(|e| Unfinished::Store(e.to_string()))?;
+        let records = match &log {
+            Some(log) => log
+                .erase(&id2)
+                .map_err(|e| Unfinished::Records(e.to_string()))?,
+            None => 0,
+        };
+        Ok((found || records > 0).then_some((licenses, records)))
     })
     .await;
     match erased {
-        Ok(Ok(Some(licenses))) => {
-            tracing::info!(target: "likeguard::audit", identity = %id, licenses, "identity erased");
+        Ok(Ok(Some((licenses, records)))) => {
+            tracing::info!(target: "likeguard::audit", identity = %id, licenses, records, "identity erased");
             StatusCode::NO_CONTENT.into_response()
         }
         Ok(Ok(None)) => problem(Problem::new(ProblemKind::NotFound, "no such identity")),
-        Ok(Err(e)) => store_failed("identity", "erased", &e),
+        Ok(Err(Unfinished::Store(e))) => store_failed("identity", "erased", &e),
+        Ok(Err(Unfinished::Records(e))) => {
+            tracing::error!(error = %e, "decision log erasure failed");
+            problem(Problem::new(
+                ProblemKind::Unavailable,
+                format!(
+                    "the identity is erased but its decision records are not yet ({e}); repeat the DELETE to finish"
+                ),
+            ))
+        }
         Err(e) => problem(Problem::new(ProblemKind::Internal, e.to_string())),
     }
+}
+
+/// Where an erasure stopped.
+enum Unfinished {
+    /// Nothing was erased (the identity or license store refused).
+    Store(String),
+    /// The identity is gone; its decision records are not yet.
+    Records(String),
 }
 
 /// `POST /admin/v1/licenses`: JSON `identity_id`, `licensee`, `usages`, `media_kinds`,

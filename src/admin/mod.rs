@@ -4,6 +4,7 @@
 //! need `Authorization: Bearer <token>`, compared in constant time. With no token configured the
 //! admin API answers 503 rather than run open.
 
+mod decisions;
 mod identities;
 mod policy;
 mod verify;
@@ -23,6 +24,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::actions::{Problem, ProblemKind};
+use crate::audit::DecisionLog;
 use crate::inspect::faces::FaceService;
 use crate::knownmedia::{Bank, BankError, KnownAction};
 use crate::license::requester::Requester;
@@ -45,6 +47,8 @@ pub struct AdminState {
     token_digest: Option<[u8; 32]>,
     metrics_public: bool,
     pub ready: Arc<AtomicBool>,
+    /// The decision log; `None` when `decision_log.enabled: false`.
+    pub log: Option<Arc<DecisionLog>>,
 }
 
 impl AdminState {
@@ -64,7 +68,13 @@ impl AdminState {
             token_digest: token.map(|t| Sha256::digest(t.as_bytes()).into()),
             metrics_public,
             ready: Arc::new(AtomicBool::new(false)),
+            log: None,
         }
+    }
+
+    pub fn with_log(mut self, log: Option<Arc<DecisionLog>>) -> Self {
+        self.log = log;
+        self
     }
 }
 
@@ -81,6 +91,10 @@ pub fn router(state: AdminState) -> Router {
             get(identities::show).delete(identities::erase),
         )
         .route("/admin/v1/identities/{id}/export", get(identities::export))
+        .route("/admin/v1/identities/{id}/report", get(decisions::report))
+        .route("/admin/v1/decisions", get(decisions::list))
+        .route("/admin/v1/decisions/export", get(decisions::export))
+        .route("/admin/v1/decisions/{id}", get(decisions::show))
         .route(
             "/admin/v1/licenses",
             get(identities::licenses).post(identities::grant),

@@ -1,5 +1,6 @@
 //! The `likeguard` command line.
 
+mod decisions;
 mod eval;
 mod models;
 mod policy;
@@ -63,6 +64,13 @@ enum Command {
         #[command(subcommand)]
         command: registry::LicenseCommand,
         #[arg(long, short, env = "LIKEGUARD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Look decisions up in the decision log (`decision_log.file` under `state_dir`).
+    Decisions {
+        #[command(subcommand)]
+        command: decisions::DecisionsCommand,
+        #[arg(long, short, env = "LIKEGUARD_CONFIG", global = true)]
         config: Option<PathBuf>,
     },
     /// Check policy rule files and run their test cases.
@@ -272,6 +280,9 @@ pub fn run() -> anyhow::Result<()> {
         }
         Command::License { command, config } => {
             registry::license(&load_or_default(config.as_deref())?, command)
+        }
+        Command::Decisions { command, config } => {
+            decisions::run(&load_or_default(config.as_deref())?, command)
         }
         Command::Policy {
             command: PolicyCommand::Check { file },

@@ -109,6 +109,10 @@ pub fn serve(mut config: Config) -> anyhow::Result<()> {
         None
     };
     let mut decider = Decider::new(&config, Inspection::new(inspectors), metrics.clone())?;
+    let log = open_decision_log(&config, &metrics)?;
+    if let Some(log) = &log {
+        decider = decider.with_log(log.clone());
+    }
     if config.watermark.enabled {
         settle_watermark_key(&mut config)?;
         decider = decider.with_watermarker(Arc::new(
@@ -139,7 +143,8 @@ pub fn serve(mut config: Config) -> anyhow::Result<()> {
         Arc::new(Requester::new(&config.licensing).map_err(anyhow::Error::msg)?),
         token,
         config.admin.metrics_public,
-    );
+    )
+    .with_log(log.clone());
     let ready = state.ready.clone();
     std::thread::Builder::new()
         .name("likeguard-admin".into())
@@ -164,7 +169,37 @@ pub fn serve(mut config: Config) -> anyhow::Result<()> {
         })?;
 
     crate::proxy::run(&config, proxy, ready)?;
+    // Decisions still queued go to the file before the process ends.
+    if let Some(log) = log {
+        log.close(Duration::from_secs(2));
+    }
     std::process::exit(0)
+}
+
+/// The decision log, when `decision_log.enabled`; with `store: redis` it also shares records
+/// through the fleet stream.
+fn open_decision_log(
+    config: &Config,
+    metrics: &Metrics,
+) -> anyhow::Result<Option<Arc<crate::audit::DecisionLog>>> {
+    if !config.decision_log.enabled {
+        return Ok(None);
+    }
+    let stream = match &config.store {
+        StoreConfig::Redis { url, prefix } => Some(crate::audit::StreamTarget {
+            url: url.clone(),
+            prefix: prefix.clone(),
+        }),
+        StoreConfig::Embedded => None,
+    };
+    let log = crate::audit::DecisionLog::open(
+        &config.decision_log,
+        &config.state_dir,
+        stream,
+        metrics.decision_log.clone(),
+    )
+    .context("opening the decision log")?;
+    Ok(Some(log))
 }
 
 /// The watermark key in force: the environment's, the config's, or one kept in (and, the first

@@ -5,6 +5,7 @@
 //! documented example can never drift from what the loader accepts.
 
 mod connections;
+mod decision_log;
 mod fetch;
 mod inference;
 mod inspections;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use connections::ConnectionsConfig;
+pub use decision_log::DecisionLogConfig;
 pub use fetch::FetchConfig;
 pub use inference::{BatchConfig, ExecutionProvider, InferenceConfig, MODELS_DIR_ENV};
 pub use inspections::InspectionsConfig;
@@ -95,6 +97,9 @@ pub struct Config {
     /// How faces are looked up among enrolled identities (exact / ANN).
     #[serde(default)]
     pub search: SearchConfig,
+    /// The persistent record of decisions (docs/decision-log.md).
+    #[serde(default)]
+    pub decision_log: DecisionLogConfig,
     /// The invisible mark of the `watermark` action.
     #[serde(default)]
     pub watermark: WatermarkConfig,
@@ -582,6 +587,7 @@ impl Config {
                 }
             }
         }
+        self.decision_log.validate()?;
         if self.listen == self.admin.listen {
             return Err((
                 "admin.listen".into(),

@@ -20,6 +20,7 @@ use tokio::time::timeout;
 
 use crate::actions::provenance::Provenance;
 use crate::actions::{Problem, ProblemKind, TagHeaders, Watermarker};
+use crate::audit::DecisionLog;
 use crate::config::{Config, FailureMode, InspectConfig, UnsupportedMedia};
 use crate::extract::{self, BodyClass, ExtractError, MediaItem, Step};
 use crate::inspect::{Cause, Context, Inspection};
@@ -158,6 +159,8 @@ pub struct Decider {
     admission: Arc<tokio::sync::Semaphore>,
     admission_max: usize,
     admission_wait: Duration,
+    /// Where decisions are kept for later questions (`decision_log`).
+    log: Option<Arc<DecisionLog>>,
 }
 
 /// A decider that cannot be built from its configuration.
@@ -198,6 +201,7 @@ impl Decider {
             )),
             admission_max: config.inspections.concurrency(),
             admission_wait: config.inspections.queue,
+            log: None,
             requester: Requester::new(&config.licensing).map_err(DecideError::Config)?,
             exposed_headers: config
                 .policy
@@ -221,6 +225,11 @@ impl Decider {
 
     pub fn with_provenance(mut self, p: Arc<Provenance>) -> Self {
         self.provenance = Some(p);
+        self
+    }
+
+    pub fn with_log(mut self, log: Arc<DecisionLog>) -> Self {
+        self.log = Some(log);
         self
     }
 
@@ -427,6 +436,12 @@ impl Decider {
             .decisions
             .with_label_values(&[d.action.as_str(), &d.rule])
             .inc();
+        // A watermark's payload leads back here from a marked file.
+        let payload = (d.action == Action::Watermark)
+            .then(|| format!("{:08x}", crate::actions::watermark::payload_for(&d.id)));
+        if let Some(log) = &self.log {
+            log_record(log, s, d, items, payload.clone());
+        }
         let client = s.ctx.client.map(|a| a.to_string());
         let client = client.as_deref().unwrap_or("-");
         if items.is_empty() {
@@ -434,9 +449,6 @@ impl Decider {
                 side = s.side.as_str(), client, action = %d.action, rule = %d.rule, items = 0,
                 "decision");
         } else {
-            // A watermark's payload leads back here from a marked file.
-            let payload = (d.action == Action::Watermark)
-                .then(|| format!("{:08x}", crate::actions::watermark::payload_for(&d.id)));
             tracing::info!(target: "likeguard::audit", decision_id = %d.id, route = %s.route,
                 side = s.side.as_str(), client, action = %d.action, rule = %d.rule,
                 items = items.len(), watermark = payload.as_deref().unwrap_or("-"),
@@ -477,6 +489,69 @@ impl Decider {
             Verdict::Failed(failure) => self.failed(s, failure),
         }
     }
+}
+
+/// Hand a decision to the decision log (when it keeps it): identifiers, hashes and places,
+/// never bytes. Hashes an inspector already computed are reused; the writer computes the rest.
+fn log_record(
+    log: &DecisionLog,
+    s: &Subject<'_>,
+    d: &Decision,
+    items: &[MediaItem],
+    watermark: Option<String>,
+) {
+    use crate::audit::{Item, Matched, Pending, Record};
+    let mut identities: Vec<Matched> = Vec::new();
+    for (id, similarity) in d.findings.iter().filter_map(|f| f.identity.as_ref()) {
+        match identities.iter_mut().find(|m| m.identity == *id) {
+            Some(m) => m.similarity = m.similarity.max(*similarity),
+            None => identities.push(Matched {
+                identity: id.clone(),
+                similarity: *similarity,
+            }),
+        }
+    }
+    if !log.keeps(d.action, !identities.is_empty()) {
+        return;
+    }
+    let mut unhashed = Vec::new();
+    let items = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let sha256 = item.digest.get().map(hex::encode);
+            if sha256.is_none() {
+                unhashed.push((i, item.data.clone()));
+            }
+            Item {
+                kind: item.media.kind.as_str().to_string(),
+                format: item.media.format.to_string(),
+                size: item.data.len() as u64,
+                sha256,
+                location: item.location.to_string(),
+            }
+        })
+        .collect();
+    log.record(Pending {
+        record: Record {
+            id: d.id.clone(),
+            at: crate::audit::now_ms(),
+            instance: log.instance().to_string(),
+            route: s.route.to_string(),
+            side: s.side.as_str().to_string(),
+            action: d.action,
+            rule: d.rule.clone(),
+            policy_version: d.policy_version.clone(),
+            licensee: s.ctx.licensee.clone(),
+            license: d.license.clone(),
+            explanation: d.explanation.clone(),
+            client: s.ctx.client.map(|a| a.to_string()),
+            watermark,
+            identities,
+            items,
+        },
+        unhashed,
+    });
 }
 
 /// A refusal of what the upstream sent is the upstream's fault: 502 to the client.

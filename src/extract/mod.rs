@@ -41,6 +41,39 @@ pub struct MediaItem {
     pub location: Location,
     pub media: MediaType,
     pub data: Bytes,
+    /// The SHA-256 of `data`, computed once by whoever needs it first (inspectors, the
+    /// decision log) and shared by the rest.
+    pub digest: Digest,
+}
+
+impl MediaItem {
+    pub fn new(index: usize, location: Location, media: MediaType, data: Bytes) -> Self {
+        Self {
+            index,
+            location,
+            media,
+            data,
+            digest: Digest::default(),
+        }
+    }
+}
+
+/// A SHA-256 computed at most once, shared by clones.
+#[derive(Debug, Clone, Default)]
+pub struct Digest(std::sync::Arc<std::sync::OnceLock<[u8; 32]>>);
+
+impl Digest {
+    /// The digest of `data` (which must be the bytes this digest belongs to), computing it
+    /// the first time. CPU work: call from a blocking context.
+    pub fn of(&self, data: &[u8]) -> [u8; 32] {
+        use sha2::Digest as _;
+        *self.0.get_or_init(|| sha2::Sha256::digest(data).into())
+    }
+
+    /// The digest if someone already computed it.
+    pub fn get(&self) -> Option<[u8; 32]> {
+        self.0.get().copied()
+    }
 }
 
 /// A URL in a body whose host the route fetches from.

@@ -118,12 +118,12 @@ mod tests {
     const NEW: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR brand new bytes";
 
     fn item(index: usize, source: Step, data: &'static [u8]) -> MediaItem {
-        MediaItem {
+        MediaItem::new(
             index,
-            location: Location::from(source),
-            media: sniff(data).unwrap(),
-            data: Bytes::from_static(data),
-        }
+            Location::from(source),
+            sniff(data).unwrap(),
+            Bytes::from_static(data),
+        )
     }
 
     #[test]

@@ -369,12 +369,8 @@ impl<'a> Walker<'a> {
         if self.items.len() + self.urls.len() >= self.max_items {
             return Err(ExtractError::TooManyItems(self.max_items));
         }
-        self.items.push(MediaItem {
-            index: self.items.len(),
-            location,
-            media,
-            data,
-        });
+        self.items
+            .push(MediaItem::new(self.items.len(), location, media, data));
         Ok(())
     }
 

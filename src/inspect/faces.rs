@@ -346,13 +346,13 @@ const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(600);
 /// one) and the request fields the policy can see.
 fn cache_key(
     service: &FaceService,
-    data: &[u8],
+    sha256: [u8; 32],
     kind: MediaKind,
     ctx: &super::Context,
 ) -> [u8; 32] {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
-    h.update(Sha256::digest(data));
+    h.update(sha256);
     h.update(service.registry.version().to_le_bytes());
     h.update(service.licenses.version().to_le_bytes());
     h.update(service.policy.current().version.as_bytes());
@@ -412,10 +412,11 @@ impl super::Inspector for FaceInspector {
         let service = self.service.clone();
         let cache = self.cache.clone();
         let (data, kind, ctx) = (item.data.clone(), item.media.kind, ctx.clone());
+        let digest = item.digest.clone();
         let index = item.index;
         // Hashing, decode, inference and policy: CPU work, off the runtime.
         let found = tokio::task::spawn_blocking(move || {
-            let key = cache_key(&service, &data, kind, &ctx);
+            let key = cache_key(&service, digest.of(&data), kind, &ctx);
             if let Some(hit) = cache.get(&key) {
                 return Ok(hit);
             }
@@ -486,6 +487,10 @@ impl super::Inspector for FaceInspector {
                         visible: ruling.visible,
                         license,
                         policy_version: Some(ruling.policy_version.clone()),
+                        identity: Some((
+                            r.identity.identity.id.clone(),
+                            r.identity.similarity,
+                        )),
                         // The identity's id, never its name: decisions may reach clients.
                         detail: format!(
                             "face matches identity {} ({}) with similarity {:.3} in frame {} at [{x:.0}, {y:.0}, {w:.0}, {h:.0}]{licensed}, policy {}",

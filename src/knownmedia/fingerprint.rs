@@ -20,7 +20,16 @@ pub struct Fingerprint {
 const PDQ_SIDE: u32 = 512;
 
 pub fn fingerprint(data: &[u8], media: MediaType, max_pixels: u64) -> Fingerprint {
-    let sha256 = Sha256::digest(data).into();
+    fingerprint_hashed(Sha256::digest(data).into(), data, media, max_pixels)
+}
+
+/// `fingerprint` when the SHA-256 of `data` is already known.
+pub fn fingerprint_hashed(
+    sha256: [u8; 32],
+    data: &[u8],
+    media: MediaType,
+    max_pixels: u64,
+) -> Fingerprint {
     let pdq = (media.kind == MediaKind::Image)
         .then(|| perceptual(data, max_pixels))
         .flatten();

@@ -196,6 +196,16 @@ impl Bank {
         fingerprint(data, media, self.max_pixels)
     }
 
+    /// `fingerprint` when the SHA-256 is already known.
+    pub fn fingerprint_hashed(
+        &self,
+        sha256: [u8; 32],
+        data: &[u8],
+        media: MediaType,
+    ) -> Fingerprint {
+        fingerprint::fingerprint_hashed(sha256, data, media, self.max_pixels)
+    }
+
     /// Exact match first, else the nearest PDQ hash within the configured distance.
     pub fn lookup(&self, fp: &Fingerprint) -> Option<Match> {
         let snap = self.snapshot.load();
@@ -336,16 +346,17 @@ impl Inspector for KnownMediaInspector {
         }
         let bank = self.bank.clone();
         let data = item.data.clone();
-        let media = item.media;
+        let (media, digest) = (item.media, item.digest.clone());
         // Hashing and image decoding are CPU work: off the async runtime.
-        let found =
-            tokio::task::spawn_blocking(move || bank.lookup(&bank.fingerprint(&data, media)))
-                .await
-                .map_err(|e| InspectError {
-                    inspector: RULE,
-                    detail: format!("hashing task failed: {e}"),
-                    cause: crate::inspect::Cause::Failed,
-                })?;
+        let found = tokio::task::spawn_blocking(move || {
+            bank.lookup(&bank.fingerprint_hashed(digest.of(&data), &data, media))
+        })
+        .await
+        .map_err(|e| InspectError {
+            inspector: RULE,
+            detail: format!("hashing task failed: {e}"),
+            cause: crate::inspect::Cause::Failed,
+        })?;
         Ok(found
             .map(|m| {
                 let how = match m.kind {
@@ -362,6 +373,7 @@ impl Inspector for KnownMediaInspector {
                     visible: false,
                     license: None,
                     policy_version: None,
+                    identity: None,
                 }
             })
             .into_iter()

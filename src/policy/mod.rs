@@ -61,6 +61,10 @@ pub struct Finding {
     pub license: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy_version: Option<String>,
+    /// The identity recognised and its similarity (for the decision log; the `detail` says it
+    /// for people).
+    #[serde(skip)]
+    pub identity: Option<(String, f32)>,
 }
 
 /// The decision on one body, with what produced it.
@@ -139,6 +143,7 @@ mod tests {
             visible: false,
             license: None,
             policy_version: None,
+            identity: None,
         }
     }
 

@@ -1,7 +1,8 @@
 //! The Prometheus registry. One instance per process, shared by the proxy and the admin API.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct Metrics {
@@ -39,6 +40,27 @@ pub struct Metrics {
     pub store_up: IntGauge,
     /// Items waiting for each model's inference worker, by model; set when scraped.
     pub inference_queue: prometheus::IntGaugeVec,
+    /// The decision log's own health.
+    pub decision_log: LogMetrics,
+}
+
+/// The decision log (`audit/`): what it wrote, dropped and holds.
+#[derive(Clone)]
+pub struct LogMetrics {
+    /// Records written, by sink (`sqlite` | `redis`).
+    pub written: IntCounterVec,
+    /// Records not written, by reason (`queue_full`, `store_error`, `stream_error`, `stopped`).
+    pub dropped: IntCounterVec,
+    /// Records waiting for the writer.
+    pub queue: IntGauge,
+    /// Bytes the SQLite file and its WAL take.
+    pub store_bytes: IntGauge,
+    /// Fleet-stream entries read from Redis.
+    pub imported: IntCounter,
+    /// Items logged without a SHA-256 (the hashing budget was spent).
+    pub unhashed: IntCounter,
+    /// Records removed by retention.
+    pub expired: IntCounter,
 }
 
 impl Metrics {
@@ -158,8 +180,48 @@ impl Metrics {
         registry
             .register(Box::new(build_info))
             .expect("unique metric");
+        let plain = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("static metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let decision_log = LogMetrics {
+            written: counter(
+                "decision_log_written_total",
+                "Decision records written, by sink (sqlite, redis)",
+                &["sink"],
+            ),
+            dropped: counter(
+                "decision_log_dropped_total",
+                "Decision records not written, by reason",
+                &["reason"],
+            ),
+            queue: gauge(
+                "decision_log_queue_depth",
+                "Decision records waiting for the writer",
+            ),
+            store_bytes: gauge(
+                "decision_log_store_bytes",
+                "Bytes the decision log's SQLite file and WAL take",
+            ),
+            imported: plain(
+                "decision_log_stream_read_total",
+                "Fleet decision-stream entries read from Redis",
+            ),
+            unhashed: plain(
+                "decision_log_unhashed_items_total",
+                "Items logged without a SHA-256 (hashing budget spent)",
+            ),
+            expired: plain(
+                "decision_log_expired_total",
+                "Decision records removed by retention",
+            ),
+        };
         Self {
             registry,
+            decision_log,
             degraded,
             store_up,
             inference_queue,

@@ -8,7 +8,7 @@ mod health;
 mod metrics;
 
 pub use health::{Failure as UpstreamFailure, UpstreamHealth, UpstreamState};
-pub use metrics::Metrics;
+pub use metrics::{LogMetrics, Metrics};
 
 use tracing_subscriber::EnvFilter;
 

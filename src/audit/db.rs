@@ -1,0 +1,467 @@
+//! The SQLite file: schema, the writer's inserts, erasure and retention, and the queries.
+//!
+//! Every record is one row of `decisions` (the record as JSON, plus the columns queries filter
+//! on) and one row of `matches` per identity it names. Ids are UUID v7 text, which sorts by
+//! time, so `(column, id)` indexes answer "this rule/licensee/action/route, newest first, from
+//! this cursor" and a time range is an id range. `matches` is keyed `(identity, id)` and carries
+//! the columns a person's report counts by, so a report never reads `decisions`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+use serde::Serialize;
+
+use super::time::{id_floor, rfc3339_ms};
+use super::{AuditError, Record};
+use crate::policy::Action;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS decisions (
+    id TEXT NOT NULL UNIQUE,
+    at INTEGER NOT NULL,
+    route TEXT NOT NULL,
+    action TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    licensee TEXT,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_rule ON decisions (rule, id);
+CREATE INDEX IF NOT EXISTS decisions_licensee ON decisions (licensee, id);
+CREATE INDEX IF NOT EXISTS decisions_action ON decisions (action, id);
+CREATE INDEX IF NOT EXISTS decisions_route ON decisions (route, id);
+CREATE TABLE IF NOT EXISTS matches (
+    identity TEXT NOT NULL,
+    id TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    licensee TEXT,
+    route TEXT NOT NULL,
+    similarity REAL NOT NULL,
+    PRIMARY KEY (identity, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS matches_by_id ON matches (id);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+";
+
+/// Most records one page (or one export step) returns.
+pub const MAX_LIMIT: usize = 1000;
+/// Rows deleted per retention step, so the writer never holds the file for long.
+const RETENTION_STEP: usize = 5000;
+
+fn err(path: &Path) -> impl Fn(rusqlite::Error) -> AuditError + '_ {
+    move |source| AuditError::Sqlite {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The writer's connection: creates the file (owner-only: it holds client addresses) and the
+/// schema.
+pub fn open_writer(path: &Path) -> Result<Connection, AuditError> {
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| AuditError::Other(format!("{}: {e}", dir.display())))?;
+    }
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| AuditError::Other(format!("{}: {e}", path.display())))?;
+    }
+    let conn = Connection::open(path).map_err(err(path))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(err(path))?;
+    // WAL: readers never wait for the writer. NORMAL: a committed batch survives the process
+    // being killed (not a power cut — the log is an audit aid, not a ledger).
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(err(path))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(err(path))?;
+    // Deleted rows are overwritten, not just unlinked: erasure must not leave the bytes in
+    // free pages (the WAL is truncated after an erasure for the same reason).
+    conn.pragma_update(None, "secure_delete", "ON")
+        .map_err(err(path))?;
+    conn.execute_batch(SCHEMA).map_err(err(path))?;
+    Ok(conn)
+}
+
+/// Insert one record (an id already present is left alone: the stream delivers a record to
+/// the instance that wrote it too). Returns whether it was new.
+pub fn insert(tx: &Transaction<'_>, r: &Record) -> rusqlite::Result<bool> {
+    let json =
+        serde_json::to_string(r).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
+    let added = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO decisions (id, at, route, action, rule, licensee, record)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            r.id,
+            r.at,
+            r.route,
+            r.action.as_str(),
+            r.rule,
+            r.licensee,
+            json
+        ])?;
+    if added == 0 {
+        return Ok(false);
+    }
+    let mut m = tx.prepare_cached(
+        "INSERT OR IGNORE INTO matches (identity, id, at, action, licensee, route, similarity)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for i in &r.identities {
+        m.execute(params![
+            i.identity,
+            r.id,
+            r.at,
+            r.action.as_str(),
+            r.licensee,
+            r.route,
+            f64::from(i.similarity)
+        ])?;
+    }
+    Ok(true)
+}
+
+/// Art. 17: records naming `identity` go. A record that names only this identity is deleted
+/// (time, media hash and client of a sighting are about the person); one that also names
+/// others keeps them, with this identity taken out of its matches and explanation.
+pub fn erase(tx: &Transaction<'_>, identity: &str) -> rusqlite::Result<usize> {
+    let ids: Vec<String> = tx
+        .prepare("SELECT id FROM matches WHERE identity = ?1")?
+        .query_map([identity], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    for id in &ids {
+        let json: Option<String> = tx
+            .query_row("SELECT record FROM decisions WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let Some(mut record) = json.and_then(|j| serde_json::from_str::<Record>(&j).ok()) else {
+            tx.execute("DELETE FROM decisions WHERE id = ?1", [id])?;
+            continue;
+        };
+        record.identities.retain(|m| m.identity != identity);
+        if record.identities.is_empty() {
+            tx.execute("DELETE FROM decisions WHERE id = ?1", [id])?;
+        } else {
+            record.explanation = record.explanation.replace(identity, "(erased identity)");
+            let json = serde_json::to_string(&record)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
+            tx.execute(
+                "UPDATE decisions SET record = ?2 WHERE id = ?1",
+                params![id, json],
+            )?;
+        }
+    }
+    tx.execute("DELETE FROM matches WHERE identity = ?1", [identity])?;
+    Ok(ids.len())
+}
+
+/// The SHA-256 (hex) the fleet stream's erasure marker carries instead of the identity's id.
+pub fn erasure_mark(identity: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(identity.as_bytes()))
+}
+
+/// `erase` for the identity whose `erasure_mark` is `mark` (a marker from the fleet stream):
+/// the identities this file names are hashed until one matches.
+pub fn erase_marked(tx: &Transaction<'_>, mark: &str) -> rusqlite::Result<usize> {
+    let named: Vec<String> = tx
+        .prepare("SELECT DISTINCT identity FROM matches")?
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    match named.iter().find(|i| erasure_mark(i) == mark) {
+        Some(identity) => erase(tx, identity),
+        None => Ok(0),
+    }
+}
+
+/// Delete one step of records older than `before_ms`; returns how many went (0: done).
+pub fn expire_step(conn: &Connection, before_ms: i64) -> rusqlite::Result<usize> {
+    let bound = id_floor(before_ms);
+    let n = conn.execute(
+        "DELETE FROM decisions WHERE rowid IN
+           (SELECT rowid FROM decisions WHERE id < ?1 ORDER BY id LIMIT ?2)",
+        params![bound, RETENTION_STEP as i64],
+    )?;
+    conn.execute(
+        "DELETE FROM matches WHERE id IN
+           (SELECT id FROM matches INDEXED BY matches_by_id WHERE id < ?1 ORDER BY id LIMIT ?2)",
+        params![bound, RETENTION_STEP as i64],
+    )?;
+    Ok(n)
+}
+
+/// Copy the WAL into the file and truncate it, so pages an erasure overwrote leave no older
+/// copy behind in the WAL.
+pub fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+}
+
+pub fn meta_get(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()
+}
+
+pub fn meta_set(tx: &Transaction<'_>, key: &str, value: &str) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+/// What to list. Every field narrows; times are milliseconds since the epoch.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    pub identity: Option<String>,
+    pub licensee: Option<String>,
+    pub rule: Option<String>,
+    pub action: Option<Action>,
+    pub route: Option<String>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    /// 1..=MAX_LIMIT (0 is read as the default, 50).
+    pub limit: usize,
+    /// The last id of the previous page: this page starts after it.
+    pub cursor: Option<String>,
+}
+
+/// One page, newest first.
+#[derive(Debug, Serialize)]
+pub struct Page {
+    pub decisions: Vec<Record>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// Where a person's likeness was seen: counts and the latest decisions.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub identity: String,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub total: u64,
+    pub by_action: BTreeMap<String, u64>,
+    pub by_licensee: BTreeMap<String, u64>,
+    pub by_route: BTreeMap<String, u64>,
+    pub by_day: Vec<DayCount>,
+    pub recent: Vec<Record>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DayCount {
+    pub day: String,
+    pub count: u64,
+}
+
+/// The read side: a few read-only connections, reused.
+pub struct Db {
+    path: PathBuf,
+    pool: Mutex<Vec<Connection>>,
+}
+
+impl Db {
+    /// Readers of a file the writer has created.
+    pub fn open(path: &Path) -> Result<Self, AuditError> {
+        let db = Self {
+            path: path.to_path_buf(),
+            pool: Mutex::new(Vec::new()),
+        };
+        let c = db.connect()?;
+        db.give_back(c);
+        Ok(db)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn connect(&self) -> Result<Connection, AuditError> {
+        let c = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(err(&self.path))?;
+        c.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err(&self.path))?;
+        Ok(c)
+    }
+
+    fn give_back(&self, c: Connection) {
+        if let Ok(mut pool) = self.pool.lock()
+            && pool.len() < 4
+        {
+            pool.push(c);
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, AuditError> {
+        let conn = match self.pool.lock().ok().and_then(|mut p| p.pop()) {
+            Some(c) => c,
+            None => self.connect()?,
+        };
+        let out = f(&conn).map_err(err(&self.path));
+        self.give_back(conn);
+        out
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<Record>, AuditError> {
+        self.with(|c| {
+            c.prepare_cached("SELECT record FROM decisions WHERE id = ?1")?
+                .query_row([id], |r| r.get::<_, String>(0))
+                .optional()
+        })
+        .map(|j| j.and_then(|j| serde_json::from_str(&j).ok()))
+    }
+
+    /// One page of records matching `q`, newest first.
+    pub fn list(&self, q: &Query) -> Result<Page, AuditError> {
+        let limit = match q.limit {
+            0 => 50,
+            n => n.min(MAX_LIMIT),
+        };
+        let low = id_floor(q.since.unwrap_or(0));
+        let mut high = q
+            .until
+            .map_or_else(|| "~".to_string(), |u| id_floor(u.saturating_add(1)));
+        if let Some(c) = &q.cursor
+            && *c < high
+        {
+            high.clone_from(c);
+        }
+        let (from, key) = match &q.identity {
+            Some(_) => ("matches m JOIN decisions d ON d.id = m.id", "m.id"),
+            None => ("decisions d", "d.id"),
+        };
+        let mut sql = format!("SELECT d.record FROM {from} WHERE {key} >= ? AND {key} < ?");
+        let mut args: Vec<String> = vec![low, high];
+        for (column, value) in [
+            ("m.identity", q.identity.clone()),
+            ("d.licensee", q.licensee.clone()),
+            ("d.rule", q.rule.clone()),
+            ("d.action", q.action.map(|a| a.as_str().to_string())),
+            ("d.route", q.route.clone()),
+        ] {
+            if let Some(v) = value {
+                sql.push_str(&format!(" AND {column} = ?"));
+                args.push(v);
+            }
+        }
+        sql.push_str(&format!(" ORDER BY {key} DESC LIMIT {}", limit + 1));
+        let rows: Vec<String> = self.with(|c| {
+            c.prepare_cached(&sql)?
+                .query_map(rusqlite::params_from_iter(args.iter()), |r| r.get(0))?
+                .collect()
+        })?;
+        let mut decisions: Vec<Record> = rows
+            .iter()
+            .filter_map(|j| serde_json::from_str(j).ok())
+            .collect();
+        let next_cursor = if decisions.len() > limit {
+            decisions.truncate(limit);
+            decisions.last().map(|r| r.id.clone())
+        } else {
+            None
+        };
+        Ok(Page {
+            decisions,
+            next_cursor,
+        })
+    }
+
+    /// The report on one identity over `[since, until]`.
+    pub fn report(
+        &self,
+        identity: &str,
+        since: Option<i64>,
+        until: Option<i64>,
+        recent: usize,
+    ) -> Result<Report, AuditError> {
+        let low = id_floor(since.unwrap_or(0));
+        let high = until.map_or_else(|| "~".to_string(), |u| id_floor(u.saturating_add(1)));
+        let count_by = |c: &Connection, column: &str| -> rusqlite::Result<BTreeMap<String, u64>> {
+            let sql = format!(
+                "SELECT coalesce({column}, '-'), count(*) FROM matches
+                 WHERE identity = ?1 AND id >= ?2 AND id < ?3 GROUP BY 1"
+            );
+            c.prepare_cached(&sql)?
+                .query_map(params![identity, low, high], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+                })?
+                .collect()
+        };
+        let (by_action, by_licensee, by_route, by_day) = self.with(|c| {
+            let by_day = c
+                .prepare_cached(
+                    "SELECT at / 86400000, count(*) FROM matches
+                     WHERE identity = ?1 AND id >= ?2 AND id < ?3 GROUP BY 1 ORDER BY 1",
+                )?
+                .query_map(params![identity, low, high], |r| {
+                    Ok(DayCount {
+                        day: rfc3339_ms(r.get::<_, i64>(0)? * 86_400_000)[..10].to_string(),
+                        count: r.get::<_, i64>(1)?.max(0) as u64,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((
+                count_by(c, "action")?,
+                count_by(c, "licensee")?,
+                count_by(c, "route")?,
+                by_day,
+            ))
+        })?;
+        let recent = match recent {
+            0 => Vec::new(),
+            n => {
+                self.list(&Query {
+                    identity: Some(identity.to_string()),
+                    since,
+                    until,
+                    limit: n,
+                    ..Query::default()
+                })?
+                .decisions
+            }
+        };
+        Ok(Report {
+            identity: identity.to_string(),
+            since: since.map(rfc3339_ms),
+            until: until.map(rfc3339_ms),
+            total: by_action.values().sum(),
+            by_action,
+            by_licensee,
+            by_route,
+            by_day,
+            recent,
+        })
+    }
+
+    /// The last fleet-stream entry applied to this file.
+    pub fn last_applied(&self) -> Result<Option<String>, AuditError> {
+        self.with(|c| meta_get(c, super::stream::LAST_APPLIED))
+    }
+
+    /// Bytes the file (and its WAL) take on disk.
+    pub fn size(&self) -> u64 {
+        let len = |p: PathBuf| std::fs::metadata(p).map_or(0, |m| m.len());
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        len(self.path.clone()) + len(PathBuf::from(wal))
+    }
+
+    /// Records stored (an exact count: an admin question, not a hot path).
+    pub fn count(&self) -> Result<u64, AuditError> {
+        self.with(|c| c.query_row("SELECT count(*) FROM decisions", [], |r| r.get::<_, i64>(0)))
+            .map(|n| n.max(0) as u64)
+    }
+}

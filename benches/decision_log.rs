@@ -47,7 +47,7 @@ fn record(i: u64, n: u64, now: i64) -> Record {
         action,
         rule: format!("rule-{}", i % 20),
         policy_version: Some("3f2a9c1d".into()),
-        licensee: (i % 3 != 0).then(|| format!("licensee-{}", i % 30)),
+        licensee: (!i.is_multiple_of(3)).then(|| format!("licensee-{}", i % 30)),
         license: None,
         explanation: if named {
             format!(
@@ -59,6 +59,7 @@ fn record(i: u64, n: u64, now: i64) -> Record {
         },
         client: Some(format!("10.0.{}.{}", (i >> 8) % 256, i % 256)),
         watermark: None,
+        failure: None,
         identities: if named {
             vec![Matched {
                 identity: identity(who),
@@ -100,7 +101,7 @@ fn file(n: u64, dir: &std::path::Path) -> PathBuf {
         }
         db::meta_set(&tx, "bench_rows", "generating").unwrap();
         tx.commit().unwrap();
-        if start % 1_000_000 == 0 && start > 0 {
+        if start.is_multiple_of(1_000_000) && start > 0 {
             eprintln!("  {start} records in {:.0?}", started.elapsed());
         }
     }

@@ -347,11 +347,19 @@ fn retention_removes_old_records_and_keeps_recent_ones() {
             explanation: String::new(),
             client: None,
             watermark: None,
+            failure: None,
             identities: Vec::new(),
             items: Vec::new(),
         }
     };
-    let (old, recent) = (record(45), record(3));
+    let named = |mut r: Record| {
+        r.identities = vec![likeguard::audit::Matched {
+            identity: "person-i".into(),
+            similarity: 0.8,
+        }];
+        r
+    };
+    let (old, recent) = (named(record(45)), named(record(3)));
     {
         let log =
             DecisionLog::open(&config, dir.path(), None, metrics.decision_log.clone()).unwrap();
@@ -375,6 +383,88 @@ fn retention_removes_old_records_and_keeps_recent_ones() {
     );
     assert_eq!(log.db().get(&recent.id).unwrap().as_ref(), Some(&recent));
     assert_eq!(metrics.decision_log.expired.get(), 1);
+    // The person's report forgets the old sighting too, and time filters see only the recent.
+    let report = log.db().report("person-i", None, None, 10).unwrap();
+    assert_eq!(report.total, 1, "{report:?}");
+    let ten_days_ago = likeguard::audit::now_ms() - 10 * 86_400_000;
+    let page = log
+        .db()
+        .list(&likeguard::audit::Query {
+            until: Some(ten_days_ago),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(page.decisions.is_empty(), "{page:?}");
+    log.close(Duration::from_secs(5));
+}
+
+#[test]
+fn a_record_arriving_after_an_erasure_does_not_bring_the_identity_back() {
+    use likeguard::audit::{DecisionLog, Matched, Pending, Record};
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = likeguard::telemetry::Metrics::new();
+    let log = DecisionLog::open(
+        &Default::default(),
+        dir.path(),
+        None,
+        metrics.decision_log.clone(),
+    )
+    .unwrap();
+    let decision = |who: &[&str]| Record {
+        id: uuid::Uuid::now_v7().to_string(),
+        at: likeguard::audit::now_ms(),
+        instance: "test".into(),
+        route: "uploads".into(),
+        side: "request".into(),
+        action: likeguard::policy::Action::Block,
+        rule: "strict-unlicensed".into(),
+        policy_version: None,
+        licensee: None,
+        license: Some("license-of-x".into()),
+        explanation: format!("face matches identity {}", who[0]),
+        client: None,
+        watermark: None,
+        failure: None,
+        identities: who
+            .iter()
+            .map(|w| Matched {
+                identity: w.to_string(),
+                similarity: 0.7,
+            })
+            .collect(),
+        items: Vec::new(),
+    };
+    // Erased before any record named it (a decision still in flight when the erasure ran).
+    assert_eq!(log.erase("person-x").unwrap(), 0);
+    let (only_x, x_and_y) = (decision(&["person-x"]), decision(&["person-x", "person-y"]));
+    for r in [&only_x, &x_and_y] {
+        log.record(Pending {
+            record: r.clone(),
+            unhashed: Vec::new(),
+        });
+    }
+    assert!(log.flush(Duration::from_secs(5)));
+    assert_eq!(log.db().get(&only_x.id).unwrap(), None);
+    let kept = log.db().get(&x_and_y.id).unwrap().unwrap();
+    assert_eq!(kept.identities.len(), 1);
+    assert_eq!(kept.identities[0].identity, "person-y");
+    assert!(
+        !kept.explanation.contains("person-x"),
+        "{}",
+        kept.explanation
+    );
+    assert_eq!(
+        kept.license, None,
+        "the license may be the erased identity's"
+    );
+    assert_eq!(
+        log.db().report("person-x", None, None, 10).unwrap().total,
+        0
+    );
+    assert_eq!(
+        log.db().report("person-y", None, None, 10).unwrap().total,
+        1
+    );
     log.close(Duration::from_secs(5));
 }
 

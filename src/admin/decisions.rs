@@ -65,12 +65,12 @@ pub struct Filters {
 }
 
 impl Filters {
-    fn query(&self) -> Result<audit::Query, Response> {
+    fn query(&self) -> Result<audit::Query, Box<Response>> {
         let time = |v: &Option<String>, name: &str| {
             v.as_deref()
                 .map(audit::parse_instant)
                 .transpose()
-                .map_err(|e| bad(format!("{name}: {e}")))
+                .map_err(|e| Box::new(bad(format!("{name}: {e}"))))
         };
         let action = match self.action.as_deref() {
             None => None,
@@ -79,22 +79,25 @@ impl Filters {
             Some("watermark") => Some(Action::Watermark),
             Some("block") => Some(Action::Block),
             Some(other) => {
-                return Err(bad(format!(
+                return Err(Box::new(bad(format!(
                     "action: {other:?} is not one of allow, tag, watermark, block"
-                )));
+                ))));
             }
         };
         let limit = self.limit.unwrap_or(50);
         if !(1..=audit::MAX_LIMIT).contains(&limit) {
-            return Err(bad(format!("limit: must be 1 to {}", audit::MAX_LIMIT)));
+            return Err(Box::new(bad(format!(
+                "limit: must be 1 to {}",
+                audit::MAX_LIMIT
+            ))));
         }
         let cursor = match self.cursor.as_deref().map(as_id) {
             None => None,
             Some(Some(c)) => Some(c),
             Some(None) => {
-                return Err(bad(
+                return Err(Box::new(bad(
                     "cursor: not a cursor this API returned (next_cursor of the previous page)",
-                ));
+                )));
             }
         };
         let (since, until) = (time(&self.since, "since")?, time(&self.until, "until")?);
@@ -102,10 +105,10 @@ impl Filters {
             && a > b
         {
             // Each is well-formed; together they name no time: 422, not 400.
-            return Err(problem(Problem::new(
+            return Err(Box::new(problem(Problem::new(
                 ProblemKind::Unprocessable,
                 "since is after until",
-            )));
+            ))));
         }
         Ok(audit::Query {
             identity: self.identity.clone(),
@@ -152,7 +155,7 @@ pub async fn list(State(s): State<AdminState>, Query(f): Query<Filters>) -> Resp
     }
     let q = match f.query() {
         Ok(q) => q,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match tokio::task::spawn_blocking(move || log.db().list(&q)).await {
         Ok(Ok(page)) => axum::Json(page).into_response(),
@@ -182,7 +185,7 @@ pub async fn export(State(s): State<AdminState>, Query(f): Query<Filters>) -> Re
     };
     let mut q = match f.query() {
         Ok(q) => q,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if f.limit.is_none() {
         q.limit = audit::MAX_LIMIT;
@@ -243,6 +246,7 @@ fn jsonl(records: &[Record]) -> Vec<u8> {
 /// `id:similarity`).
 fn csv_rows(records: &[Record], header: bool) -> Vec<u8> {
     let mut w = csv::Writer::from_writer(Vec::new());
+    let cell = |s: &str| audit::csv_cell(s).into_owned();
     if header {
         let _ = w.write_record([
             "id",
@@ -279,27 +283,27 @@ fn csv_rows(records: &[Record], header: bool) -> Vec<u8> {
         let hashes = r
             .items
             .iter()
-            .map(|i| i.sha256.as_deref().unwrap_or("-"))
+            .map(|i| i.sha256.as_deref().unwrap_or(""))
             .collect::<Vec<_>>()
             .join(";");
         let at = audit::rfc3339_ms(r.at);
         let _ = w.write_record([
-            r.id.as_str(),
-            &at,
-            &r.instance,
-            &r.route,
-            &r.side,
-            r.action.as_str(),
-            &r.rule,
-            r.policy_version.as_deref().unwrap_or(""),
-            r.licensee.as_deref().unwrap_or(""),
-            r.license.as_deref().unwrap_or(""),
-            &identities,
-            &items,
-            &hashes,
-            r.watermark.as_deref().unwrap_or(""),
-            r.client.as_deref().unwrap_or(""),
-            &r.explanation,
+            cell(&r.id),
+            at,
+            cell(&r.instance),
+            cell(&r.route),
+            cell(&r.side),
+            r.action.as_str().to_string(),
+            cell(&r.rule),
+            cell(r.policy_version.as_deref().unwrap_or("")),
+            cell(r.licensee.as_deref().unwrap_or("")),
+            cell(r.license.as_deref().unwrap_or("")),
+            cell(&identities),
+            cell(&items),
+            hashes,
+            cell(r.watermark.as_deref().unwrap_or("")),
+            cell(r.client.as_deref().unwrap_or("")),
+            cell(&r.explanation),
         ]);
     }
     w.into_inner().unwrap_or_default()
@@ -347,6 +351,14 @@ pub async fn report(
         }
     }
     let [since, until] = times;
+    if let (Some(a), Some(b)) = (since, until)
+        && a > b
+    {
+        return problem(Problem::new(
+            ProblemKind::Unprocessable,
+            "since is after until",
+        ));
+    }
     match tokio::task::spawn_blocking(move || log.db().report(&id, since, until, recent)).await {
         Ok(Ok(r)) => axum::Json(r).into_response(),
         Ok(Err(e)) => failed(e),

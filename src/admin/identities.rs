@@ -166,9 +166,9 @@ pub async fn show(State(s): State<AdminState>, Path(id): Path<String>) -> Respon
     }
 }
 
-/// Most decision records an identity export carries inline; past it, `decisions_truncated` is
-/// true and `/admin/v1/decisions/export?identity=` streams them all.
-const EXPORT_DECISIONS: usize = 100_000;
+/// Most decision records an identity export carries inline (they are held in memory to build
+/// the answer); past it, `decisions_truncated` is true and `/admin/v1/decisions/export?identity=` streams them all.
+const EXPORT_DECISIONS: usize = 10_000;
 
 /// Art. 20: everything held about the identity, reference embeddings and the decision records
 /// naming it included.

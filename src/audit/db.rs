@@ -43,6 +43,8 @@ CREATE TABLE IF NOT EXISTS matches (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS matches_by_id ON matches (id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS identity_marks (mark TEXT PRIMARY KEY, identity TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS erased (mark TEXT PRIMARY KEY) WITHOUT ROWID;
 ";
 
 /// Most records one page (or one export step) returns.
@@ -90,11 +92,42 @@ pub fn open_writer(path: &Path) -> Result<Connection, AuditError> {
     Ok(conn)
 }
 
-/// Insert one record (an id already present is left alone: the stream delivers a record to
-/// the instance that wrote it too). Returns whether it was new.
-pub fn insert(tx: &Transaction<'_>, r: &Record) -> rusqlite::Result<bool> {
+/// What became of a record handed to [`insert`].
+#[derive(Debug, PartialEq)]
+pub enum Inserted {
+    /// Stored as given, or with erased identities taken out (the stored version).
+    New(Record),
+    /// Its id is already stored (the stream brings an instance's own records back too).
+    Duplicate,
+    /// It names only identities that have been erased: not stored.
+    Erased,
+}
+
+/// Insert one record. Identities erased before it arrived — a decision still in flight when
+/// the erasure ran, or one from an instance that had not heard of it yet — are taken out
+/// first, exactly as `erase` would have done had the record been there.
+pub fn insert(tx: &Transaction<'_>, r: &Record) -> rusqlite::Result<Inserted> {
+    let mut r = r.clone();
+    let mut erased = Vec::new();
+    for m in &r.identities {
+        let gone = tx
+            .prepare_cached("SELECT 1 FROM erased WHERE mark = ?1")?
+            .exists([erasure_mark(&m.identity)])?;
+        if gone {
+            erased.push(m.identity.clone());
+        }
+    }
+    if !erased.is_empty() {
+        r.identities.retain(|m| !erased.contains(&m.identity));
+        if r.identities.is_empty() {
+            return Ok(Inserted::Erased);
+        }
+        for identity in &erased {
+            scrub(&mut r, identity);
+        }
+    }
     let json =
-        serde_json::to_string(r).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
+        serde_json::to_string(&r).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
     let added = tx
         .prepare_cached(
             "INSERT OR IGNORE INTO decisions (id, at, route, action, rule, licensee, record)
@@ -110,12 +143,14 @@ pub fn insert(tx: &Transaction<'_>, r: &Record) -> rusqlite::Result<bool> {
             json
         ])?;
     if added == 0 {
-        return Ok(false);
+        return Ok(Inserted::Duplicate);
     }
     let mut m = tx.prepare_cached(
         "INSERT OR IGNORE INTO matches (identity, id, at, action, licensee, route, similarity)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
+    let mut marks =
+        tx.prepare_cached("INSERT OR IGNORE INTO identity_marks (mark, identity) VALUES (?1, ?2)")?;
     for i in &r.identities {
         m.execute(params![
             i.identity,
@@ -126,14 +161,27 @@ pub fn insert(tx: &Transaction<'_>, r: &Record) -> rusqlite::Result<bool> {
             r.route,
             f64::from(i.similarity)
         ])?;
+        marks.execute(params![erasure_mark(&i.identity), i.identity])?;
     }
-    Ok(true)
+    Ok(Inserted::New(r))
 }
 
-/// Art. 17: records naming `identity` go. A record that names only this identity is deleted
-/// (time, media hash and client of a sighting are about the person); one that also names
-/// others keeps them, with this identity taken out of its matches and explanation.
+/// Take an erased identity out of a record that names others too: its match, its id in the
+/// explanation, and the license (it may be the erased identity's).
+fn scrub(r: &mut Record, identity: &str) {
+    r.identities.retain(|m| m.identity != identity);
+    r.explanation = r.explanation.replace(identity, "(erased identity)");
+    r.license = None;
+}
+
+/// Art. 17: records naming `identity` go, now and — through the `erased` marks — whenever one
+/// arrives later. A record that names only this identity is deleted (time, media hash and
+/// client of a sighting are about the person); one that also names others keeps them, with
+/// this identity taken out (`scrub`).
 pub fn erase(tx: &Transaction<'_>, identity: &str) -> rusqlite::Result<usize> {
+    let mark = erasure_mark(identity);
+    tx.execute("INSERT OR IGNORE INTO erased (mark) VALUES (?1)", [&mark])?;
+    tx.execute("DELETE FROM identity_marks WHERE mark = ?1", [&mark])?;
     let ids: Vec<String> = tx
         .prepare("SELECT id FROM matches WHERE identity = ?1")?
         .query_map([identity], |row| row.get(0))?
@@ -148,11 +196,10 @@ pub fn erase(tx: &Transaction<'_>, identity: &str) -> rusqlite::Result<usize> {
             tx.execute("DELETE FROM decisions WHERE id = ?1", [id])?;
             continue;
         };
-        record.identities.retain(|m| m.identity != identity);
+        scrub(&mut record, identity);
         if record.identities.is_empty() {
             tx.execute("DELETE FROM decisions WHERE id = ?1", [id])?;
         } else {
-            record.explanation = record.explanation.replace(identity, "(erased identity)");
             let json = serde_json::to_string(&record)
                 .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
             tx.execute(
@@ -171,39 +218,61 @@ pub fn erasure_mark(identity: &str) -> String {
     hex::encode(Sha256::digest(identity.as_bytes()))
 }
 
-/// `erase` for the identity whose `erasure_mark` is `mark` (a marker from the fleet stream):
-/// the identities this file names are hashed until one matches.
+/// `erase` for the identity whose `erasure_mark` is `mark` (a marker from the fleet stream).
+/// The mark is kept even when this file never named the identity, so a record naming it that
+/// arrives later is not stored.
 pub fn erase_marked(tx: &Transaction<'_>, mark: &str) -> rusqlite::Result<usize> {
-    let named: Vec<String> = tx
-        .prepare("SELECT DISTINCT identity FROM matches")?
-        .query_map([], |row| row.get(0))?
-        .collect::<Result<_, _>>()?;
-    match named.iter().find(|i| erasure_mark(i) == mark) {
-        Some(identity) => erase(tx, identity),
-        None => Ok(0),
+    let identity: Option<String> = tx
+        .query_row(
+            "SELECT identity FROM identity_marks WHERE mark = ?1",
+            [mark],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match identity {
+        Some(identity) => erase(tx, &identity),
+        None => {
+            tx.execute("INSERT OR IGNORE INTO erased (mark) VALUES (?1)", [mark])?;
+            Ok(0)
+        }
     }
 }
 
-/// Delete one step of records older than `before_ms`; returns how many went (0: done).
-pub fn expire_step(conn: &Connection, before_ms: i64) -> rusqlite::Result<usize> {
+/// Delete one step of records (and identity matches) older than `before_ms`; returns how many
+/// records and how many matches went ((0, 0): nothing older is left).
+pub fn expire_step(conn: &Connection, before_ms: i64) -> rusqlite::Result<(usize, usize)> {
     let bound = id_floor(before_ms);
-    let n = conn.execute(
+    let decisions = conn.execute(
         "DELETE FROM decisions WHERE rowid IN
            (SELECT rowid FROM decisions WHERE id < ?1 ORDER BY id LIMIT ?2)",
         params![bound, RETENTION_STEP as i64],
     )?;
-    conn.execute(
-        "DELETE FROM matches WHERE id IN
-           (SELECT id FROM matches INDEXED BY matches_by_id WHERE id < ?1 ORDER BY id LIMIT ?2)",
+    let matches = conn.execute(
+        "DELETE FROM matches WHERE (identity, id) IN
+           (SELECT identity, id FROM matches INDEXED BY matches_by_id WHERE id < ?1 ORDER BY id LIMIT ?2)",
         params![bound, RETENTION_STEP as i64],
     )?;
-    Ok(n)
+    Ok((decisions, matches))
 }
 
 /// Copy the WAL into the file and truncate it, so pages an erasure overwrote leave no older
-/// copy behind in the WAL.
+/// copy behind in the WAL. A reader in the middle of a query can hold the WAL for a moment:
+/// retried for up to a second, then an error (the erasure is reported unfinished).
 pub fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+    for _ in 0..50 {
+        let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+        if busy == 0 {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Err(rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+        Some(
+            "readers kept the WAL busy for a second; it still holds pages the erasure replaced"
+                .into(),
+        ),
+    ))
 }
 
 pub fn meta_get(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
@@ -365,7 +434,14 @@ impl Db {
         })?;
         let mut decisions: Vec<Record> = rows
             .iter()
-            .filter_map(|j| serde_json::from_str(j).ok())
+            .filter_map(|j| match serde_json::from_str(j) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    // Written by a newer version, or damaged: skipped, and said so.
+                    tracing::warn!(error = %e, "decision log: unreadable record skipped");
+                    None
+                }
+            })
             .collect();
         let next_cursor = if decisions.len() > limit {
             decisions.truncate(limit);

@@ -55,6 +55,9 @@ pub struct Record {
     pub client: Option<String>,
     /// The watermark payload (hex) a marked file carries back to this record.
     pub watermark: Option<String>,
+    /// Why a tag or watermark could not be carried out (the route's `on_failure` applied then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
     /// Identities matched in the media, best similarity per identity.
     pub identities: Vec<Matched>,
     pub items: Vec<Item>,
@@ -184,7 +187,7 @@ impl DecisionLog {
             }
         }
         let bytes: usize = pending.unhashed.iter().map(|(_, b)| b.len()).sum();
-        match self.tx.try_send(writer::Msg::Record(pending)) {
+        match self.tx.try_send(writer::Msg::Record(Box::new(pending))) {
             Ok(()) => self.metrics.queue.inc(),
             Err(TrySendError::Full(_)) => {
                 self.unhashed.fetch_sub(bytes, Ordering::AcqRel);
@@ -228,20 +231,49 @@ impl DecisionLog {
     /// Write everything queued so far (blocking, at most `wait`); used at shutdown and by
     /// tests. Returns whether the writer caught up in time.
     pub fn flush(&self, wait: Duration) -> bool {
+        let deadline = std::time::Instant::now() + wait;
         let (reply, done) = mpsc::sync_channel(1);
-        if self.tx.send(writer::Msg::Flush(reply)).is_err() {
+        if !self.send_by(writer::Msg::Flush(reply), deadline) {
             return false;
         }
-        done.recv_timeout(wait).is_ok()
+        done.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .is_ok()
     }
 
-    /// Flush and stop the writer (at most `wait`).
+    /// Flush and stop the writer, waiting at most about `wait` (a writer that has not caught
+    /// up by then is left to the process exit).
     pub fn close(&self, wait: Duration) {
-        self.flush(wait);
-        let _ = self.tx.try_send(writer::Msg::Stop);
-        if let Some(h) = self.writer.lock().ok().and_then(|mut w| w.take()) {
-            let _ = h.join();
+        let deadline = std::time::Instant::now() + wait;
+        if self.flush(wait) && self.send_by(writer::Msg::Stop, deadline) {
+            if let Some(h) = self.writer.lock().ok().and_then(|mut w| w.take()) {
+                let _ = h.join();
+            }
         }
+    }
+
+    /// Queue `msg`, waiting for room until `deadline` at most.
+    fn send_by(&self, mut msg: writer::Msg, deadline: std::time::Instant) -> bool {
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) => return true,
+                Err(TrySendError::Full(m)) if std::time::Instant::now() < deadline => {
+                    msg = m;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// A CSV cell that a spreadsheet will show, not run: text starting with `=`, `+`, `-`, `@`,
+/// tab or CR (a formula to Excel and LibreOffice) gets a leading `'` (OWASP's advice). Licensee,
+/// route and rule names can come from clients.
+pub fn csv_cell(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}").into()
+    } else {
+        s.into()
     }
 }
 

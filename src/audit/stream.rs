@@ -81,6 +81,16 @@ impl Stream {
         pipe.query::<()>(con).map_err(err)
     }
 
+    /// Delete entries by stream id.
+    pub fn delete(&self, con: &mut redis::Connection, ids: &[String]) -> Result<(), String> {
+        redis::cmd("XDEL")
+            .arg(&self.key)
+            .arg(ids)
+            .query::<i64>(con)
+            .map(|_| ())
+            .map_err(err)
+    }
+
     /// Drop entries older than `before_ms` (entry ids start with their time in ms).
     pub fn trim(&self, con: &mut redis::Connection, before_ms: i64) -> Result<(), String> {
         redis::cmd("XTRIM")
@@ -116,7 +126,7 @@ impl Stream {
             let naming: Vec<&String> = entries
                 .iter()
                 .filter(|(_, e)| {
-                    matches!(e, Entry::Record(r) if r.identities.iter().any(|m| m.identity == identity))
+                    matches!(e, Some(Entry::Record(r)) if r.identities.iter().any(|m| m.identity == identity))
                 })
                 .map(|(id, _)| id)
                 .collect();
@@ -189,18 +199,30 @@ impl Stream {
                             }
                         };
                         let entries = parse_xread(&reply);
+                        // Past every entry read, readable or not (one this version cannot
+                        // read is skipped, never read again and again).
                         let Some((newest, _)) = entries.last() else {
                             continue;
                         };
-                        newest.clone_into(&mut last);
+                        let newest = newest.clone();
                         metrics.imported.inc_by(entries.len() as u64);
+                        let (done, applied) = std::sync::mpsc::sync_channel(1);
                         let msg = Msg::Imported {
-                            last: last.clone(),
-                            entries: entries.into_iter().map(|(_, e)| e).collect(),
+                            last: newest.clone(),
+                            entries: entries
+                                .into_iter()
+                                .filter_map(|(id, e)| e.map(|e| (id, e)))
+                                .collect(),
+                            done,
                         };
                         // Blocking: a busy writer slows the follower, never drops entries.
                         if tx.send(msg).is_err() {
                             return;
+                        }
+                        match applied.recv() {
+                            Ok(true) => last = newest,
+                            Ok(false) => std::thread::sleep(Duration::from_secs(1)),
+                            Err(_) => return,
                         }
                     }
                 }
@@ -212,7 +234,7 @@ impl Stream {
 }
 
 /// `XREAD`'s reply (RESP2 arrays or RESP3 map) → its entries.
-fn parse_xread(v: &Value) -> Vec<(String, Entry)> {
+fn parse_xread(v: &Value) -> Vec<(String, Option<Entry>)> {
     match v {
         Value::Array(streams) => streams
             .iter()
@@ -226,8 +248,9 @@ fn parse_xread(v: &Value) -> Vec<(String, Entry)> {
     }
 }
 
-/// `[[id, [field, value, ...]], ...]` → entries; anything unreadable is skipped.
-fn parse_entries(v: &Value) -> Vec<(String, Entry)> {
+/// `[[id, [field, value, ...]], ...]` → entries by stream id; `None` for one that cannot be
+/// read (logged).
+fn parse_entries(v: &Value) -> Vec<(String, Option<Entry>)> {
     let Value::Array(items) = v else {
         return Vec::new();
     };
@@ -238,21 +261,25 @@ fn parse_entries(v: &Value) -> Vec<(String, Entry)> {
                 return None;
             };
             let id = text(pair.first()?)?;
-            let Value::Array(fields) = pair.get(1)? else {
-                return None;
+            let fields = match pair.get(1) {
+                Some(Value::Array(f)) => f.as_slice(),
+                _ => &[],
             };
-            let field = text(fields.first()?)?;
-            let value = text(fields.get(1)?)?;
-            let entry = match field.as_str() {
-                "r" => match serde_json::from_str::<Record>(&value) {
-                    Ok(r) => Entry::Record(r),
+            let field = fields.first().and_then(text);
+            let value = fields.get(1).and_then(text);
+            let entry = match (field.as_deref(), value) {
+                (Some("r"), Some(v)) => match serde_json::from_str::<Record>(&v) {
+                    Ok(r) => Some(Entry::Record(Box::new(r))),
                     Err(e) => {
                         tracing::warn!(entry = %id, error = %e, "decision stream: unreadable record skipped");
-                        return None;
+                        None
                     }
                 },
-                "e" => Entry::Erase(value),
-                _ => return None,
+                (Some("e"), Some(v)) => Some(Entry::Erase(v)),
+                _ => {
+                    tracing::warn!(entry = %id, "decision stream: unknown entry skipped");
+                    None
+                }
             };
             Some((id, entry))
         })

@@ -10,9 +10,12 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// The last millisecond RFC 3339 can write (9999-12-31T23:59:59.999Z).
+const MAX_MS: i64 = 253_402_300_799_999;
+
 /// `2026-12-02T07:00:00.123Z`.
 pub fn rfc3339_ms(ms: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms.min(MAX_MS)).unwrap_or(0));
     humantime::format_rfc3339_millis(t).to_string()
 }
 
@@ -20,7 +23,7 @@ pub fn rfc3339_ms(ms: i64) -> String {
 /// `2026-12-01T01:00:00+01:00`). Times before 1970 read as 1970 (nothing is older).
 pub fn parse_instant(s: &str) -> Result<i64, String> {
     chrono::DateTime::parse_from_rfc3339(s)
-        .map(|t| t.timestamp_millis().max(0))
+        .map(|t| t.timestamp_millis().clamp(0, MAX_MS))
         .map_err(|e| format!("{s:?} is not an RFC 3339 date-time (2026-12-01T00:00:00Z): {e}"))
 }
 
@@ -88,5 +91,7 @@ mod tests {
         let ago = parse_instant_or_ago("1h").unwrap();
         assert!((now_ms() - ago - 3_600_000).abs() < 5_000);
         assert!(parse_instant_or_ago("yesterday-ish").is_err());
+        let late = parse_instant("9999-12-31T23:59:59-23:59").unwrap();
+        assert_eq!(rfc3339_ms(late), "9999-12-31T23:59:59.999Z");
     }
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 
+use super::db::Inserted;
 use super::stream::{LAST_APPLIED, Stream};
 use super::time::now_ms;
 use super::{AuditError, Pending, Record, db};
@@ -19,20 +20,27 @@ use crate::telemetry::LogMetrics;
 const BATCH: usize = 512;
 /// How often retention runs.
 const RETENTION_EVERY: Duration = Duration::from_secs(600);
+/// Retention steps per turn before the writer goes back to the queue (a large backlog is
+/// removed a turn per second, never by holding the queue up).
+const RETENTION_STEPS: usize = 20;
+/// Longest wait between attempts to reach an unreachable Redis (records still go to the file).
+const STREAM_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// What the stream carries.
 pub enum Entry {
-    Record(Record),
+    Record(Box<Record>),
     /// An erased identity, by its `db::erasure_mark` (the stream never names it).
     Erase(String),
 }
 
 pub enum Msg {
-    Record(Pending),
-    /// Entries read from the fleet stream, up to and including entry id `last`.
+    Record(Box<Pending>),
+    /// Entries read from the fleet stream (with their stream ids), up to and including stream
+    /// entry `last`; `done` says whether they were applied (the follower re-reads if not).
     Imported {
         last: String,
-        entries: Vec<Entry>,
+        entries: Vec<(String, Entry)>,
+        done: SyncSender<bool>,
     },
     Erase {
         identity: String,
@@ -52,15 +60,58 @@ pub struct Writer {
     pub unhashed: Arc<AtomicUsize>,
 }
 
+/// The writer's side of the fleet stream: a connection when there is one, and when to try
+/// again when there is not.
+#[derive(Default)]
+struct Link {
+    con: Option<redis::Connection>,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+}
+
+impl Link {
+    /// A connection, unless Redis failed recently (then `None` until the backoff passes).
+    fn get(&mut self, stream: &Stream) -> Result<&mut redis::Connection, String> {
+        if self.con.is_none() {
+            if self.retry_at.is_some_and(|t| Instant::now() < t) {
+                return Err("Redis unreachable (waiting to retry)".into());
+            }
+            match stream.connect() {
+                Ok(c) => {
+                    self.con = Some(c);
+                    self.retry_at = None;
+                    self.backoff = Duration::ZERO;
+                }
+                Err(e) => {
+                    self.failed();
+                    return Err(e);
+                }
+            }
+        }
+        self.con.as_mut().ok_or_else(|| "no connection".into())
+    }
+
+    fn failed(&mut self) {
+        self.con = None;
+        self.backoff = (self.backoff * 2).clamp(Duration::from_millis(500), STREAM_BACKOFF_MAX);
+        self.retry_at = Some(Instant::now() + self.backoff);
+    }
+}
+
 impl Writer {
     pub fn run(mut self) {
-        let mut redis: Option<redis::Connection> = None;
+        let mut link = Link::default();
         let mut next_retention = Instant::now();
         let mut sized = Instant::now();
         loop {
             if Instant::now() >= next_retention {
-                self.expire(&mut redis);
-                next_retention = Instant::now() + RETENTION_EVERY;
+                let done = self.expire(&mut link);
+                next_retention = Instant::now()
+                    + if done {
+                        RETENTION_EVERY
+                    } else {
+                        Duration::from_secs(1)
+                    };
             }
             let wait = next_retention.saturating_duration_since(Instant::now());
             let first = match self.rx.recv_timeout(wait) {
@@ -81,27 +132,31 @@ impl Writer {
                 match msg {
                     Msg::Record(p) => {
                         self.metrics.queue.dec();
-                        records.push(self.hashed(p));
+                        records.push(self.hashed(*p));
                     }
-                    Msg::Imported { last, entries } => {
-                        self.commit(&mut records, &mut redis);
-                        self.import(&last, entries);
+                    Msg::Imported {
+                        last,
+                        entries,
+                        done,
+                    } => {
+                        self.commit(&mut records, &mut link);
+                        let _ = done.send(self.import(&last, entries, &mut link));
                     }
                     Msg::Erase { identity, reply } => {
-                        self.commit(&mut records, &mut redis);
+                        self.commit(&mut records, &mut link);
                         let out = self.erase(&identity);
                         if let Some(reply) = reply {
                             let _ = reply.send(out);
                         }
                     }
                     Msg::Flush(reply) => {
-                        self.commit(&mut records, &mut redis);
+                        self.commit(&mut records, &mut link);
                         let _ = reply.send(());
                     }
                     Msg::Stop => stop = true,
                 }
             }
-            self.commit(&mut records, &mut redis);
+            self.commit(&mut records, &mut link);
             if sized.elapsed() >= Duration::from_secs(1) {
                 self.metrics
                     .store_bytes
@@ -129,81 +184,109 @@ impl Writer {
         record
     }
 
-    /// Write this instance's records: the file first (one transaction), then the stream.
-    fn commit(&mut self, records: &mut Vec<Record>, redis: &mut Option<redis::Connection>) {
+    /// Write this instance's records: the file first (one transaction), then the stream —
+    /// each record as stored (identities erased meanwhile taken out).
+    fn commit(&mut self, records: &mut Vec<Record>, link: &mut Link) {
         if records.is_empty() {
             return;
         }
         let n = records.len() as u64;
         let written = self.conn.transaction().and_then(|tx| {
+            let mut stored = Vec::with_capacity(records.len());
             for r in records.iter() {
-                db::insert(&tx, r)?;
+                if let Inserted::New(r) = db::insert(&tx, r)? {
+                    stored.push(r);
+                }
             }
-            tx.commit()
+            tx.commit().map(|()| stored)
         });
-        match written {
-            Ok(()) => self
-                .metrics
-                .written
-                .with_label_values(&["sqlite"])
-                .inc_by(n),
+        records.clear();
+        let stored = match written {
+            Ok(stored) => {
+                self.metrics
+                    .written
+                    .with_label_values(&["sqlite"])
+                    .inc_by(stored.len() as u64);
+                stored
+            }
             Err(e) => {
                 self.metrics
                     .dropped
                     .with_label_values(&["store_error"])
                     .inc_by(n);
                 tracing::warn!(file = %self.path, error = %e, records = n, "decision log: write failed; records dropped");
+                return;
+            }
+        };
+        let Some(stream) = &self.stream else {
+            return;
+        };
+        if stored.is_empty() {
+            return;
+        }
+        let appended = link.get(stream).and_then(|c| stream.append(c, &stored));
+        match appended {
+            Ok(()) => self
+                .metrics
+                .written
+                .with_label_values(&["redis"])
+                .inc_by(stored.len() as u64),
+            Err(e) => {
+                link.failed();
+                self.metrics
+                    .dropped
+                    .with_label_values(&["stream_error"])
+                    .inc_by(stored.len() as u64);
+                tracing::warn!(error = %e, records = stored.len(), "decision log: stream append failed; kept in this instance's file only");
             }
         }
-        if let Some(stream) = &self.stream {
-            let appended = connected(stream, redis).and_then(|c| stream.append(c, records));
-            match appended {
-                Ok(()) => self.metrics.written.with_label_values(&["redis"]).inc_by(n),
-                Err(e) => {
-                    *redis = None;
-                    self.metrics
-                        .dropped
-                        .with_label_values(&["stream_error"])
-                        .inc_by(n);
-                    tracing::warn!(error = %e, records = n, "decision log: stream append failed; kept in this instance's file only");
-                }
-            }
-        }
-        records.clear();
     }
 
     /// Apply entries from the fleet stream and remember how far we got, in one transaction.
-    fn import(&mut self, last: &str, entries: Vec<Entry>) {
-        let erasing = entries.iter().any(|e| matches!(e, Entry::Erase(_)));
+    /// Records that arrive naming only erased identities are not stored, and are deleted from
+    /// the stream too. Returns whether the entries were applied.
+    fn import(&mut self, last: &str, entries: Vec<(String, Entry)>, link: &mut Link) -> bool {
+        let erasing = entries.iter().any(|(_, e)| matches!(e, Entry::Erase(_)));
         let done = self.conn.transaction().and_then(|tx| {
             let mut added = 0u64;
-            for e in &entries {
+            let mut refused = Vec::new();
+            for (id, e) in &entries {
                 match e {
-                    Entry::Record(r) => added += u64::from(db::insert(&tx, r)?),
+                    Entry::Record(r) => match db::insert(&tx, r)? {
+                        Inserted::New(_) => added += 1,
+                        Inserted::Erased => refused.push(id.clone()),
+                        Inserted::Duplicate => {}
+                    },
                     Entry::Erase(mark) => {
                         db::erase_marked(&tx, mark)?;
                     }
                 }
             }
             db::meta_set(&tx, LAST_APPLIED, last)?;
-            tx.commit().map(|()| added)
+            tx.commit().map(|()| (added, refused))
         });
-        let done = done.and_then(|added| {
-            if erasing {
-                db::checkpoint(&self.conn)?;
-            }
-            Ok(added)
-        });
-        match done {
-            Ok(added) => self
-                .metrics
-                .written
-                .with_label_values(&["sqlite"])
-                .inc_by(added),
+        let (added, refused) = match done {
+            Ok(d) => d,
             Err(e) => {
-                tracing::warn!(file = %self.path, error = %e, "decision log: applying stream entries failed")
+                tracing::warn!(file = %self.path, error = %e, "decision log: applying stream entries failed; they are read again");
+                return false;
             }
+        };
+        self.metrics
+            .written
+            .with_label_values(&["sqlite"])
+            .inc_by(added);
+        if erasing && let Err(e) = db::checkpoint(&self.conn) {
+            tracing::warn!(file = %self.path, error = %e, "decision log: WAL not truncated after an erasure");
         }
+        if !refused.is_empty()
+            && let Some(stream) = &self.stream
+            && let Err(e) = link.get(stream).and_then(|c| stream.delete(c, &refused))
+        {
+            link.failed();
+            tracing::warn!(error = %e, "decision log: stream entries naming an erased identity not deleted (trimmed later)");
+        }
+        true
     }
 
     fn erase(&mut self, identity: &str) -> Result<usize, AuditError> {
@@ -222,42 +305,40 @@ impl Writer {
         Ok(n)
     }
 
-    /// Retention: old records out of the file (in steps) and out of the stream.
-    fn expire(&mut self, redis: &mut Option<redis::Connection>) {
+    /// Retention: old records out of the file (a few steps per turn) and out of the stream.
+    /// Returns whether nothing older than the retention is left.
+    fn expire(&mut self, link: &mut Link) -> bool {
         let before =
             now_ms().saturating_sub(i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX));
         let mut removed = 0u64;
-        loop {
+        let mut done = false;
+        for _ in 0..RETENTION_STEPS {
             match db::expire_step(&self.conn, before) {
-                Ok(0) => break,
-                Ok(n) => removed += n as u64,
+                Ok((0, 0)) => {
+                    done = true;
+                    break;
+                }
+                Ok((records, _)) => removed += records as u64,
                 Err(e) => {
                     tracing::warn!(file = %self.path, error = %e, "decision log: retention failed");
+                    done = true;
                     break;
                 }
             }
         }
         self.metrics.expired.inc_by(removed);
-        if let Some(stream) = &self.stream
-            && let Err(e) = connected(stream, redis).and_then(|c| stream.trim(c, before))
+        if done
+            && let Some(stream) = &self.stream
+            && let Err(e) = link.get(stream).and_then(|c| stream.trim(c, before))
         {
-            *redis = None;
+            link.failed();
             tracing::warn!(error = %e, "decision log: stream trim failed");
         }
+        done
     }
 
     fn size(&self) -> u64 {
         let len = |p: &str| std::fs::metadata(p).map_or(0, |m| m.len());
         len(&self.path) + len(&format!("{}-wal", self.path))
     }
-}
-
-fn connected<'a>(
-    stream: &Stream,
-    con: &'a mut Option<redis::Connection>,
-) -> Result<&'a mut redis::Connection, String> {
-    if con.is_none() {
-        *con = Some(stream.connect()?);
-    }
-    con.as_mut().ok_or_else(|| "no connection".to_string())
 }

@@ -151,17 +151,18 @@ pub fn run(config: &Config, command: DecisionsCommand) -> anyhow::Result<()> {
                         .map(|m| format!("{}:{:.3}", m.identity, m.similarity))
                         .collect::<Vec<_>>()
                         .join(";");
+                    let cell = |s: &str| audit::csv_cell(s).into_owned();
                     w.write_record([
-                        r.id.as_str(),
-                        &audit::rfc3339_ms(r.at),
-                        &r.route,
-                        &r.side,
-                        r.action.as_str(),
-                        &r.rule,
-                        r.policy_version.as_deref().unwrap_or(""),
-                        r.licensee.as_deref().unwrap_or(""),
-                        &ids,
-                        &r.explanation,
+                        cell(&r.id),
+                        audit::rfc3339_ms(r.at),
+                        cell(&r.route),
+                        cell(&r.side),
+                        r.action.as_str().to_string(),
+                        cell(&r.rule),
+                        cell(r.policy_version.as_deref().unwrap_or("")),
+                        cell(r.licensee.as_deref().unwrap_or("")),
+                        cell(&ids),
+                        cell(&r.explanation),
                     ])?;
                 }
                 match page.next_cursor {

@@ -436,12 +436,6 @@ impl Decider {
             .decisions
             .with_label_values(&[d.action.as_str(), &d.rule])
             .inc();
-        // A watermark's payload leads back here from a marked file.
-        let payload = (d.action == Action::Watermark)
-            .then(|| format!("{:08x}", crate::actions::watermark::payload_for(&d.id)));
-        if let Some(log) = &self.log {
-            log_record(log, s, d, items, payload.clone());
-        }
         let client = s.ctx.client.map(|a| a.to_string());
         let client = client.as_deref().unwrap_or("-");
         if items.is_empty() {
@@ -449,6 +443,9 @@ impl Decider {
                 side = s.side.as_str(), client, action = %d.action, rule = %d.rule, items = 0,
                 "decision");
         } else {
+            // A watermark's payload leads back here from a marked file.
+            let payload = (d.action == Action::Watermark)
+                .then(|| format!("{:08x}", crate::actions::watermark::payload_for(&d.id)));
             tracing::info!(target: "likeguard::audit", decision_id = %d.id, route = %s.route,
                 side = s.side.as_str(), client, action = %d.action, rule = %d.rule,
                 items = items.len(), watermark = payload.as_deref().unwrap_or("-"),
@@ -459,22 +456,34 @@ impl Decider {
     /// Turn a verdict into what happens next.
     async fn enforce(&self, s: &Subject<'_>, body: &Bytes, verdict: Verdict) -> Outcome {
         match verdict {
-            Verdict::Decided(d, items, decoded) => match d.action {
-                Action::Allow => Outcome::pass(),
-                Action::Block => Outcome::Refuse(Problem::blocked(&d.rule, &d.id)),
-                Action::Tag | Action::Watermark => {
-                    let body = decoded.as_ref().unwrap_or(body);
-                    match self.rewrite(s.side, s.class, body, &items, &d).await {
-                        Ok(body) => Outcome::Forward {
-                            headers: self.tags.for_decision(&d),
-                            body,
-                        },
-                        Err(reason) => {
-                            self.failed(s, Failure::new(format!("{}: {reason}", d.action.as_str())))
+            Verdict::Decided(d, items, decoded) => {
+                let (outcome, failure) = match d.action {
+                    Action::Allow => (Outcome::pass(), None),
+                    Action::Block => (Outcome::Refuse(Problem::blocked(&d.rule, &d.id)), None),
+                    Action::Tag | Action::Watermark => {
+                        let body = decoded.as_ref().unwrap_or(body);
+                        match self.rewrite(s.side, s.class, body, &items, &d).await {
+                            Ok(body) => (
+                                Outcome::Forward {
+                                    headers: self.tags.for_decision(&d),
+                                    body,
+                                },
+                                None,
+                            ),
+                            Err(reason) => {
+                                let reason = format!("{}: {reason}", d.action.as_str());
+                                let outcome = self.failed(s, Failure::new(reason.clone()));
+                                (outcome, Some(reason))
+                            }
                         }
                     }
+                };
+                // Logged as carried out: a mark that could not be made is said so.
+                if let Some(log) = &self.log {
+                    log_record(log, s, &d, &items, failure);
                 }
-            },
+                outcome
+            }
             Verdict::Rejected(problem) => match s.side {
                 Side::Request => Outcome::Refuse(problem),
                 Side::Response => self.failed(s, Failure::new(problem.detail)),
@@ -498,8 +507,11 @@ fn log_record(
     s: &Subject<'_>,
     d: &Decision,
     items: &[MediaItem],
-    watermark: Option<String>,
+    failure: Option<String>,
 ) {
+    // A watermark's payload leads back here from a marked file (only when it was marked).
+    let watermark = (d.action == Action::Watermark && failure.is_none())
+        .then(|| format!("{:08x}", crate::actions::watermark::payload_for(&d.id)));
     use crate::audit::{Item, Matched, Pending, Record};
     let mut identities: Vec<Matched> = Vec::new();
     for (id, similarity) in d.findings.iter().filter_map(|f| f.identity.as_ref()) {
@@ -547,6 +559,7 @@ fn log_record(
             explanation: d.explanation.clone(),
             client: s.ctx.client.map(|a| a.to_string()),
             watermark,
+            failure,
             identities,
             items,
         },

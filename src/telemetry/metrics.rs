@@ -219,6 +219,13 @@ impl Metrics {
                 "Decision records removed by retention",
             ),
         };
+        // Every series an alert or a dashboard reads exists from the start, at 0.
+        for sink in ["sqlite", "redis"] {
+            decision_log.written.with_label_values(&[sink]);
+        }
+        for reason in ["queue_full", "store_error", "stream_error", "stopped"] {
+            decision_log.dropped.with_label_values(&[reason]);
+        }
         Self {
             registry,
             decision_log,

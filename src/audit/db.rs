@@ -96,7 +96,7 @@ pub fn open_writer(path: &Path) -> Result<Connection, AuditError> {
 #[derive(Debug, PartialEq)]
 pub enum Inserted {
     /// Stored as given, or with erased identities taken out (the stored version).
-    New(Record),
+    New(Box<Record>),
     /// Its id is already stored (the stream brings an instance's own records back too).
     Duplicate,
     /// It names only identities that have been erased: not stored.
@@ -163,7 +163,7 @@ pub fn insert(tx: &Transaction<'_>, r: &Record) -> rusqlite::Result<Inserted> {
         ])?;
         marks.execute(params![erasure_mark(&i.identity), i.identity])?;
     }
-    Ok(Inserted::New(r))
+    Ok(Inserted::New(Box::new(r)))
 }
 
 /// Take an erased identity out of a record that names others too: its match, its id in the

@@ -244,10 +244,11 @@ impl DecisionLog {
     /// up by then is left to the process exit).
     pub fn close(&self, wait: Duration) {
         let deadline = std::time::Instant::now() + wait;
-        if self.flush(wait) && self.send_by(writer::Msg::Stop, deadline) {
-            if let Some(h) = self.writer.lock().ok().and_then(|mut w| w.take()) {
-                let _ = h.join();
-            }
+        if self.flush(wait)
+            && self.send_by(writer::Msg::Stop, deadline)
+            && let Some(h) = self.writer.lock().ok().and_then(|mut w| w.take())
+        {
+            let _ = h.join();
         }
     }
 

@@ -195,7 +195,7 @@ impl Writer {
             let mut stored = Vec::with_capacity(records.len());
             for r in records.iter() {
                 if let Inserted::New(r) = db::insert(&tx, r)? {
-                    stored.push(r);
+                    stored.push(*r);
                 }
             }
             tx.commit().map(|()| stored)

@@ -23,6 +23,16 @@ fn identity(n: u64) -> String {
     format!("01900000-0000-7000-8000-{n:012}")
 }
 
+/// An independent pseudo-random pick in 0..n for record `i` (a different `salt` per field, so
+/// rule, licensee, action and route are not correlated).
+fn pick(i: u64, salt: u64, n: u64) -> u64 {
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ salt.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    x ^= x >> 31;
+    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^= x >> 29;
+    x % n
+}
+
 fn record(i: u64, n: u64, now: i64) -> Record {
     let span = 89 * DAY_MS;
     let at = now - span + (i as i64 * span) / n as i64;
@@ -31,23 +41,23 @@ fn record(i: u64, n: u64, now: i64) -> Record {
         (at / 1000) as u64,
         ((at % 1000) * 1_000_000) as u32,
     );
-    let action = match i % 10 {
+    let action = match pick(i, 1, 10) {
         0 => Action::Allow,
         1 | 2 => Action::Tag,
         _ => Action::Block,
     };
-    let who = (i.wrapping_mul(7919)) % IDENTITIES;
-    let named = i % 5 < 3;
+    let who = pick(i, 2, IDENTITIES);
+    let named = pick(i, 3, 5) < 3;
     Record {
         id: uuid::Uuid::new_v7(ts).to_string(),
         at,
         instance: "bench-1".into(),
-        route: format!("route-{}", i % 5),
+        route: format!("route-{}", pick(i, 4, 5)),
         side: "request".into(),
         action,
-        rule: format!("rule-{}", i % 20),
+        rule: format!("rule-{}", pick(i, 5, 20)),
         policy_version: Some("3f2a9c1d".into()),
-        licensee: (!i.is_multiple_of(3)).then(|| format!("licensee-{}", i % 30)),
+        licensee: (pick(i, 6, 3) != 0).then(|| format!("licensee-{}", pick(i, 7, 30))),
         license: None,
         explanation: if named {
             format!(
@@ -80,7 +90,7 @@ fn record(i: u64, n: u64, now: i64) -> Record {
 
 /// The bench file with `n` records (generated when missing or of another size).
 fn file(n: u64, dir: &std::path::Path) -> PathBuf {
-    let path = dir.join(format!("decisions-{n}.sqlite"));
+    let path = dir.join(format!("decisions-v2-{n}.sqlite"));
     if let Ok(conn) = rusqlite::Connection::open(&path)
         && let Ok(Some(v)) = db::meta_get(&conn, "bench_rows")
         && v == n.to_string()

@@ -435,7 +435,7 @@ fn a_record_arriving_after_an_erasure_does_not_bring_the_identity_back() {
         items: Vec::new(),
     };
     // Erased before any record named it (a decision still in flight when the erasure ran).
-    assert_eq!(log.erase("person-x").unwrap(), 0);
+    assert_eq!(log.erase("person-x").unwrap().records, 0);
     let (only_x, x_and_y) = (decision(&["person-x"]), decision(&["person-x", "person-y"]));
     for r in [&only_x, &x_and_y] {
         log.record(Pending {

@@ -332,8 +332,12 @@ async fn a_full_disk_refuses_enrolment_clearly_and_keeps_what_was_stored() {
     let disk = SmallDisk::mount("48k");
     let up = Upstream::start().await;
     let state = disk.dir.path().join("state");
+    // The decision log's empty file alone (tables and indexes) would not fit the 48 KB disk:
+    // it lives elsewhere, so the disk fills with identities as this test means it to.
+    let elsewhere = tempfile::tempdir().unwrap();
     let config = format!(
-        "routes:\n  - name: up\n    upstream: {}\n    inspect: {{direction: request, time_budget: 20s}}\n",
+        "decision_log: {{file: '{}'}}\nroutes:\n  - name: up\n    upstream: {}\n    inspect: {{direction: request, time_budget: 20s}}\n",
+        elsewhere.path().join("decisions.sqlite").display(),
         up.url()
     );
     // likeguard's state_dir is on the small disk.

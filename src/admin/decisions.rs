@@ -30,6 +30,16 @@ fn bad(detail: impl Into<String>) -> Response {
     problem(Problem::new(ProblemKind::BadRequest, detail))
 }
 
+/// A query the log refused or could not answer.
+fn query_failed(e: audit::AuditError) -> Response {
+    match e {
+        audit::AuditError::TooBroad(_) => {
+            problem(Problem::new(ProblemKind::Unprocessable, e.to_string()))
+        }
+        e => failed(e),
+    }
+}
+
 fn failed(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "decision log query failed");
     problem(Problem::new(
@@ -139,7 +149,7 @@ pub async fn show(State(s): State<AdminState>, Path(id): Path<String>) -> Respon
             ProblemKind::NotFound,
             "no such decision (never made, not kept — allows are sampled — or past retention)",
         )),
-        Ok(Err(e)) => failed(e),
+        Ok(Err(e)) => query_failed(e),
         Err(e) => failed(e),
     }
 }
@@ -159,7 +169,7 @@ pub async fn list(State(s): State<AdminState>, Query(f): Query<Filters>) -> Resp
     };
     match tokio::task::spawn_blocking(move || log.db().list(&q)).await {
         Ok(Ok(page)) => axum::Json(page).into_response(),
-        Ok(Err(e)) => failed(e),
+        Ok(Err(e)) => query_failed(e),
         Err(e) => failed(e),
     }
 }
@@ -361,7 +371,7 @@ pub async fn report(
     }
     match tokio::task::spawn_blocking(move || log.db().report(&id, since, until, recent)).await {
         Ok(Ok(r)) => axum::Json(r).into_response(),
-        Ok(Err(e)) => failed(e),
+        Ok(Err(e)) => query_failed(e),
         Err(e) => failed(e),
     }
 }

@@ -239,13 +239,15 @@ pub async fn erase(State(s): State<AdminState>, Path(id): Path<String>) -> Respo
         let found = registry
             .remove(&id2)
             .map_err(|e| Unfinished::Store(e.to_string()))?;
-        let records = match &log {
+        let (records, again) = match &log {
             Some(log) => log
                 .erase(&id2)
+                .map(|e| (e.records, e.again))
                 .map_err(|e| Unfinished::Records(e.to_string()))?,
-            None => 0,
+            None => (0, false),
         };
-        Ok((found || records > 0).then_some((licenses, records)))
+        // `again`: a repeated DELETE finishing an erasure that failed part-way.
+        Ok((found || records > 0 || again).then_some((licenses, records)))
     })
     .await;
     match erased {

@@ -47,6 +47,9 @@ CREATE TABLE IF NOT EXISTS identity_marks (mark TEXT PRIMARY KEY, identity TEXT 
 CREATE TABLE IF NOT EXISTS erased (mark TEXT PRIMARY KEY) WITHOUT ROWID;
 ";
 
+/// Longest a query may run.
+pub const QUERY_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Most records one page (or one export step) returns.
 pub const MAX_LIMIT: usize = 1000;
 /// Rows deleted per retention step, so the writer never holds the file for long.
@@ -95,8 +98,8 @@ pub fn open_writer(path: &Path) -> Result<Connection, AuditError> {
 /// What became of a record handed to [`insert`].
 #[derive(Debug, PartialEq)]
 pub enum Inserted {
-    /// Stored as given, or with erased identities taken out (the stored version).
-    New(Box<Record>),
+    /// Stored as given, or with erased identities taken out (`scrubbed`; the stored version).
+    New { record: Box<Record>, scrubbed: bool },
     /// Its id is already stored (the stream brings an instance's own records back too).
     Duplicate,
     /// It names only identities that have been erased: not stored.
@@ -163,7 +166,10 @@ pub fn insert(tx: &Transaction<'_>, r: &Record) -> rusqlite::Result<Inserted> {
         ])?;
         marks.execute(params![erasure_mark(&i.identity), i.identity])?;
     }
-    Ok(Inserted::New(Box::new(r)))
+    Ok(Inserted::New {
+        record: Box::new(r),
+        scrubbed: !erased.is_empty(),
+    })
 }
 
 /// Take an erased identity out of a record that names others too: its match, its id in the
@@ -178,9 +184,9 @@ fn scrub(r: &mut Record, identity: &str) {
 /// arrives later. A record that names only this identity is deleted (time, media hash and
 /// client of a sighting are about the person); one that also names others keeps them, with
 /// this identity taken out (`scrub`).
-pub fn erase(tx: &Transaction<'_>, identity: &str) -> rusqlite::Result<usize> {
+pub fn erase(tx: &Transaction<'_>, identity: &str) -> rusqlite::Result<Erasure> {
     let mark = erasure_mark(identity);
-    tx.execute("INSERT OR IGNORE INTO erased (mark) VALUES (?1)", [&mark])?;
+    let again = tx.execute("INSERT OR IGNORE INTO erased (mark) VALUES (?1)", [&mark])? == 0;
     tx.execute("DELETE FROM identity_marks WHERE mark = ?1", [&mark])?;
     let ids: Vec<String> = tx
         .prepare("SELECT id FROM matches WHERE identity = ?1")?
@@ -209,7 +215,28 @@ pub fn erase(tx: &Transaction<'_>, identity: &str) -> rusqlite::Result<usize> {
         }
     }
     tx.execute("DELETE FROM matches WHERE identity = ?1", [identity])?;
-    Ok(ids.len())
+    Ok(Erasure {
+        records: ids.len(),
+        again,
+    })
+}
+
+/// What an erasure did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Erasure {
+    /// Records that named the identity.
+    pub records: usize,
+    /// The identity had been erased here before (a repeated erasure finishing one that failed
+    /// part-way).
+    pub again: bool,
+}
+
+/// Forget the id behind an erasure mark once no record names it (retention took the last).
+pub fn prune_marks(conn: &Connection) -> rusqlite::Result<usize> {
+    conn.execute(
+        "DELETE FROM identity_marks WHERE identity NOT IN (SELECT identity FROM matches)",
+        [],
+    )
 }
 
 /// The SHA-256 (hex) the fleet stream's erasure marker carries instead of the identity's id.
@@ -221,7 +248,7 @@ pub fn erasure_mark(identity: &str) -> String {
 /// `erase` for the identity whose `erasure_mark` is `mark` (a marker from the fleet stream).
 /// The mark is kept even when this file never named the identity, so a record naming it that
 /// arrives later is not stored.
-pub fn erase_marked(tx: &Transaction<'_>, mark: &str) -> rusqlite::Result<usize> {
+pub fn erase_marked(tx: &Transaction<'_>, mark: &str) -> rusqlite::Result<Erasure> {
     let identity: Option<String> = tx
         .query_row(
             "SELECT identity FROM identity_marks WHERE mark = ?1",
@@ -232,8 +259,8 @@ pub fn erase_marked(tx: &Transaction<'_>, mark: &str) -> rusqlite::Result<usize>
     match identity {
         Some(identity) => erase(tx, &identity),
         None => {
-            tx.execute("INSERT OR IGNORE INTO erased (mark) VALUES (?1)", [mark])?;
-            Ok(0)
+            let again = tx.execute("INSERT OR IGNORE INTO erased (mark) VALUES (?1)", [mark])? == 0;
+            Ok(Erasure { records: 0, again })
         }
     }
 }
@@ -259,12 +286,23 @@ pub fn expire_step(conn: &Connection, before_ms: i64) -> rusqlite::Result<(usize
 /// copy behind in the WAL. A reader in the middle of a query can hold the WAL for a moment:
 /// retried for up to a second, then an error (the erasure is reported unfinished).
 pub fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
-    for _ in 0..50 {
-        let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
-        if busy == 0 {
-            return Ok(());
+    // No busy handler inside: each try answers at once, the loop bounds the whole.
+    conn.busy_timeout(std::time::Duration::ZERO)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    let mut busy = 1;
+    while busy != 0 && std::time::Instant::now() < deadline {
+        busy = conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap_or(1);
+        if busy != 0 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    if busy == 0 {
+        return Ok(());
     }
     Err(rusqlite::Error::SqliteFailure(
         rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
@@ -374,12 +412,21 @@ impl Db {
         }
     }
 
+    /// `f` on a pooled read connection, stopped after `QUERY_LIMIT` (filters that no index
+    /// narrows well — say a licensee with no blocks, asked for its blocks — would otherwise scan
+    /// the whole log while the admin waits).
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, AuditError> {
-        let conn = match self.pool.lock().ok().and_then(|mut p| p.pop()) {
+        let mut conn = match self.pool.lock().ok().and_then(|mut p| p.pop()) {
             Some(c) => c,
             None => self.connect()?,
         };
-        let out = f(&conn).map_err(err(&self.path));
+        let deadline = std::time::Instant::now() + QUERY_LIMIT;
+        conn.progress_handler(10_000, Some(move || std::time::Instant::now() > deadline))
+            .map_err(err(&self.path))?;
+        let out = f(&conn).map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::OperationInterrupted) => AuditError::TooBroad(QUERY_LIMIT),
+            _ => err(&self.path)(e),
+        });
         self.give_back(conn);
         out
     }
@@ -390,7 +437,13 @@ impl Db {
                 .query_row([id], |r| r.get::<_, String>(0))
                 .optional()
         })
-        .map(|j| j.and_then(|j| serde_json::from_str(&j).ok()))
+        .and_then(|j| match j.map(|j| serde_json::from_str(&j)) {
+            None => Ok(None),
+            Some(Ok(r)) => Ok(Some(r)),
+            Some(Err(e)) => Err(AuditError::Other(format!(
+                "decision {id} is stored but unreadable (written by a newer version?): {e}"
+            ))),
+        })
     }
 
     /// One page of records matching `q`, newest first.
@@ -412,7 +465,7 @@ impl Db {
             Some(_) => ("matches m JOIN decisions d ON d.id = m.id", "m.id"),
             None => ("decisions d", "d.id"),
         };
-        let mut sql = format!("SELECT d.record FROM {from} WHERE {key} >= ? AND {key} < ?");
+        let mut sql = format!("SELECT d.id, d.record FROM {from} WHERE {key} >= ? AND {key} < ?");
         let mut args: Vec<String> = vec![low, high];
         for (column, value) in [
             ("m.identity", q.identity.clone()),
@@ -427,28 +480,30 @@ impl Db {
             }
         }
         sql.push_str(&format!(" ORDER BY {key} DESC LIMIT {}", limit + 1));
-        let rows: Vec<String> = self.with(|c| {
+        let rows: Vec<(String, String)> = self.with(|c| {
             c.prepare_cached(&sql)?
-                .query_map(rusqlite::params_from_iter(args.iter()), |r| r.get(0))?
+                .query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
                 .collect()
         })?;
-        let mut decisions: Vec<Record> = rows
+        // Paging goes by the rows, not by what parsed: an unreadable record (a newer
+        // version's, or damaged) is skipped with a warning, never the end of the listing.
+        let more = rows.len() > limit;
+        let rows = &rows[..rows.len().min(limit)];
+        let next_cursor = more
+            .then(|| rows.last().map(|(id, _)| id.clone()))
+            .flatten();
+        let decisions = rows
             .iter()
-            .filter_map(|j| match serde_json::from_str(j) {
+            .filter_map(|(id, j)| match serde_json::from_str(j) {
                 Ok(r) => Some(r),
                 Err(e) => {
-                    // Written by a newer version, or damaged: skipped, and said so.
-                    tracing::warn!(error = %e, "decision log: unreadable record skipped");
+                    tracing::warn!(decision = %id, error = %e, "decision log: unreadable record skipped");
                     None
                 }
             })
             .collect();
-        let next_cursor = if decisions.len() > limit {
-            decisions.truncate(limit);
-            decisions.last().map(|r| r.id.clone())
-        } else {
-            None
-        };
         Ok(Page {
             decisions,
             next_cursor,

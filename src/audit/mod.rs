@@ -94,6 +94,8 @@ pub enum AuditError {
         path: String,
         source: rusqlite::Error,
     },
+    #[error("the query ran longer than {0:?}: narrow it (since/until, identity, rule)")]
+    TooBroad(Duration),
     #[error("decision log: {0}")]
     Other(String),
 }
@@ -111,7 +113,8 @@ pub struct DecisionLog {
     sample_allows: f64,
     instance: String,
     unhashed: Arc<AtomicUsize>,
-    writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The writer thread, and the channel that disconnects when it ends.
+    writer: std::sync::Mutex<Option<(std::thread::JoinHandle<()>, mpsc::Receiver<()>)>>,
 }
 
 impl DecisionLog {
@@ -127,6 +130,7 @@ impl DecisionLog {
         let conn = db::open_writer(&path)?;
         let db = Arc::new(Db::open(&path)?);
         let (tx, rx) = mpsc::sync_channel(config.queue.max(1));
+        let (exited, ended) = mpsc::sync_channel(1);
         let unhashed = Arc::new(AtomicUsize::new(0));
         let instance = instance_name();
         let stream = redis
@@ -144,6 +148,8 @@ impl DecisionLog {
             metrics: metrics.clone(),
             retention: config.retention,
             unhashed: unhashed.clone(),
+            checkpoint_pending: false,
+            exited,
         };
         let handle = std::thread::Builder::new()
             .name("likeguard-decision-log".into())
@@ -157,7 +163,7 @@ impl DecisionLog {
             sample_allows: config.sample_allows,
             instance,
             unhashed,
-            writer: std::sync::Mutex::new(Some(handle)),
+            writer: std::sync::Mutex::new(Some((handle, ended))),
         }))
     }
 
@@ -209,8 +215,8 @@ impl DecisionLog {
     }
 
     /// Remove every record naming `identity` here and, with a stream, from the stream and
-    /// every other instance (Art. 17). Blocking; returns the records removed locally.
-    pub fn erase(&self, identity: &str) -> Result<usize, AuditError> {
+    /// every other instance (Art. 17). Blocking; says what went locally.
+    pub fn erase(&self, identity: &str) -> Result<db::Erasure, AuditError> {
         let (reply, done) = mpsc::sync_channel(1);
         self.tx
             .send(writer::Msg::Erase {
@@ -246,9 +252,12 @@ impl DecisionLog {
         let deadline = std::time::Instant::now() + wait;
         if self.flush(wait)
             && self.send_by(writer::Msg::Stop, deadline)
-            && let Some(h) = self.writer.lock().ok().and_then(|mut w| w.take())
+            && let Some((h, ended)) = self.writer.lock().ok().and_then(|mut w| w.take())
         {
-            let _ = h.join();
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if let Err(mpsc::RecvTimeoutError::Disconnected) = ended.recv_timeout(left) {
+                let _ = h.join();
+            }
         }
     }
 

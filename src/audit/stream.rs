@@ -205,7 +205,7 @@ impl Stream {
                             continue;
                         };
                         let newest = newest.clone();
-                        metrics.imported.inc_by(entries.len() as u64);
+                        let read = entries.len() as u64;
                         let (done, applied) = std::sync::mpsc::sync_channel(1);
                         let msg = Msg::Imported {
                             last: newest.clone(),
@@ -220,7 +220,10 @@ impl Stream {
                             return;
                         }
                         match applied.recv() {
-                            Ok(true) => last = newest,
+                            Ok(true) => {
+                                metrics.imported.inc_by(read);
+                                last = newest;
+                            }
                             Ok(false) => std::thread::sleep(Duration::from_secs(1)),
                             Err(_) => return,
                         }

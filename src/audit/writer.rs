@@ -44,7 +44,7 @@ pub enum Msg {
     },
     Erase {
         identity: String,
-        reply: Option<SyncSender<Result<usize, AuditError>>>,
+        reply: Option<SyncSender<Result<db::Erasure, AuditError>>>,
     },
     Flush(SyncSender<()>),
     Stop,
@@ -58,6 +58,10 @@ pub struct Writer {
     pub metrics: LogMetrics,
     pub retention: Duration,
     pub unhashed: Arc<AtomicUsize>,
+    /// An erasure from the stream whose WAL truncate has not succeeded yet (retried each turn).
+    pub checkpoint_pending: bool,
+    /// Dropped when the writer ends: `DecisionLog::close` waits for that, with a deadline.
+    pub exited: SyncSender<()>,
 }
 
 /// The writer's side of the fleet stream: a connection when there is one, and when to try
@@ -89,6 +93,20 @@ impl Link {
             }
         }
         self.con.as_mut().ok_or_else(|| "no connection".into())
+    }
+
+    /// `f` on the connection; a failure of the command drops the connection and backs off
+    /// (waiting for the backoff itself does not lengthen it).
+    fn run<T>(
+        &mut self,
+        stream: &Stream,
+        f: impl FnOnce(&mut redis::Connection) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let out = f(self.get(stream)?);
+        if out.is_err() {
+            self.failed();
+        }
+        out
     }
 
     fn failed(&mut self) {
@@ -157,6 +175,9 @@ impl Writer {
                 }
             }
             self.commit(&mut records, &mut link);
+            if self.checkpoint_pending {
+                self.checkpoint();
+            }
             if sized.elapsed() >= Duration::from_secs(1) {
                 self.metrics
                     .store_bytes
@@ -194,8 +215,8 @@ impl Writer {
         let written = self.conn.transaction().and_then(|tx| {
             let mut stored = Vec::with_capacity(records.len());
             for r in records.iter() {
-                if let Inserted::New(r) = db::insert(&tx, r)? {
-                    stored.push(*r);
+                if let Inserted::New { record, .. } = db::insert(&tx, r)? {
+                    stored.push(*record);
                 }
             }
             tx.commit().map(|()| stored)
@@ -224,7 +245,7 @@ impl Writer {
         if stored.is_empty() {
             return;
         }
-        let appended = link.get(stream).and_then(|c| stream.append(c, &stored));
+        let appended = link.run(stream, |c| stream.append(c, &stored));
         match appended {
             Ok(()) => self
                 .metrics
@@ -232,7 +253,6 @@ impl Writer {
                 .with_label_values(&["redis"])
                 .inc_by(stored.len() as u64),
             Err(e) => {
-                link.failed();
                 self.metrics
                     .dropped
                     .with_label_values(&["stream_error"])
@@ -253,7 +273,14 @@ impl Writer {
             for (id, e) in &entries {
                 match e {
                     Entry::Record(r) => match db::insert(&tx, r)? {
-                        Inserted::New(_) => added += 1,
+                        Inserted::New { scrubbed, .. } => {
+                            added += 1;
+                            // It named an erased identity: stored without it, and the
+                            // stream entry (which names it) goes.
+                            if scrubbed {
+                                refused.push(id.clone());
+                            }
+                        }
                         Inserted::Erased => refused.push(id.clone()),
                         Inserted::Duplicate => {}
                     },
@@ -276,20 +303,30 @@ impl Writer {
             .written
             .with_label_values(&["sqlite"])
             .inc_by(added);
-        if erasing && let Err(e) = db::checkpoint(&self.conn) {
-            tracing::warn!(file = %self.path, error = %e, "decision log: WAL not truncated after an erasure");
+        if erasing {
+            self.checkpoint_pending = true;
+            self.checkpoint();
         }
         if !refused.is_empty()
             && let Some(stream) = &self.stream
-            && let Err(e) = link.get(stream).and_then(|c| stream.delete(c, &refused))
+            && let Err(e) = link.run(stream, |c| stream.delete(c, &refused))
         {
-            link.failed();
             tracing::warn!(error = %e, "decision log: stream entries naming an erased identity not deleted (trimmed later)");
         }
         true
     }
 
-    fn erase(&mut self, identity: &str) -> Result<usize, AuditError> {
+    /// Truncate the WAL after an erasure from the stream; retried next turn if readers hold it.
+    fn checkpoint(&mut self) {
+        match db::checkpoint(&self.conn) {
+            Ok(()) => self.checkpoint_pending = false,
+            Err(e) => {
+                tracing::warn!(file = %self.path, error = %e, "decision log: WAL not truncated after an erasure yet; retrying")
+            }
+        }
+    }
+
+    fn erase(&mut self, identity: &str) -> Result<db::Erasure, AuditError> {
         let path = self.path.clone();
         let tx = self
             .conn
@@ -327,11 +364,13 @@ impl Writer {
             }
         }
         self.metrics.expired.inc_by(removed);
+        if done && let Err(e) = db::prune_marks(&self.conn) {
+            tracing::warn!(file = %self.path, error = %e, "decision log: pruning identity marks failed");
+        }
         if done
             && let Some(stream) = &self.stream
-            && let Err(e) = link.get(stream).and_then(|c| stream.trim(c, before))
+            && let Err(e) = link.run(stream, |c| stream.trim(c, before))
         {
-            link.failed();
             tracing::warn!(error = %e, "decision log: stream trim failed");
         }
         done

@@ -61,6 +61,8 @@ pub struct Writer {
     /// An erasure from the stream whose WAL truncate has not succeeded yet (retried each turn).
     pub checkpoint_pending: bool,
     /// Dropped when the writer ends: `DecisionLog::close` waits for that, with a deadline.
+    /// Never sent on; held for its drop.
+    #[allow(dead_code)]
     pub exited: SyncSender<()>,
 }
 

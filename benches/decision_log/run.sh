@@ -72,8 +72,8 @@ metric() { curl -s -H 'authorization: Bearer t' "http://127.0.0.1:$LGA/metrics" 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(. /etc/os-release; echo "$PRETTY_NAME")"
 echo "likeguard $("$bin" --version | awk '{print $2}'), ${rate}/s for ${secs}s per run, photo $(stat -c %s "$work/face.jpg") bytes (451 each)"
 echo
-echo "| run | log | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | unexpected | written | dropped |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| run | log | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | unexpected | written | dropped | log's share, p99 |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 run=0
 for round in 1 2; do
   for mode in off embedded redis; do
@@ -87,12 +87,19 @@ for round in 1 2; do
     sleep 1
     written=$(( $(metric 'likeguard_decision_log_written_total{sink="sqlite"}') - before ))
     dropped=$(metric likeguard_decision_log_dropped_total)
+    # The log's own share of each verdict, measured in the proxy: the histogram bucket that
+    # holds the 99th percentile of likeguard_decision_log_record_seconds (an upper bound).
+    inproc=$(curl -s -H 'authorization: Bearer t' "http://127.0.0.1:$LGA/metrics" | python3 -c '
+import re, sys
+b = [(float(m.group(1)), float(m.group(2))) for m in re.finditer(r"likeguard_decision_log_record_seconds_bucket\{le=\"([^\"]+)\"\} (\S+)", sys.stdin.read())]
+total = b[-1][1] if b else 0
+print("-" if not total else next(f"<= {le * 1e6:g} us" for le, n in b if n >= 0.99 * total))')
     kill "$lg"; wait "$lg" 2>/dev/null || true
-    python3 - "$run" "$mode" "$written" "$dropped" "$out" <<'PY'
+    python3 - "$run" "$mode" "$written" "$dropped" "$out" "$inproc" <<'PY'
 import json, sys
-run, mode, written, dropped, out = sys.argv[1:6]
+run, mode, written, dropped, out, inproc = sys.argv[1:7]
 r = json.loads(out)
-print(f"| {run} | {mode} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {r['max_ms']:.2f} | {r['unexpected']} | {written if mode != 'off' else '-'} | {dropped if mode != 'off' else '-'} |")
+print(f"| {run} | {mode} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {r['max_ms']:.2f} | {r['unexpected']} | {written if mode != 'off' else '-'} | {dropped if mode != 'off' else '-'} | {inproc if mode != 'off' else '-'} |")
 PY
   done
 done

@@ -480,7 +480,12 @@ impl Decider {
                 };
                 // Logged as carried out: a mark that could not be made is said so.
                 if let Some(log) = &self.log {
+                    let handing = Instant::now();
                     log_record(log, s, &d, &items, failure);
+                    self.metrics
+                        .decision_log
+                        .record_seconds
+                        .observe(handing.elapsed().as_secs_f64());
                 }
                 outcome
             }

@@ -61,6 +61,9 @@ pub struct LogMetrics {
     pub unhashed: IntCounter,
     /// Records removed by retention.
     pub expired: IntCounter,
+    /// Time the request path spends handing one decision to the log (building the record and
+    /// queueing it).
+    pub record_seconds: prometheus::Histogram,
 }
 
 impl Metrics {
@@ -187,7 +190,22 @@ impl Metrics {
                 .expect("unique metric");
             c
         };
+        let record_seconds = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "decision_log_record_seconds",
+                "Time the request path spends handing one decision to the decision log",
+            )
+            .buckets(vec![
+                0.000_001, 0.000_002_5, 0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1,
+                0.000_2, 0.000_5, 0.001, 0.005,
+            ]),
+        )
+        .expect("static metric");
+        registry
+            .register(Box::new(record_seconds.clone()))
+            .expect("unique metric");
         let decision_log = LogMetrics {
+            record_seconds,
             written: counter(
                 "decision_log_written_total",
                 "Decision records written, by sink (sqlite, redis)",

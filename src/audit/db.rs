@@ -596,3 +596,28 @@ impl Db {
             .map(|n| n.max(0) as u64)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_query_that_never_ends_is_stopped_at_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.sqlite");
+        drop(open_writer(&path).unwrap());
+        let db = Db::open(&path).unwrap();
+        let started = std::time::Instant::now();
+        let out = db.with(|c| {
+            c.query_row(
+                "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r) SELECT count(*) FROM r",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+        });
+        assert!(matches!(out, Err(AuditError::TooBroad(_))), "{out:?}");
+        assert!(started.elapsed() < QUERY_LIMIT + std::time::Duration::from_secs(2));
+        // The connection goes back to the pool usable.
+        assert_eq!(db.count().unwrap(), 0);
+    }
+}

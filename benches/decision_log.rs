@@ -107,7 +107,7 @@ fn file(n: u64, dir: &std::path::Path) -> PathBuf {
     for start in (0..n).step_by(step) {
         let tx = conn.transaction().unwrap();
         for i in start..(start + step as u64).min(n) {
-            db::insert(&tx, &record(i, n, now)).unwrap();
+            db::insert(&tx, record(i, n, now)).unwrap();
         }
         db::meta_set(&tx, "bench_rows", "generating").unwrap();
         tx.commit().unwrap();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::multipart::{Form, Part};
 use sha2::{Digest, Sha256};
-use support::{Likeguard, TOKEN, Upstream, client, media};
+use support::{Likeguard, TOKEN, Upstream, client, media, wait_until};
 
 const X1: &str = "images/faces/deepface/img1.jpg";
 const X2: &str = "images/faces/deepface/img2.jpg";
@@ -74,17 +74,6 @@ async fn upload(lg: &Likeguard, rel: &str, licensee: Option<&str>) -> (u16, serd
     let r = req.send().await.unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(serde_json::Value::Null))
-}
-
-async fn wait_until(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    loop {
-        if check().await {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Every byte of the log's files (database and WAL).

@@ -4,7 +4,7 @@
 mod support;
 
 use reqwest::multipart::{Form, Part};
-use support::{Likeguard, RedisServer, TOKEN, Upstream, client, media, readiness};
+use support::{Likeguard, RedisServer, TOKEN, Upstream, client, media, readiness, wait_until};
 
 const X1: &str = "images/faces/deepface/img1.jpg";
 const X2: &str = "images/faces/deepface/img2.jpg";
@@ -501,21 +501,6 @@ async fn policy_files_reload_atomically_and_shadow_rules_only_record() {
 /// Redis on 127.0.0.1:6379 (`.ci/run` starts one); every test uses its own key prefix.
 fn shared_store_yaml(prefix: &str) -> String {
     format!("store: {{kind: redis, url: 'redis://127.0.0.1:6379', prefix: '{prefix}'}}\n")
-}
-
-async fn wait_until(
-    what: &str,
-    limit: std::time::Duration,
-    mut check: impl AsyncFnMut() -> bool,
-) -> std::time::Duration {
-    let start = std::time::Instant::now();
-    loop {
-        if check().await {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
 }
 
 async fn licenses_on(lg: &Likeguard) -> usize {

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::{AdminState, problem};
 use crate::actions::{Problem, ProblemKind};
-use crate::audit::{self, DecisionLog, Record};
+use crate::audit::{self, DecisionLog};
 use crate::policy::Action;
 
 /// Most records a report lists as recent.
@@ -215,8 +215,8 @@ pub async fn export(State(s): State<AdminState>, Query(f): Query<Filters>) -> Re
                 }
             };
             let chunk = match format {
-                Format::Jsonl => jsonl(&page.decisions),
-                Format::Csv => csv_rows(&page.decisions, first),
+                Format::Jsonl => audit::jsonl(&page.decisions),
+                Format::Csv => audit::csv_rows(&page.decisions, first),
             };
             first = false;
             if tx.blocking_send(Ok(chunk)).is_err() {
@@ -240,83 +240,6 @@ pub async fn export(State(s): State<AdminState>, Query(f): Query<Filters>) -> Re
         Body::from_stream(stream),
     )
         .into_response()
-}
-
-fn jsonl(records: &[Record]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for r in records {
-        if serde_json::to_writer(&mut out, r).is_ok() {
-            out.push(b'\n');
-        }
-    }
-    out
-}
-
-/// One CSV row per record; list-valued fields are joined with `;` (identities as
-/// `id:similarity`).
-fn csv_rows(records: &[Record], header: bool) -> Vec<u8> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let cell = |s: &str| audit::csv_cell(s).into_owned();
-    if header {
-        let _ = w.write_record([
-            "id",
-            "at",
-            "instance",
-            "route",
-            "side",
-            "action",
-            "rule",
-            "policy_version",
-            "licensee",
-            "license",
-            "identities",
-            "items",
-            "sha256",
-            "watermark",
-            "client",
-            "explanation",
-        ]);
-    }
-    for r in records {
-        let identities = r
-            .identities
-            .iter()
-            .map(|m| format!("{}:{:.3}", m.identity, m.similarity))
-            .collect::<Vec<_>>()
-            .join(";");
-        let items = r
-            .items
-            .iter()
-            .map(|i| format!("{}/{} {}B at {}", i.kind, i.format, i.size, i.location))
-            .collect::<Vec<_>>()
-            .join(";");
-        let hashes = r
-            .items
-            .iter()
-            .map(|i| i.sha256.as_deref().unwrap_or(""))
-            .collect::<Vec<_>>()
-            .join(";");
-        let at = audit::rfc3339_ms(r.at);
-        let _ = w.write_record([
-            cell(&r.id),
-            at,
-            cell(&r.instance),
-            cell(&r.route),
-            cell(&r.side),
-            r.action.as_str().to_string(),
-            cell(&r.rule),
-            cell(r.policy_version.as_deref().unwrap_or("")),
-            cell(r.licensee.as_deref().unwrap_or("")),
-            cell(r.license.as_deref().unwrap_or("")),
-            cell(&identities),
-            cell(&items),
-            hashes,
-            cell(r.watermark.as_deref().unwrap_or("")),
-            cell(r.client.as_deref().unwrap_or("")),
-            cell(&r.explanation),
-        ]);
-    }
-    w.into_inner().unwrap_or_default()
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -109,8 +109,7 @@ pub enum Inserted {
 /// Insert one record. Identities erased before it arrived — a decision still in flight when
 /// the erasure ran, or one from an instance that had not heard of it yet — are taken out
 /// first, exactly as `erase` would have done had the record been there.
-pub fn insert(tx: &Transaction<'_>, r: &Record) -> rusqlite::Result<Inserted> {
-    let mut r = r.clone();
+pub fn insert(tx: &Transaction<'_>, mut r: Record) -> rusqlite::Result<Inserted> {
     let mut erased = Vec::new();
     for m in &r.identities {
         let gone = tx

@@ -14,6 +14,7 @@
 //! writer).
 
 pub mod db;
+mod export;
 mod stream;
 mod time;
 mod writer;
@@ -32,6 +33,7 @@ use crate::policy::Action;
 use crate::telemetry::LogMetrics;
 
 pub use db::{Db, MAX_LIMIT, Page, Query, Report};
+pub use export::{csv_rows, jsonl};
 pub use time::{now_ms, parse_instant, parse_instant_or_ago, rfc3339_ms};
 
 /// One decision as the log keeps it.
@@ -273,17 +275,6 @@ impl DecisionLog {
                 Err(_) => return false,
             }
         }
-    }
-}
-
-/// A CSV cell that a spreadsheet will show, not run: text starting with `=`, `+`, `-`, `@`,
-/// tab or CR (a formula to Excel and LibreOffice) gets a leading `'` (OWASP's advice). Licensee,
-/// route and rule names can come from clients.
-pub fn csv_cell(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{s}").into()
-    } else {
-        s.into()
     }
 }
 

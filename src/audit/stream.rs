@@ -19,7 +19,7 @@ use super::writer::{Entry, Msg};
 use super::{Db, Record};
 use crate::telemetry::LogMetrics;
 
-const TIMEOUT: Duration = Duration::from_secs(2);
+use crate::store::redis::TIMEOUT;
 /// How long one XREAD waits for new entries.
 const BLOCK_MS: u64 = 1000;
 /// Meta key of the last stream entry applied.
@@ -54,13 +54,7 @@ impl Stream {
     }
 
     pub fn connect(&self) -> Result<redis::Connection, String> {
-        let c = self
-            .client
-            .get_connection_with_timeout(TIMEOUT)
-            .map_err(err)?;
-        c.set_read_timeout(Some(TIMEOUT)).map_err(err)?;
-        c.set_write_timeout(Some(TIMEOUT)).map_err(err)?;
-        Ok(c)
+        crate::store::redis::connect(&self.client).map_err(err)
     }
 
     /// Append records in one round trip.

@@ -233,7 +233,7 @@ impl Writer {
         let n = records.len() as u64;
         let written = self.conn.transaction().and_then(|tx| {
             let mut stored = Vec::with_capacity(records.len());
-            for r in records.iter() {
+            for r in records.drain(..) {
                 if let Inserted::New { record, .. } = db::insert(&tx, r)? {
                     stored.push(*record);
                 }
@@ -289,22 +289,22 @@ impl Writer {
         let done = self.conn.transaction().and_then(|tx| {
             let mut added = 0u64;
             let mut refused = Vec::new();
-            for (id, e) in &entries {
+            for (id, e) in entries {
                 match e {
-                    Entry::Record(r) => match db::insert(&tx, r)? {
+                    Entry::Record(r) => match db::insert(&tx, *r)? {
                         Inserted::New { scrubbed, .. } => {
                             added += 1;
                             // It named an erased identity: stored without it, and the
                             // stream entry (which names it) goes.
                             if scrubbed {
-                                refused.push(id.clone());
+                                refused.push(id);
                             }
                         }
-                        Inserted::Erased => refused.push(id.clone()),
+                        Inserted::Erased => refused.push(id),
                         Inserted::Duplicate => {}
                     },
                     Entry::Erase(mark) => {
-                        db::erase_marked(&tx, mark)?;
+                        db::erase_marked(&tx, &mark)?;
                     }
                 }
             }

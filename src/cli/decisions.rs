@@ -120,58 +120,20 @@ pub fn run(config: &Config, command: DecisionsCommand) -> anyhow::Result<()> {
             }
         }
         DecisionsCommand::Export { filters, format } => {
+            // The same rows as the admin API's export, page by page.
             let mut q = filters.query(audit::MAX_LIMIT, None)?;
-            let mut csv =
-                matches!(format, ExportFormat::Csv).then(|| csv::Writer::from_writer(out));
-            if let Some(w) = &mut csv {
-                w.write_record([
-                    "id",
-                    "at",
-                    "route",
-                    "side",
-                    "action",
-                    "rule",
-                    "policy_version",
-                    "licensee",
-                    "identities",
-                    "explanation",
-                ])?;
-            }
-            let mut stdout = std::io::stdout();
+            let mut first = true;
             loop {
                 let page = db.list(&q)?;
-                for r in &page.decisions {
-                    let Some(w) = &mut csv else {
-                        writeln!(stdout, "{}", serde_json::to_string(r)?)?;
-                        continue;
-                    };
-                    let ids = r
-                        .identities
-                        .iter()
-                        .map(|m| format!("{}:{:.3}", m.identity, m.similarity))
-                        .collect::<Vec<_>>()
-                        .join(";");
-                    let cell = |s: &str| audit::csv_cell(s).into_owned();
-                    w.write_record([
-                        cell(&r.id),
-                        audit::rfc3339_ms(r.at),
-                        cell(&r.route),
-                        cell(&r.side),
-                        r.action.as_str().to_string(),
-                        cell(&r.rule),
-                        cell(r.policy_version.as_deref().unwrap_or("")),
-                        cell(r.licensee.as_deref().unwrap_or("")),
-                        cell(&ids),
-                        cell(&r.explanation),
-                    ])?;
-                }
+                out.write_all(&match format {
+                    ExportFormat::Jsonl => audit::jsonl(&page.decisions),
+                    ExportFormat::Csv => audit::csv_rows(&page.decisions, first),
+                })?;
+                first = false;
                 match page.next_cursor {
                     Some(c) => q.cursor = Some(c),
                     None => break,
                 }
-            }
-            if let Some(mut w) = csv {
-                w.flush()?;
             }
         }
     }

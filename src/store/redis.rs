@@ -50,13 +50,22 @@ pub enum Event {
     Changed(Kind, String),
 }
 
+/// A connection whose connect, reads and writes each give up after 2 s (a Redis that does not
+/// answer must never hang a caller). Shared with the decision log's stream.
+pub fn connect(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
+    let c = client.get_connection_with_timeout(TIMEOUT)?;
+    c.set_read_timeout(Some(TIMEOUT))?;
+    c.set_write_timeout(Some(TIMEOUT))?;
+    Ok(c)
+}
+
 pub struct RedisStore {
     client: redis::Client,
     prefix: String,
     healthy: AtomicBool,
 }
 
-const TIMEOUT: Duration = Duration::from_secs(2);
+pub const TIMEOUT: Duration = Duration::from_secs(2);
 
 fn err(e: redis::RedisError) -> StoreError {
     StoreError::Redis(e.to_string())
@@ -82,13 +91,7 @@ impl RedisStore {
     }
 
     fn connection(&self) -> Result<redis::Connection, StoreError> {
-        let c = self
-            .client
-            .get_connection_with_timeout(TIMEOUT)
-            .map_err(err)?;
-        c.set_read_timeout(Some(TIMEOUT)).map_err(err)?;
-        c.set_write_timeout(Some(TIMEOUT)).map_err(err)?;
-        Ok(c)
+        connect(&self.client).map_err(err)
     }
 
     fn key(&self, kind: Kind, id: &str) -> String {

@@ -523,3 +523,19 @@ pub fn promtool_check_metrics(exposition: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Poll `check` every 20 ms until it holds; fails the test after `limit`. How long it took.
+pub async fn wait_until(
+    what: &str,
+    limit: std::time::Duration,
+    mut check: impl AsyncFnMut() -> bool,
+) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

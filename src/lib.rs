@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod decide;
 pub mod extract;
+pub mod icap;
 pub mod inference;
 pub mod inspect;
 pub mod knownmedia;

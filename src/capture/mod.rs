@@ -5,6 +5,9 @@
 //! are gathered into one buffer, allocated once from Content-Length when it is known.
 
 use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
+
+use crate::actions::{Problem, ProblemKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -14,6 +17,27 @@ pub enum CaptureError {
     Timeout,
     #[error("connection error while reading the body: {0}")]
     Connection(String),
+}
+
+/// The length a message is framed by: every Content-Length value (repeated headers and comma
+/// lists, which pingora accepts when they agree) must be the same number.
+pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Problem> {
+    let mut found = None;
+    for v in headers.get_all(http::header::CONTENT_LENGTH) {
+        for part in v.to_str().unwrap_or("x").split(',') {
+            let n = part.trim().parse::<u64>().map_err(|_| {
+                Problem::new(ProblemKind::BadRequest, "Content-Length is not a number")
+            })?;
+            if found.is_some_and(|f| f != n) {
+                return Err(Problem::new(
+                    ProblemKind::AmbiguousRequest,
+                    "Content-Length values disagree",
+                ));
+            }
+            found = Some(n);
+        }
+    }
+    Ok(found)
 }
 
 /// Accumulates a body up to a limit.

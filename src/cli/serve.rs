@@ -74,6 +74,14 @@ pub fn serve(mut config: Config) -> anyhow::Result<()> {
     let admin_listener = std::net::TcpListener::bind(config.admin.listen)
         .with_context(|| format!("cannot listen on {} (admin)", config.admin.listen))?;
     admin_listener.set_nonblocking(true)?;
+    let icap_listener = config
+        .icap
+        .as_ref()
+        .map(|i| {
+            crate::icap::bind(i.listen)
+                .with_context(|| format!("cannot listen on {} (icap)", i.listen))
+        })
+        .transpose()?;
     let metrics = Arc::new(Metrics::new());
     let bank = Arc::new(
         Bank::open(
@@ -130,6 +138,18 @@ pub fn serve(mut config: Config) -> anyhow::Result<()> {
     {
         decider = decider.with_fetcher(Arc::new(crate::proxy::UrlFetcher::new(&config)?));
     }
+    let decider = Arc::new(decider);
+    if let Some(listener) = icap_listener {
+        let istag = state_tag(faces.as_deref(), &bank);
+        crate::icap::spawn(
+            listener,
+            &config,
+            decider.clone(),
+            metrics.icap.clone(),
+            istag,
+        )
+        .context("starting the ICAP service")?;
+    }
     let proxy = Proxy::new(&config, decider, metrics.clone())?;
 
     let token = config.admin_token();
@@ -174,6 +194,29 @@ pub fn serve(mut config: Config) -> anyhow::Result<()> {
         log.close(Duration::from_secs(2));
     }
     std::process::exit(0)
+}
+
+/// The ICAP `ISTag`: a fingerprint of what rulings depend on — the policy in force, the
+/// registry's and licenses' change counts, the known-media bank — and of this process (the
+/// counts start again at 0 on restart), so it changes whenever a ruling could.
+fn state_tag(faces: Option<&FaceService>, bank: &Arc<Bank>) -> crate::icap::StateTag {
+    use sha2::{Digest, Sha256};
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let state = faces.map(|f| (f.policy.clone(), f.registry.clone(), f.licenses.clone()));
+    let bank = bank.clone();
+    Arc::new(move || {
+        let mut h = Sha256::new();
+        h.update(started.to_le_bytes());
+        if let Some((policy, registry, licenses)) = &state {
+            h.update(policy.current().version.as_bytes());
+            h.update(registry.version().to_le_bytes());
+            h.update(licenses.version().to_le_bytes());
+        }
+        h.update(bank.len().to_le_bytes());
+        format!("lg-{}", hex::encode(&h.finalize()[..8]))
+    })
 }
 
 /// The decision log, when `decision_log.enabled`; with `store: redis` it also shares records

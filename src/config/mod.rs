@@ -7,6 +7,7 @@
 mod connections;
 mod decision_log;
 mod fetch;
+mod icap;
 mod inference;
 mod inspections;
 mod media;
@@ -25,6 +26,7 @@ use serde::Deserialize;
 pub use connections::ConnectionsConfig;
 pub use decision_log::DecisionLogConfig;
 pub use fetch::FetchConfig;
+pub use icap::IcapConfig;
 pub use inference::{BatchConfig, ExecutionProvider, InferenceConfig, MODELS_DIR_ENV};
 pub use inspections::InspectionsConfig;
 pub use media::{Limits, MediaConfig, Sampling, StillImages};
@@ -106,6 +108,10 @@ pub struct Config {
     /// Signed C2PA manifests on tagged and watermarked response images.
     #[serde(default)]
     pub provenance: ProvenanceConfig,
+    /// An ICAP service (RFC 3507) for proxies that hand content to inspection over ICAP
+    /// (Squid, Traffic Server, ...): off unless set (docs/icap.md).
+    #[serde(default)]
+    pub icap: Option<IcapConfig>,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
 }
@@ -596,6 +602,11 @@ impl Config {
         }
         if let Some(tls) = &self.tls {
             tls.validate(self.listen)?;
+        }
+        if let Some(icap) = &self.icap {
+            let mut taken = vec![self.listen, self.admin.listen];
+            taken.extend(self.tls.as_ref().map(|t| t.listen));
+            icap.validate(&taken)?;
         }
         let mut names = std::collections::HashSet::new();
         for (i, route) in self.routes.iter().enumerate() {

@@ -238,6 +238,10 @@ fn boundary_param(ct: &str) -> Option<String> {
     })
 }
 
+/// How many opening bytes are enough to recognise any media format `media::sniff` knows (what
+/// `looks_inspectable` is given, unless the body is shorter).
+pub const SNIFF_BYTES: usize = 512;
+
 /// Whether the opening bytes of a body the headers did not call inspectable look like
 /// something that must be inspected (media, an archive, JSON, base64 text).
 pub fn looks_inspectable(prefix: &[u8]) -> bool {

@@ -19,18 +19,36 @@ pub struct Admitted {
 }
 
 pub fn admit(req: &RequestHeader, slashes: SlashMode) -> Result<Admitted, Problem> {
+    admit_parts(
+        &req.method,
+        req.raw_path(),
+        &req.uri,
+        &req.headers,
+        slashes,
+    )
+}
+
+/// `admit` for a request head parsed elsewhere (the ICAP server's encapsulated requests):
+/// `raw` is the request target as sent, `uri` its parse.
+pub fn admit_parts(
+    method: &http::Method,
+    raw: &[u8],
+    uri: &http::Uri,
+    headers: &http::HeaderMap,
+    slashes: SlashMode,
+) -> Result<Admitted, Problem> {
     let ambiguous = |detail: &str| Err(Problem::new(ProblemKind::AmbiguousRequest, detail));
-    let mut hosts = req.headers.get_all(HOST).iter();
+    let mut hosts = headers.get_all(HOST).iter();
     let host_header = hosts.next();
     if hosts.next().is_some() {
         return ambiguous("more than one Host header");
     }
-    if req.headers.get_all(CONTENT_TYPE).iter().nth(1).is_some() {
+    if headers.get_all(CONTENT_TYPE).iter().nth(1).is_some() {
         return ambiguous("more than one Content-Type header: send one");
     }
     // An absolute-form target's authority wins over Host (RFC 9112 §3.2.2); HTTP/2 has only
     // `:authority`, which pingora puts there.
-    let host = match (req.uri.host(), host_header) {
+    let host = match (uri.host(), host_header) {
         (Some(h), _) => h.to_string(),
         (None, Some(v)) => v
             .to_str()
@@ -51,9 +69,8 @@ pub fn admit(req: &RequestHeader, slashes: SlashMode) -> Result<Admitted, Proble
     })?;
     // Origin-form, asterisk-form (OPTIONS) or absolute-form (pingora kept its path): anything
     // else would reach the upstream as some other target.
-    let raw = req.raw_path();
     let form_ok = raw.starts_with(b"/")
-        || (raw == b"*" && req.method == http::Method::OPTIONS)
+        || (raw == b"*" && method == http::Method::OPTIONS)
         || raw.starts_with(b"http://")
         || raw.starts_with(b"https://");
     if !form_ok {
@@ -62,7 +79,7 @@ pub fn admit(req: &RequestHeader, slashes: SlashMode) -> Result<Admitted, Proble
             "the request target must be a path (or absolute-form)",
         ));
     }
-    let path = normalize_path(req.uri.path(), slashes).map_err(|e| match e {
+    let path = normalize_path(uri.path(), slashes).map_err(|e| match e {
         TargetError::AmbiguousSlash => Problem::new(
             ProblemKind::AmbiguousRequest,
             format!("{e}; send plain '/' separators (or set paths.encoded_slashes: decode)"),
@@ -71,7 +88,7 @@ pub fn admit(req: &RequestHeader, slashes: SlashMode) -> Result<Admitted, Proble
             Problem::new(ProblemKind::BadRequest, e.to_string())
         }
     })?;
-    let forward = match req.uri.query() {
+    let forward = match uri.query() {
         Some(q) => format!("{}?{q}", path.forward),
         None => path.forward.clone(),
     };

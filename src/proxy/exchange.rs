@@ -20,7 +20,7 @@ use super::range::{self, Asked};
 use super::upstream::{X_FORWARDED_FOR, copy_end_to_end, forwarded_for};
 use super::{Ctx, Proxy, Route, linger, write_problem};
 use crate::actions::{Problem, ProblemKind};
-use crate::capture::{BodyBuf, CaptureError};
+use crate::capture::{BodyBuf, CaptureError, content_length};
 use crate::config::Ranges;
 use crate::decide::{Failure, Outcome, RequestFacts, Side, Subject};
 use crate::extract::{self, BodyClass};
@@ -470,27 +470,6 @@ async fn peek_response_body(
         }
     }
     Ok(got.freeze())
-}
-
-/// The length a message is framed by: every Content-Length value (repeated headers and comma
-/// lists, which pingora accepts when they agree) must be the same number.
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Problem> {
-    let mut found = None;
-    for v in headers.get_all(CONTENT_LENGTH) {
-        for part in v.to_str().unwrap_or("x").split(',') {
-            let n = part.trim().parse::<u64>().map_err(|_| {
-                Problem::new(ProblemKind::BadRequest, "Content-Length is not a number")
-            })?;
-            if found.is_some_and(|f| f != n) {
-                return Err(Problem::new(
-                    ProblemKind::AmbiguousRequest,
-                    "Content-Length values disagree",
-                ));
-            }
-            found = Some(n);
-        }
-    }
-    Ok(found)
 }
 
 /// A body of unknown length: chunked to an HTTP/1.1 client, to the connection's close for an

@@ -9,8 +9,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::capture::{BodyBuf, CaptureError};
 
-/// How many opening bytes are enough to recognise any media format `media::sniff` knows.
-pub(super) const SNIFF_BYTES: usize = 512;
+pub(super) use crate::extract::SNIFF_BYTES;
 
 /// The opening bytes of a body, read as it arrives.
 #[derive(Default)]

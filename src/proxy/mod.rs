@@ -15,6 +15,7 @@
 //! docs/proxy.md, docs/decisions/0001-inspected-exchange.md, 0006-one-http-engine.md.
 
 mod admit;
+pub use admit::{Admitted, admit_parts};
 mod call;
 mod exchange;
 mod fetch;
@@ -56,7 +57,7 @@ const LINGER_BYTES: usize = 64 * 1024 * 1024;
 /// Everything the proxy shares across requests, built once at start.
 pub struct Proxy {
     router: Router,
-    decider: Decider,
+    decider: Arc<Decider>,
     metrics: Arc<Metrics>,
     stats: stats::Stats,
     /// pingora's upstream pool for the inspected exchange (the pass-through path has its own).
@@ -108,7 +109,7 @@ pub struct Ctx {
 impl Proxy {
     pub fn new(
         config: &Config,
-        decider: Decider,
+        decider: Arc<Decider>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, ProxyError> {
         let router = Router::new(&config.routes);

@@ -42,6 +42,22 @@ pub struct Metrics {
     pub inference_queue: prometheus::IntGaugeVec,
     /// The decision log's own health.
     pub decision_log: LogMetrics,
+    /// The ICAP service (`icap/`).
+    pub icap: IcapMetrics,
+}
+
+/// The ICAP service: what it answered, how fast, and how busy it is.
+#[derive(Clone)]
+pub struct IcapMetrics {
+    /// ICAP requests by method and outcome (`options`, `unmodified`, `modified`, `refused`,
+    /// `error`).
+    pub requests: IntCounterVec,
+    /// Time from an ICAP head to its answer, by method.
+    pub seconds: HistogramVec,
+    /// ICAP connections open now.
+    pub connections: IntGauge,
+    /// Connections refused because `max_connections` were open.
+    pub refused: IntCounter,
 }
 
 /// The decision log (`audit/`): what it wrote, dropped and holds.
@@ -246,7 +262,40 @@ impl Metrics {
                 "Decision records removed by retention",
             ),
         };
+        let icap_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "icap_seconds",
+                "Time from an ICAP request head to its answer, by method",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
+            &["method"],
+        )
+        .expect("static metric");
+        registry
+            .register(Box::new(icap_seconds.clone()))
+            .expect("unique metric");
+        let icap = IcapMetrics {
+            requests: counter(
+                "icap_requests_total",
+                "ICAP requests by method and outcome (options, unmodified, modified, refused, error)",
+                &["method", "outcome"],
+            ),
+            seconds: icap_seconds,
+            connections: gauge("icap_connections", "ICAP connections open now"),
+            refused: plain(
+                "icap_connections_refused_total",
+                "ICAP connections refused because max_connections were open",
+            ),
+        };
         // Every series an alert or a dashboard reads exists from the start, at 0.
+        for method in ["REQMOD", "RESPMOD"] {
+            for outcome in ["unmodified", "modified", "refused", "error"] {
+                icap.requests.with_label_values(&[method, outcome]);
+            }
+        }
         for sink in ["sqlite", "redis"] {
             decision_log.written.with_label_values(&[sink]);
         }
@@ -256,6 +305,7 @@ impl Metrics {
         Self {
             registry,
             decision_log,
+            icap,
             degraded,
             store_up,
             inference_queue,

@@ -8,7 +8,7 @@ mod health;
 mod metrics;
 
 pub use health::{Failure as UpstreamFailure, UpstreamHealth, UpstreamState};
-pub use metrics::{LogMetrics, Metrics};
+pub use metrics::{IcapMetrics, LogMetrics, Metrics};
 
 use tracing_subscriber::EnvFilter;
 

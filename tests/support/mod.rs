@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod clips;
+pub mod squid;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

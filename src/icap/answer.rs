@@ -103,11 +103,7 @@ pub fn error(status: u16, istag: &str) -> Vec<u8> {
 }
 
 /// The OPTIONS answer for a service (RFC 3507 §4.10.2).
-pub fn options(
-    istag: &str,
-    method: &str,
-    config: &crate::config::IcapConfig,
-) -> Vec<u8> {
+pub fn options(istag: &str, method: &str, config: &crate::config::IcapConfig) -> Vec<u8> {
     let mut text = String::with_capacity(384);
     status_line(&mut text, 200, istag);
     let _ = write!(
@@ -143,7 +139,10 @@ mod tests {
         let out = head(
             200,
             "t",
-            &[Section::req(b"GET / HTTP/1.1\r\n\r\n"), Section::res(b"HTTP/1.1 200 OK\r\n\r\n")],
+            &[
+                Section::req(b"GET / HTTP/1.1\r\n\r\n"),
+                Section::res(b"HTTP/1.1 200 OK\r\n\r\n"),
+            ],
             Some(Side::Response),
             false,
         );

@@ -13,7 +13,9 @@ const MAX_LINE: usize = 1024;
 pub enum Piece {
     Data(Bytes),
     /// The zero chunk: `ieof` says nothing follows (the preview was the whole body).
-    End { ieof: bool },
+    End {
+        ieof: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -207,7 +209,9 @@ mod tests {
         let mut end = None;
         for b in input {
             buf.extend_from_slice(&[*b]);
-            while let Some(p) = d.next(&mut buf).unwrap() {
+            while end.is_none()
+                && let Some(p) = d.next(&mut buf).unwrap()
+            {
                 match p {
                     Piece::Data(x) => data.extend_from_slice(&x),
                     Piece::End { ieof } => end = Some(ieof),
@@ -220,16 +224,16 @@ mod tests {
     #[test]
     fn bad_chunking_is_an_error() {
         for input in [
-            &b"5\nhello\r\n0\r\n\r\n"[..],         // bare LF
-            b"5\r\nhelloX\r\n0\r\n\r\n",           // no CRLF after data
-            b"x\r\n",                              // not hex
-            b"-5\r\n",                             // sign
-            b" 5\r\n",                             // leading space
-            b"11111111111111111\r\n",              // 17 digits
-            b"5;ieof\r\nhello\r\n0\r\n\r\n",       // ieof with data
-            b"5; \"q\"\r\n",                       // quoted extension name
-            b"0\r\nTrailer: x\r\n\r\n",            // trailer
-            b"5 x\r\n",                            // junk after size
+            &b"5\nhello\r\n0\r\n\r\n"[..],   // bare LF
+            b"5\r\nhelloX\r\n0\r\n\r\n",     // no CRLF after data
+            b"x\r\n",                        // not hex
+            b"-5\r\n",                       // sign
+            b" 5\r\n",                       // leading space
+            b"11111111111111111\r\n",        // 17 digits
+            b"5;ieof\r\nhello\r\n0\r\n\r\n", // ieof with data
+            b"5; \"q\"\r\n",                 // quoted extension name
+            b"0\r\nTrailer: x\r\n\r\n",      // trailer
+            b"5 x\r\n",                      // junk after size
         ] {
             assert!(all(input).is_err(), "{:?}", String::from_utf8_lossy(input));
         }

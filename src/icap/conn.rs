@@ -146,6 +146,25 @@ impl Conn {
         Ok(())
     }
 
+    /// Before closing: stop writing, then read and drop what the client still sends, for at
+    /// most `time` and `max` bytes, so it reads the answer instead of a reset (closing with
+    /// unread bytes makes the kernel send RST).
+    pub async fn linger(&mut self, time: Duration, max: usize) {
+        let _ = self.stream.shutdown().await;
+        let deadline = Instant::now() + time;
+        let mut seen = self.buf.len();
+        self.buf.clear();
+        while seen < max {
+            match timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
+                Ok(Ok(n)) if n > 0 => {
+                    seen += n;
+                    self.buf.clear();
+                }
+                _ => return,
+            }
+        }
+    }
+
     pub async fn end_body(&mut self) -> Result<(), ConnError> {
         self.stream.write_all(b"0\r\n\r\n").await?;
         self.stream.flush().await?;

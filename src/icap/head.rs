@@ -234,10 +234,8 @@ fn number(v: &str) -> Option<usize> {
 /// Whether a comma-separated header (any of its fields) lists `token`, without case.
 fn list_has(headers: &HeaderMap, name: &str, token: &str) -> bool {
     headers.get_all(name).iter().any(|v| {
-        v.to_str().is_ok_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case(token))
-        })
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
     })
 }
 
@@ -340,9 +338,16 @@ mod tests {
 
     #[test]
     fn an_incomplete_head_waits_and_a_huge_one_is_refused() {
-        assert!(head("OPTIONS icap://a/reqmod ICAP/1.0\r\nHost: a\r\n").unwrap().is_none());
+        assert!(
+            head("OPTIONS icap://a/reqmod ICAP/1.0\r\nHost: a\r\n")
+                .unwrap()
+                .is_none()
+        );
         let long = format!("OPTIONS icap://a/x ICAP/1.0\r\nX: {}", "a".repeat(100));
-        assert_eq!(parse(long.as_bytes(), 64).unwrap_err(), HeadError::TooLarge(64));
+        assert_eq!(
+            parse(long.as_bytes(), 64).unwrap_err(),
+            HeadError::TooLarge(64)
+        );
     }
 
     #[test]
@@ -358,7 +363,8 @@ mod tests {
     #[test]
     fn malformed_heads_are_refused_with_their_status() {
         let status = |s: &str| head(s).map(|_| 0).unwrap_or_else(|e| e.status());
-        let e = |enc: &str| format!("RESPMOD icap://a/respmod ICAP/1.0\r\nEncapsulated: {enc}\r\n\r\n");
+        let e =
+            |enc: &str| format!("RESPMOD icap://a/respmod ICAP/1.0\r\nEncapsulated: {enc}\r\n\r\n");
         // Offsets that do not start at 0, go backwards, repeat or overflow.
         assert_eq!(status(&e("res-hdr=5, res-body=90")), 400);
         assert_eq!(status(&e("req-hdr=0, res-hdr=50, res-body=40")), 400);
@@ -384,19 +390,35 @@ mod tests {
         assert_eq!(status("OPTIONS icap://a/r ICAP/2.0\r\n\r\n"), 505);
         assert_eq!(status("OPTIONS http://a/r ICAP/1.0\r\n\r\n"), 400);
         assert_eq!(status("OPTIONS icap://a/r ICAP/1.0\nHost: a\r\n\r\n"), 400);
-        assert_eq!(status("OPTIONS icap://a/r ICAP/1.0\r\nHost : a\r\n\r\n"), 400);
-        assert_eq!(status("OPTIONS icap://a/r ICAP/1.0\r\nHost: a\r\n folded\r\n\r\n"), 400);
+        assert_eq!(
+            status("OPTIONS icap://a/r ICAP/1.0\r\nHost : a\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status("OPTIONS icap://a/r ICAP/1.0\r\nHost: a\r\n folded\r\n\r\n"),
+            400
+        );
         assert_eq!(status("REQMOD icap://a/r ICAP/1.0\r\n\r\n"), 400); // no Encapsulated
         assert_eq!(
-            status("REQMOD icap://a/r ICAP/1.0\r\nEncapsulated: req-hdr=0, req-body=9\r\nEncapsulated: req-hdr=0, req-body=9\r\n\r\n"),
+            status(
+                "REQMOD icap://a/r ICAP/1.0\r\nEncapsulated: req-hdr=0, req-body=9\r\nEncapsulated: req-hdr=0, req-body=9\r\n\r\n"
+            ),
             400
         );
         assert_eq!(
-            status("REQMOD icap://a/r ICAP/1.0\r\nPreview: x\r\nEncapsulated: req-hdr=0, req-body=9\r\n\r\n"),
+            status(
+                "REQMOD icap://a/r ICAP/1.0\r\nPreview: x\r\nEncapsulated: req-hdr=0, req-body=9\r\n\r\n"
+            ),
             400
         );
-        assert_eq!(status("OPTIONS icap://a/r ICAP/1.0\r\nEncapsulated: opt-body=0\r\n\r\n"), 400);
-        assert_eq!(status("OPTIONS icap://a/r ICAP/1.0\r\nEncapsulated: null-body=0\r\n\r\n"), 0);
+        assert_eq!(
+            status("OPTIONS icap://a/r ICAP/1.0\r\nEncapsulated: opt-body=0\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status("OPTIONS icap://a/r ICAP/1.0\r\nEncapsulated: null-body=0\r\n\r\n"),
+            0
+        );
         assert_eq!(status("OPTIONS icap://a/r ICAP/1.0\r\n\r\n"), 0);
     }
 }

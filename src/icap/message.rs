@@ -76,11 +76,7 @@ pub fn response(section: Bytes) -> Result<ResponseHead, HeadError> {
 }
 
 /// The section must be one whole head, nothing before or after it.
-fn complete(
-    parsed: httparse::Result<usize>,
-    len: usize,
-    what: &str,
-) -> Result<usize, HeadError> {
+fn complete(parsed: httparse::Result<usize>, len: usize, what: &str) -> Result<usize, HeadError> {
     match parsed {
         Ok(httparse::Status::Complete(n)) if n == len => Ok(n),
         Ok(httparse::Status::Complete(_)) => Err(bad(format!(
@@ -161,8 +157,10 @@ mod tests {
         assert_eq!(r.headers["content-type"], "image/jpeg");
         let written = write_request(&r, &r.headers);
         assert_eq!(request(Bytes::from(written)).unwrap().target, r.target);
-        let res = response(Bytes::from_static(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n"))
-            .unwrap();
+        let res = response(Bytes::from_static(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n",
+        ))
+        .unwrap();
         assert_eq!(res.status, StatusCode::OK);
         let w = write_response(1, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS, &res.headers);
         assert!(w.starts_with(b"HTTP/1.1 451 Unavailable For Legal Reasons\r\n"));

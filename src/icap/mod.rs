@@ -34,6 +34,11 @@ use crate::telemetry::IcapMetrics;
 /// Header fields taken per head (ICAP or encapsulated HTTP); more is a 400.
 const MAX_FIELDS: usize = 128;
 
+/// Before closing a connection the client may still be writing to, read (and drop) what it
+/// sends for at most this long and this much (the proxy's lingering close).
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+const LINGER_BYTES: usize = 64 * 1024 * 1024;
+
 /// Parse everything a client can send in one request, for the fuzz target: an ICAP head, the
 /// encapsulated heads it announces, and a chunked body after them. Never panics.
 pub fn parse_all(input: &[u8]) -> Result<usize, String> {
@@ -176,7 +181,7 @@ async fn serve(service: &Service, stream: tokio::net::TcpStream, m: &IcapMetrics
             Ok((ended, keep)) => {
                 m.requests.with_label_values(&[method, ended.label()]).inc();
                 if !keep {
-                    return;
+                    return conn.linger(LINGER_TIME, LINGER_BYTES).await;
                 }
             }
             Err(e) => return fail(service, &mut conn, &e, method, m).await,
@@ -235,5 +240,8 @@ async fn fail(
     // Once an answer has begun, an error status would land inside it: just close.
     if let (Some(status), false) = (e.status(), conn.answering()) {
         let _ = conn.write(&answer::error(status, &service.tag())).await;
+    }
+    if !matches!(e, conn::ConnError::Closed | conn::ConnError::Io(_)) {
+        conn.linger(LINGER_TIME, LINGER_BYTES).await;
     }
 }

@@ -13,7 +13,7 @@ use http::header::{
     CONTENT_ENCODING, CONTENT_LENGTH, ETAG, HeaderName, HeaderValue, TRANSFER_ENCODING,
 };
 use http::{HeaderMap, Method, StatusCode};
-use tokio::time::{Duration, Instant};
+use tokio::time::Instant;
 
 use super::answer::{self, Section};
 use super::body::BodyIn;
@@ -27,11 +27,6 @@ use crate::decide::{Decider, Failure, Outcome, RequestFacts, Side, Subject};
 use crate::extract::{self, BodyClass, SNIFF_BYTES};
 use crate::inspect::Context;
 use crate::proxy::{Route, Router, admit_parts};
-
-/// After answering before the whole body arrived, read (and discard) the rest for at most
-/// this long and this much before closing, so the client reads the answer, not a reset.
-const LINGER_TIME: Duration = Duration::from_secs(2);
-const LINGER_BYTES: usize = 64 * 1024 * 1024;
 
 /// The ISTag's source: a fingerprint of everything a ruling depends on (policy, registry,
 /// licenses, known media), so a client's cached "unmodified" is dropped when any of it changes.
@@ -136,14 +131,24 @@ impl Service {
                 .transpose()?,
         };
         let mut body = BodyIn::new(head);
+        tracing::trace!(method = head.method.as_str(), preview = ?head.preview,
+            allow_204 = head.allow_204, body = ?head.encapsulated.body, "ICAP request");
         match self.plan(&msg, client, !body.done())? {
-            Plan::Pass => self.unmodified(conn, head, &msg, &mut body, None, deadline).await,
+            Plan::Pass => {
+                self.unmodified(conn, head, &msg, &mut body, None, deadline)
+                    .await
+            }
             Plan::Refuse(p) => self.refuse(conn, &mut body, &p, deadline).await,
             Plan::Inspect(i) => self.inspect(conn, head, &msg, &mut body, i, deadline).await,
         }
     }
 
-    fn plan(&self, msg: &Message, client: Option<IpAddr>, has_body: bool) -> Result<Plan, HeadError> {
+    fn plan(
+        &self,
+        msg: &Message,
+        client: Option<IpAddr>,
+        has_body: bool,
+    ) -> Result<Plan, HeadError> {
         let Some(req) = &msg.req else {
             return Err(HeadError::Malformed(
                 "RESPMOD without the request head (req-hdr) cannot be routed".into(),
@@ -224,17 +229,17 @@ impl Service {
             partial,
         } = i;
         let max = route.inspect.max_body;
-        let mut subject = Subject {
+        let subject = |class| Subject {
             route: &route.name,
             inspect: &route.inspect,
             side: msg.side,
-            class: &BodyClass::Opaque,
+            class,
             ctx: &ctx,
         };
         if class.is_held() && declared.is_some_and(|n| n > max) {
             // Refused (or passed per the failure mode) before the body is asked for.
             return self
-                .too_large(conn, head, msg, body, &subject, None, deadline)
+                .too_large(conn, head, msg, body, &subject(&class), None, deadline)
                 .await;
         }
         let mut held = BodyBuf::new(max, declared);
@@ -243,6 +248,7 @@ impl Service {
         loop {
             let Some(data) = body.next(conn, deadline).await? else {
                 if body.awaiting_continue() {
+                    tracing::trace!(held = held.len(), "ICAP preview read: asking for the rest");
                     body.resume(conn).await?;
                     continue;
                 }
@@ -254,8 +260,9 @@ impl Service {
             }
             let over = held.push(data).is_err();
             if over {
+                let s = subject(&class);
                 return self
-                    .too_large(conn, head, msg, body, &subject, Some(held.finish()), deadline)
+                    .too_large(conn, head, msg, body, &s, Some(held.finish()), deadline)
                     .await;
             }
             if !known && opening.len() >= SNIFF_BYTES {
@@ -278,12 +285,13 @@ impl Service {
             }
             class = BodyClass::Sniff;
         }
-        subject.class = &class;
+        let s = subject(&class);
         let outcome = if partial {
-            let reason = "the response is a 206 (a piece); a piece cannot be inspected as the whole";
-            self.decider.failed(&subject, Failure::new(reason))
+            let reason =
+                "the response is a 206 (a piece); a piece cannot be inspected as the whole";
+            self.decider.failed(&s, Failure::new(reason))
         } else {
-            self.decider.decide(&subject, held.clone()).await
+            self.decider.decide(&s, held.clone()).await
         };
         self.enforce(conn, head, msg, body, outcome, held, deadline)
             .await
@@ -341,7 +349,10 @@ impl Service {
     ) -> Result<Done, ConnError> {
         let (extra, new) = match outcome {
             Outcome::Refuse(p) => return self.refuse(conn, body, &p, deadline).await,
-            Outcome::Forward { headers, body: None } if headers.is_empty() => {
+            Outcome::Forward {
+                headers,
+                body: None,
+            } if headers.is_empty() => {
                 return self
                     .unmodified(conn, head, msg, body, Some(held), deadline)
                     .await;
@@ -464,10 +475,7 @@ impl Service {
         conn.write(&text).await?;
         conn.write_chunk(&content).await?;
         conn.end_body().await?;
-        if !keep {
-            let linger = Instant::now() + LINGER_TIME;
-            let _ = body.drain(conn, linger.min(deadline), LINGER_BYTES).await;
-        }
+        // When not `keep`, the caller lingers: what is still arriving is read and dropped.
         Ok((Ended::Refused, keep))
     }
 }

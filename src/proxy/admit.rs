@@ -19,13 +19,7 @@ pub struct Admitted {
 }
 
 pub fn admit(req: &RequestHeader, slashes: SlashMode) -> Result<Admitted, Problem> {
-    admit_parts(
-        &req.method,
-        req.raw_path(),
-        &req.uri,
-        &req.headers,
-        slashes,
-    )
+    admit_parts(&req.method, req.raw_path(), &req.uri, &req.headers, slashes)
 }
 
 /// `admit` for a request head parsed elsewhere (the ICAP server's encapsulated requests):

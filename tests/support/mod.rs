@@ -276,7 +276,11 @@ impl Likeguard {
                 "LIKEGUARD_MODELS_DIR",
                 PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"),
             )
-            .env("LIKEGUARD_LOG", "warn")
+            // LIKEGUARD_TEST_LOG=debug shows the server's side of a failing test.
+            .env(
+                "LIKEGUARD_LOG",
+                std::env::var("LIKEGUARD_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

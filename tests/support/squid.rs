@@ -63,7 +63,11 @@ adaptation_access likeguard_resp allow all
             if let Ok(Some(status)) = s.child.try_wait() {
                 panic!("squid exited at start-up: {status}\n{}", s.log());
             }
-            assert!(Instant::now() < deadline, "squid did not start\n{}", s.log());
+            assert!(
+                Instant::now() < deadline,
+                "squid did not start\n{}",
+                s.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         s

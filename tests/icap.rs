@@ -314,6 +314,16 @@ async fn c_icap_client_round_trips_with_and_without_preview() {
         "echoed body differs"
     );
 
+    // RESPMOD echo (no preview, no 204): the response comes back whole, without the request
+    // head (a RESPMOD answer carries only res-hdr).
+    let (body, text) = c_icap_client(
+        icap,
+        &["-s", "respmod", "-resp", "http://up.example/v1/images/list", "-f", w, "-nopreview", "-no204"],
+    );
+    assert!(text.contains("ICAP/1.0 200"), "{text}");
+    assert!(text.contains("Encapsulated: res-hdr=0, res-body="), "{text}");
+    assert_eq!(body, "plain words ".repeat(2000).into_bytes(), "echoed response differs");
+
     // RESPMOD of generated media with a watermark obligation: the image comes back marked.
     let y = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(y.path(), media(Y)).unwrap();
@@ -419,6 +429,18 @@ async fn malformed_icap_is_a_400_and_the_service_keeps_serving() {
         answer.starts_with("ICAP/1.0 400 ") || answer.starts_with("ICAP/1.0 405 "),
         "{answer}"
     );
+
+    // A CONNECT (a tunnel ICAP cannot see into) is passed, not refused.
+    let connect = "CONNECT up.example:443 HTTP/1.1\r\nHost: up.example:443\r\n\r\n";
+    let answer = raw(
+        icap,
+        format!(
+            "REQMOD icap://127.0.0.1/reqmod ICAP/1.0\r\nAllow: 204\r\nConnection: close\r\nEncapsulated: req-hdr=0, null-body={}\r\n\r\n{connect}",
+            connect.len()
+        )
+        .as_bytes(),
+    );
+    assert!(answer.starts_with("ICAP/1.0 204 "), "{answer}");
 
     // Still serving: a whole exchange on one connection, twice (keep-alive).
     let ok = reqmod(&format!("req-hdr=0, null-body={n}"), req);

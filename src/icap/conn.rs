@@ -121,16 +121,21 @@ impl Conn {
     /// (Part of) a final answer.
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
         self.answering = true;
-        self.stream.write_all(bytes).await?;
-        Ok(())
+        self.send(bytes).await
+    }
+
+    /// Write all of `bytes`, within the read timeout (a client that stops reading does not
+    /// hold its connection slot for ever).
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
+        match tokio::time::timeout(self.read_timeout, self.stream.write_all(bytes)).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(ConnError::Closed),
+        }
     }
 
     /// `100 Continue`: an interim answer, the final one still to come.
     pub async fn write_continue(&mut self) -> Result<(), ConnError> {
-        self.stream
-            .write_all(b"ICAP/1.0 100 Continue\r\n\r\n")
-            .await?;
-        Ok(())
+        self.send(b"ICAP/1.0 100 Continue\r\n\r\n").await
     }
 
     /// One body chunk (nothing for empty data: a zero chunk would end the body).
@@ -138,12 +143,9 @@ impl Conn {
         if data.is_empty() {
             return Ok(());
         }
-        self.stream
-            .write_all(chunk_header(data.len()).as_bytes())
-            .await?;
-        self.stream.write_all(data).await?;
-        self.stream.write_all(b"\r\n").await?;
-        Ok(())
+        self.send(chunk_header(data.len()).as_bytes()).await?;
+        self.send(data).await?;
+        self.send(b"\r\n").await
     }
 
     /// Before closing: stop writing, then read and drop what the client still sends, for at
@@ -166,8 +168,6 @@ impl Conn {
     }
 
     pub async fn end_body(&mut self) -> Result<(), ConnError> {
-        self.stream.write_all(b"0\r\n\r\n").await?;
-        self.stream.flush().await?;
-        Ok(())
+        self.send(b"0\r\n\r\n").await
     }
 }

@@ -90,16 +90,15 @@ struct Message {
 }
 
 impl Message {
-    /// The sections as received (for an answer that changes nothing).
+    /// The section as received, for an answer that changes nothing: the request head in
+    /// REQMOD, the response head in RESPMOD (a RESPMOD answer carries no `req-hdr`, RFC 3507
+    /// §4.4.1).
     fn sections(&self) -> Vec<Section<'_>> {
-        let mut s = Vec::new();
-        if let Some(r) = &self.req {
-            s.push(Section::req(&r.raw));
-        }
-        if let Some(r) = &self.res {
-            s.push(Section::res(&r.raw));
-        }
-        s
+        let head = match self.side {
+            Side::Request => self.req.as_ref().map(|r| Section::req(&r.raw)),
+            Side::Response => self.res.as_ref().map(|r| Section::res(&r.raw)),
+        };
+        head.into_iter().collect()
     }
 }
 
@@ -115,6 +114,13 @@ impl Service {
         head: &Head,
         client: Option<IpAddr>,
     ) -> Result<Done, ConnError> {
+        if head.preview.is_some_and(|n| n > self.config.preview) {
+            return Err(HeadError::Malformed(format!(
+                "a preview of more than the {} bytes OPTIONS announced",
+                self.config.preview
+            ))
+            .into());
+        }
         let deadline = Instant::now() + self.timeouts.client_body;
         let heads = conn.take(head.encapsulated.heads_len, deadline).await?;
         let section = |r: &Option<std::ops::Range<usize>>| r.clone().map(|r| heads.slice(r));
@@ -138,7 +144,7 @@ impl Service {
                 self.unmodified(conn, head, &msg, &mut body, None, deadline)
                     .await
             }
-            Plan::Refuse(p) => self.refuse(conn, &mut body, &p, deadline).await,
+            Plan::Refuse(p) => self.refuse(conn, head, &mut body, &p, deadline).await,
             Plan::Inspect(i) => self.inspect(conn, head, &msg, &mut body, i, deadline).await,
         }
     }
@@ -154,6 +160,11 @@ impl Service {
                 "RESPMOD without the request head (req-hdr) cannot be routed".into(),
             ));
         };
+        if req.method == Method::CONNECT {
+            // A tunnel: ICAP sees only the CONNECT, never what flows inside (with ssl_bump,
+            // Squid sends the decrypted requests themselves, which are inspected).
+            return Ok(Plan::Pass);
+        }
         let admitted = match admit_parts(
             &req.method,
             req.target.as_bytes(),
@@ -319,7 +330,7 @@ impl Service {
             Side::Response => self.decider.failed(subject, Failure::new(detail)),
         };
         match outcome {
-            Outcome::Refuse(p) => self.refuse(conn, body, &p, deadline).await,
+            Outcome::Refuse(p) => self.refuse(conn, head, body, &p, deadline).await,
             Outcome::Forward { headers, .. } => {
                 // Passed on unchanged but for the tag, streamed: it is never held whole.
                 let res = msg.res.as_ref().map(|r| {
@@ -348,7 +359,7 @@ impl Service {
         deadline: Instant,
     ) -> Result<Done, ConnError> {
         let (extra, new) = match outcome {
-            Outcome::Refuse(p) => return self.refuse(conn, body, &p, deadline).await,
+            Outcome::Refuse(p) => return self.refuse(conn, head, body, &p, deadline).await,
             Outcome::Forward {
                 headers,
                 body: None,
@@ -430,7 +441,14 @@ impl Service {
         held: Option<Bytes>,
         deadline: Instant,
     ) -> Result<bool, ConnError> {
-        body.finish_preview(conn, deadline).await?;
+        // What is left of a preview is part of the body that goes back: kept, not dropped.
+        let mut rest_of_preview = Vec::new();
+        while body.in_preview() && !body.awaiting_continue() {
+            match body.next(conn, deadline).await? {
+                Some(data) => rest_of_preview.push(data),
+                None => break,
+            }
+        }
         body.resume(conn).await?;
         let has_body = head.encapsulated.body == super::head::Body::Chunked;
         let side = match head.method {
@@ -443,6 +461,9 @@ impl Service {
         if has_body {
             if let Some(held) = held {
                 conn.write_chunk(&held).await?;
+            }
+            for data in rest_of_preview {
+                conn.write_chunk(&data).await?;
             }
             while let Some(data) = body.next(conn, deadline).await? {
                 conn.write_chunk(&data).await?;
@@ -458,12 +479,13 @@ impl Service {
     async fn refuse(
         &self,
         conn: &mut Conn,
+        head: &Head,
         body: &mut BodyIn,
         p: &Problem,
         deadline: Instant,
     ) -> Result<Done, ConnError> {
         body.finish_preview(conn, deadline).await?;
-        let keep = body.in_preview() || body.done();
+        let keep = (body.in_preview() || body.done()) && !head.close;
         let (res, content) = answer::problem(p);
         let text = answer::head(
             200,

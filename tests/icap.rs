@@ -318,11 +318,27 @@ async fn c_icap_client_round_trips_with_and_without_preview() {
     // head (a RESPMOD answer carries only res-hdr).
     let (body, text) = c_icap_client(
         icap,
-        &["-s", "respmod", "-resp", "http://up.example/v1/images/list", "-f", w, "-nopreview", "-no204"],
+        &[
+            "-s",
+            "respmod",
+            "-resp",
+            "http://up.example/v1/images/list",
+            "-f",
+            w,
+            "-nopreview",
+            "-no204",
+        ],
     );
     assert!(text.contains("ICAP/1.0 200"), "{text}");
-    assert!(text.contains("Encapsulated: res-hdr=0, res-body="), "{text}");
-    assert_eq!(body, "plain words ".repeat(2000).into_bytes(), "echoed response differs");
+    assert!(
+        text.contains("Encapsulated: res-hdr=0, res-body="),
+        "{text}"
+    );
+    assert_eq!(
+        body,
+        "plain words ".repeat(2000).into_bytes(),
+        "echoed response differs"
+    );
 
     // RESPMOD of generated media with a watermark obligation: the image comes back marked.
     let y = tempfile::NamedTempFile::new().unwrap();

@@ -245,3 +245,30 @@ async fn fail(
         conn.linger(LINGER_TIME, LINGER_BYTES).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the fuzz target checks, on a few shapes: no panic, and a head is found at the
+    /// same length with or without what follows it.
+    #[test]
+    fn whole_requests_parse_and_heads_end_where_they_end() {
+        let req = "POST http://up.example/upload HTTP/1.1\r\nHost: up.example\r\n\r\n";
+        let whole = format!(
+            "REQMOD icap://a/reqmod ICAP/1.0\r\nEncapsulated: req-hdr=0, req-body={}\r\n\r\n{req}5\r\nhello\r\n0\r\n\r\n",
+            req.len()
+        );
+        assert_eq!(parse_all(whole.as_bytes()), Ok(5));
+        for cut in 0..whole.len() {
+            let data = &whole.as_bytes()[..cut];
+            let _ = parse_all(data);
+            if let Ok(Some((_, len))) = head::parse(data, 64 * 1024) {
+                assert!(
+                    matches!(head::parse(&data[..len], 64 * 1024), Ok(Some((_, l))) if l == len)
+                );
+            }
+        }
+        assert!(parse_all(b"REQMOD icap://a/reqmod ICAP/1.0\r\nEncapsulated: req-hdr=0, req-body=3\r\n\r\nabc").is_err());
+    }
+}

@@ -106,8 +106,8 @@ CONF
 }
 squid_conf $SQ0 alone > "$work/alone.conf"
 squid_conf $SQ icap icap > "$work/icap.conf"
-squid -N -f "$work/alone.conf" & pids+=($!)
-squid -N -f "$work/icap.conf" & pids+=($!)
+squid -N -n lgalone -f "$work/alone.conf" & pids+=($!)
+squid -N -n lgicap -f "$work/icap.conf" & pids+=($!)
 for port in $SQ0 $SQ $UP; do
   for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done

@@ -213,8 +213,14 @@ fn fields(block: &[u8]) -> Result<HeaderMap, HeadError> {
     if used != block.len() {
         return Err(bad("header fields: bytes after the empty line"));
     }
+    header_map(found)
+}
+
+/// Parsed fields as a `HeaderMap` (ICAP heads and encapsulated HTTP heads alike); httparse
+/// leaves unused slots empty, which end the list.
+pub(super) fn header_map(found: &[httparse::Header<'_>]) -> Result<HeaderMap, HeadError> {
     let mut headers = HeaderMap::with_capacity(found.len());
-    for h in found {
+    for h in found.iter().take_while(|h| !h.name.is_empty()) {
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| bad(format!("{:?} is not a header name", h.name)))?;
         let value = HeaderValue::from_bytes(h.value)

@@ -2,11 +2,10 @@
 //! complete head, CRLF only), and written back — unchanged, or with the decision's changes.
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode, Uri};
 
 use super::MAX_FIELDS;
-use super::head::{HeadError, crlf_only};
+use super::head::{HeadError, crlf_only, header_map};
 
 /// An encapsulated HTTP request head.
 #[derive(Debug)]
@@ -47,7 +46,7 @@ pub fn request(section: Bytes) -> Result<RequestHead, HeadError> {
     let uri = Uri::try_from(target.as_str())
         .map_err(|_| bad("encapsulated request: the target is not a URI"))?;
     let minor = req.version.unwrap_or(1);
-    let headers = to_map(req.headers)?;
+    let headers = header_map(req.headers)?;
     Ok(RequestHead {
         method,
         target,
@@ -66,7 +65,7 @@ pub fn response(section: Bytes) -> Result<ResponseHead, HeadError> {
     let status = StatusCode::from_u16(res.code.unwrap_or(0))
         .map_err(|_| bad("encapsulated response: bad status"))?;
     let minor = res.version.unwrap_or(1);
-    let headers = to_map(res.headers)?;
+    let headers = header_map(res.headers)?;
     Ok(ResponseHead {
         status,
         minor,
@@ -87,18 +86,6 @@ fn complete(parsed: httparse::Result<usize>, len: usize, what: &str) -> Result<u
         ))),
         Err(e) => Err(bad(format!("encapsulated {what}: {e}"))),
     }
-}
-
-fn to_map(found: &[httparse::Header<'_>]) -> Result<HeaderMap, HeadError> {
-    let mut headers = HeaderMap::with_capacity(found.len());
-    for h in found.iter().take_while(|h| !h.name.is_empty()) {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| bad(format!("{:?} is not a header name", h.name)))?;
-        let value = HeaderValue::from_bytes(h.value)
-            .map_err(|_| bad(format!("the value of {} is not a header value", h.name)))?;
-        headers.append(name, value);
-    }
-    Ok(headers)
 }
 
 fn write_fields(headers: &HeaderMap, out: &mut Vec<u8>) {

@@ -82,6 +82,11 @@ pub struct LogMetrics {
     pub record_seconds: prometheus::Histogram,
 }
 
+/// Buckets (s) for per-body and per-ICAP-request latency: 0.5 ms to 10 s.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new_custom(Some("likeguard".into()), None)
@@ -146,10 +151,7 @@ impl Metrics {
                 "inspection_seconds",
                 "Extraction and inspection time per body",
             )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0,
-            ]),
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["direction"],
         )
         .expect("static metric");
@@ -267,10 +269,7 @@ impl Metrics {
                 "icap_seconds",
                 "Time from an ICAP request head to its answer, by method",
             )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0,
-            ]),
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["method"],
         )
         .expect("static metric");
